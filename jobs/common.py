@@ -1,0 +1,33 @@
+"""Small helpers every job kind shares: seeding and the torch device."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+
+def seed_everything(seed: int) -> Any:
+    """Seed Python, numpy and torch; return a torch.Generator seeded the same way.
+
+    A seed makes a run repeatable on the same kind of device, not identical between CPU
+    and GPU.
+    """
+    import numpy as np
+    import torch
+
+    # cuBLAS needs a fixed workspace to be deterministic; it is read when CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def torch_device(ctx: Any) -> Any:
+    """The torch.device the job runs on (its one GPU is always cuda:0)."""
+    import torch
+
+    return torch.device(ctx.device)
