@@ -22,6 +22,9 @@ ENTRY_POINT_GROUP = "gpulab.jobs"
 # name -> module holding `KIND`; the order is the learning path's.
 BUILTIN: dict[str, str] = {
     "tensor-anatomy": "jobs.tensor_anatomy",
+    "device-compare": "jobs.device_compare",
+    "autograd": "jobs.autograd",
+    "activations": "jobs.activations",
     "regression": "jobs.regression",
 }
 

@@ -1,0 +1,36 @@
+"""Fixtures for the job-kind tests: an in-process context, and the GPU skip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.context import LocalContext
+
+
+@pytest.fixture(autouse=True)
+def _skip_gpu_tests_without_cuda(request: pytest.FixtureRequest) -> None:
+    # Only gpu-marked tests under tests/jobs skip; the check imports torch, so it is lazy.
+    if request.node.get_closest_marker("gpu") is None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run on a lent GPU machine)")
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> LocalContext:
+    return LocalContext(artifacts_root=tmp_path, job_id=1, seed=0)
+
+
+@pytest.fixture
+def gpu_ctx(tmp_path: Path) -> LocalContext:
+    return LocalContext(artifacts_root=tmp_path, job_id=1, seed=0, device="cuda:0")
+
+
+@pytest.fixture
+def stopped_ctx(tmp_path: Path) -> LocalContext:
+    """A context whose job was cancelled before it began: should_stop() is True at once."""
+    return LocalContext(artifacts_root=tmp_path, job_id=1, seed=0, stop_after_s=0)

@@ -1,0 +1,42 @@
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from jobs.activations import KIND
+from jobs.context import LocalContext
+
+NAMES = ["relu", "sigmoid", "tanh", "softplus", "leaky_relu", "gelu", "elu", "silu"]
+
+
+def test_values_and_derivatives_match_closed_forms(ctx: LocalContext) -> None:
+    result = KIND.run(KIND.validate({}), ctx)
+    assert list(result["activations"]) == NAMES
+    for name, r in result["activations"].items():
+        assert r["value_max_abs_error"] < 1e-6, name
+        assert r["derivative_max_abs_error"] < 1e-6, name
+    assert (ctx.dir / "activations.png").stat().st_size > 0
+
+
+def test_ranges_match_known_values(ctx: LocalContext) -> None:
+    result = KIND.run(KIND.validate({"x_min": -2, "x_max": 2, "points": 5}), ctx)["activations"]
+    assert result["relu"]["min"] == 0.0 and result["relu"]["max"] == 2.0
+    assert result["sigmoid"]["max"] == pytest.approx(1 / (1 + math.exp(-2)), abs=1e-12)
+    assert result["leaky_relu"]["min"] == pytest.approx(-0.02)
+    assert result["elu"]["min"] == pytest.approx(math.exp(-2) - 1)
+    assert result["gelu"]["max"] == pytest.approx(2 * 0.5 * (1 + math.erf(2 / math.sqrt(2))))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{"x_lo": 0}, {"points": 2}, {"x_min": 100}, {"alpha": 0}, {"x_min": 1, "x_max": -1}],
+)
+def test_params_reject_unknown_and_out_of_range(raw: dict) -> None:
+    with pytest.raises(ValidationError):
+        KIND.validate(raw)
+
+
+@pytest.mark.gpu
+def test_on_gpu(gpu_ctx: LocalContext) -> None:
+    result = KIND.run(KIND.validate({}), gpu_ctx)
+    assert result["device"] == "cuda:0" and result["max_abs_error"] < 1e-6

@@ -1,0 +1,37 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from pydantic import BaseModel
+
+from jobs.base import JobKind
+from jobs.registry import BUILTIN, get_kind, list_kinds
+
+
+def test_listing_kinds_does_not_import_torch() -> None:
+    code = (
+        "import json, sys\n"
+        "from jobs.registry import list_kinds\n"
+        "kinds = [k.name for k in list_kinds()]\n"
+        "for k in list_kinds(): k.validate({})\n"
+        "print(json.dumps({'kinds': kinds, 'heavy': sorted(m for m in ('torch', 'numpy',"
+        " 'matplotlib', 'sklearn') if m in sys.modules)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    assert report["kinds"][: len(BUILTIN)] == list(BUILTIN)
+    assert report["heavy"] == []
+
+
+@pytest.mark.parametrize("name", list(BUILTIN))
+def test_builtin_kind_is_well_formed(name: str) -> None:
+    kind = get_kind(name)
+    assert isinstance(kind, JobKind)
+    assert kind.name == name
+    assert kind.params.model_config.get("extra") == "forbid"
+    assert isinstance(kind.validate({}), BaseModel)  # the defaults are valid
+
+
+def test_builtin_kinds_come_first_in_learning_order() -> None:
+    assert [k.name for k in list_kinds()][: len(BUILTIN)] == list(BUILTIN)
