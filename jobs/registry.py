@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "autograd": "jobs.autograd",
     "activations": "jobs.activations",
     "regression": "jobs.regression",
+    "classify-digits": "jobs.classify_digits",
 }
 
 
