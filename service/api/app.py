@@ -1,0 +1,34 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from service.api import problems
+from service.api.deps import AppState
+from service.api.routes import devices, health, jobs, kinds, queue, users
+from service.db import Database
+from service.live import Publisher
+from service.settings import Settings, get_settings
+
+DESCRIPTION = """
+gpulab runs lab members' training and tensor-experiment jobs on the lab's GPUs.
+
+Authenticate with `Authorization: Bearer <token>` (`gpulab users add NAME` prints one).
+Errors are `application/problem+json` with a stable `code`, and `field`/`value` naming
+what was wrong.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for these settings (read from the environment when not given)."""
+    settings = settings or get_settings()
+    db = Database.from_settings(settings)
+    publisher = Publisher(settings.redis_url)
+    publisher.attach(db.read, db.write)
+    app = FastAPI(title="gpulab", version="0.1.0", description=DESCRIPTION)
+    app.state.gpulab = AppState(settings=settings, db=db, publisher=publisher)
+    problems.install(app)
+    for module in (jobs, kinds, devices, queue, users, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,35 @@
+"""/queue: pending jobs in the order they will start, each with why it waits."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from service.api.deps import CurrentUser, ReadSession
+from service.dispatcher import LEASE_NAME
+from service.models import Lease, User, utcnow
+from service.placement import WaitReason
+from service.queue_state import plan_queue
+from service.schemas import QueueEntry, QueuePublic
+
+router = APIRouter(prefix="/queue", tags=["queue"])
+
+
+@router.get("", response_model=QueuePublic, summary="The queue in start order, with wait reasons")
+def queue(user: CurrentUser, session: ReadSession) -> QueuePublic:
+    view = plan_queue(session)
+    lease = session.get(Lease, LEASE_NAME)
+    active = lease is not None and lease.expires_at > utcnow()
+    names = dict(session.execute(select(User.id, User.name)).all())
+    placed = dict(view.plan.placements)
+    now = utcnow()
+    items = []
+    for position, job in enumerate(view.jobs, start=1):
+        reason = view.plan.waits.get(job.id)
+        if not active:
+            reason = WaitReason.DISPATCHER_DOWN
+        items.append(QueueEntry(position=position, job_id=job.id, owner=names.get(job.owner_id, "?"),
+                                kind=job.kind, device_request=job.device_request, priority=job.priority,
+                                waiting_s=(now - job.created_at).total_seconds(), reason=reason,
+                                next_device=placed.get(job.id)))
+    return QueuePublic(dispatcher_active=active, items=items)

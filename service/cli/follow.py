@@ -1,0 +1,63 @@
+"""Following a job from the terminal: its log as it comes, a progress bar, reconnects."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from service.cli.client import EXIT_JOB_FAILED, EXIT_OK, Api, CliError
+
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+def follow(api: Api, job_id: int, console: Console, *, show_progress: bool = True,
+           reconnect_for_s: float = 300.0) -> str:
+    """Stream a job's events until it ends; resume after a dropped stream. Returns its status."""
+    last = 0
+    status = "pending"
+    gave_up_at: float | None = None
+    progress = Progress(TextColumn("[bold]job {task.fields[job]}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                        console=console, transient=True, disable=not show_progress)
+    task = progress.add_task("", total=None, job=job_id)
+    with progress:
+        while status not in FINAL:
+            try:
+                for event in api.stream_events(job_id, last):
+                    gave_up_at = None
+                    last = max(last, event["seq"])
+                    status = _show(event, progress, task, console) or status
+                # The server closes the stream after the final status; re-read to be sure.
+                status = api.get(f"/jobs/{job_id}")["status"]
+            except (httpx.TransportError, httpx.HTTPError, CliError) as exc:
+                now = time.monotonic()
+                gave_up_at = gave_up_at or now + reconnect_for_s
+                if now > gave_up_at:
+                    raise CliError(f"lost the stream of job {job_id} and could not resume: {exc}") from exc
+                console.print(f"[yellow]stream dropped ({exc}); resuming after event {last}[/]")
+                time.sleep(1.0)
+    return status
+
+
+def _show(event: dict, progress: Progress, task, console: Console) -> str | None:  # type: ignore[no-untyped-def]
+    kind = event["type"]
+    data = event.get("data") or {}
+    if kind == "log":
+        progress.console.print(event["message"], markup=False, highlight=False)
+    elif kind == "progress":
+        progress.update(task, completed=data.get("step", 0), total=data.get("total") or None)
+    elif kind == "status":
+        status = data.get("status")
+        colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(status, "cyan")
+        reason = f" ({data['reason']})" if data.get("reason") else ""
+        progress.console.print(f"[{colour}]● {event['message']}{reason}[/]")
+        return status
+    return None
+
+
+def exit_code_for(status: str) -> int:
+    """0 only for a job that succeeded."""
+    return EXIT_OK if status == "succeeded" else EXIT_JOB_FAILED

@@ -1,0 +1,208 @@
+"""Commands that start gpulab's parts: up (everything), api, dispatcher, worker, migrate."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import typer
+from rich.console import Console
+
+from service.cli.client import save_token
+from service.cli.local_redis import redis_answers, start_local_redis
+from service.db import Database
+from service.settings import Settings, get_settings
+
+console = Console(stderr=True)
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def migrate() -> None:
+    """Bring the database schema to the newest version."""
+    from service.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    console.print(f"database at {_safe_url(settings.database_url)} is up to date")
+
+
+def api(host: str = typer.Option("127.0.0.1", help="address to listen on"),
+        port: int = typer.Option(8000, help="port to listen on")) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    _logging()
+    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=5)
+
+
+def dispatcher() -> None:
+    """Run the dispatcher (one is active at a time; others stand by)."""
+    from service.dispatcher import Dispatcher
+
+    _logging()
+    d = Dispatcher(get_settings())
+    signal.signal(signal.SIGTERM, lambda *_: d.stop.set())
+    try:
+        d.run_forever()
+    except KeyboardInterrupt:
+        d.stop.set()
+
+
+def worker(device: str = typer.Option("cpu", help="cpu or cuda:N"),
+           slots: int = typer.Option(1, min=1, max=64,
+                                     help="jobs at once (GPU jobs must declare gpu_memory_gb to share)"),
+           host_name: str | None = typer.Option(None, help="host part of the device id (default GPULAB_HOST)")) -> None:
+    """Run a worker pinned to one device."""
+    from worker.app import serve
+    from worker.device import DeviceError
+
+    settings = get_settings()
+    if host_name:
+        settings = settings.model_copy(update={"host": host_name})
+    try:
+        serve(settings, device=device, slots=slots)
+    except DeviceError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+@dataclass
+class Part:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+
+
+def up(port: int = typer.Option(8000, help="the API's port"),
+       host: str = typer.Option("127.0.0.1", help="the API's address (0.0.0.0 for the lab)"),
+       cpu_worker: bool = typer.Option(False, help="also run a CPU worker when GPUs are seen")) -> None:
+    """Start everything on this machine: Redis if none runs, the API, the dispatcher, workers."""
+    from service.migrate import upgrade
+    from service.store.users import count_users, create_user
+    from worker.device import count_gpus
+
+    settings = get_settings()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    redis_proc = None
+    if not redis_answers(settings.redis_url):
+        console.print(f"no Redis answers at {settings.redis_url}: starting one in {settings.state_dir / 'redis'}")
+        try:
+            redis_proc = start_local_redis(settings.redis_url, settings.state_dir / "redis")
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+    upgrade(settings.database_url)
+    db = Database.from_settings(settings)
+    with db.writing() as session:
+        if count_users(session=session) == 0:
+            name = re.sub(r"[^a-z0-9_.-]", "", getpass.getuser().lower()) or "admin"
+            _, token = create_user(session=session, name=name, is_admin=True)
+            path = save_token(settings, token)
+            console.print(f"[bold]first admin {name!r} created[/]; token (shown once, saved to {path}):\n  {token}")
+    db.engine.dispose()
+
+    gpus = count_gpus()
+    devices = [f"cuda:{i}" for i in range(gpus)] or ["cpu"]
+    if gpus and cpu_worker:
+        devices.append("cpu")
+    me = [sys.executable, "-m", "service.cli.main"]
+    parts = [Part("api", [*me, "api", "--host", host, "--port", str(port)]),
+             Part("dispatcher", [*me, "dispatcher"])]
+    parts += [Part(f"worker {d}", [*me, "worker", "--device", d]) for d in devices]
+    for part in parts:
+        part.start()
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+    if _wait_ready(url, 60):
+        console.print(f"[green]gpulab is up[/] at {url} (API docs {url}/docs) with devices: {', '.join(devices)}\n"
+                      f"  try: gpulab submit regression -p epochs=200")
+    try:
+        while not stopping:
+            for part in parts:
+                if part.proc and part.proc.poll() is not None and not stopping:
+                    _restart(part)
+            time.sleep(0.5)
+    finally:
+        console.print("stopping gpulab…")
+        for part in parts:
+            part.stop()
+        deadline = time.monotonic() + 20
+        for part in parts:
+            if part.proc:
+                try:
+                    part.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    part.proc.kill()
+        if redis_proc:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+
+
+def _restart(part: Part) -> None:
+    now = time.monotonic()
+    part.restarts = [t for t in part.restarts if now - t < 60] + [now]
+    if len(part.restarts) > 5:
+        code = part.proc.returncode if part.proc else "?"
+        console.print(f"[red]{part.name} keeps exiting (code {code}); not restarting it[/]")
+        part.proc = None
+        return
+    console.print(f"[yellow]{part.name} exited with {part.proc.returncode if part.proc else '?'}; restarting[/]")
+    time.sleep(1.0)
+    part.start()
+
+
+def _wait_ready(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    console.print(f"[red]the API did not become ready at {url} within {timeout_s:.0f} s[/]")
+    return False
+
+
+def _safe_url(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def check_settings() -> Settings:
+    """Read the settings, exiting with a clear message when they contradict each other."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        console.print(f"[red]invalid settings: {first['msg']}[/]")
+        raise typer.Exit(2) from None

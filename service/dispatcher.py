@@ -1,0 +1,144 @@
+"""The dispatcher: places pending jobs on devices and sends each to its device's queue.
+
+One is active at a time (a lease in the database). It wakes on submit, finish, cancel and
+worker events published over Redis, and on a short timer, so a lost wake-up costs at most
+one tick. Redis only ever holds work a device can start now: the database is the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+import redis
+from celery import Celery
+from sqlalchemy import select
+
+from service.db import Database
+from service.live import WAKE_CHANNEL, Publisher
+from service.models import Device, DeviceState, Job, JobStatus, utcnow
+from service.queue_state import plan_queue
+from service.queues import RUN_JOB, device_queue, make_celery
+from service.settings import Settings
+from service.store.devices import declare_worker_lost, find_silent_workers
+from service.store.jobs import mark_dispatched, release_lost_job, undispatch
+from service.store.leases import acquire_lease, release_lease
+
+log = logging.getLogger("gpulab.dispatcher")
+LEASE_NAME = "dispatcher"
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, db: Database | None = None, celery: Celery | None = None):
+        self.settings = settings
+        self.db = db or Database.from_settings(settings)
+        self.celery = celery or make_celery(settings)
+        self.holder = f"{settings.host}:{uuid.uuid4().hex[:12]}"
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.publisher = Publisher(settings.redis_url)
+        self.publisher.attach(self.db.read, self.db.write)
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """One pass if this process holds the lease: reap, then place. Returns jobs sent."""
+        with self.db.writing() as session:
+            if not acquire_lease(session=session, name=LEASE_NAME, holder=self.holder,
+                                 seconds=self.settings.lease_s):
+                return 0
+        self.reap()
+        return self.dispatch()
+
+    def dispatch(self) -> int:
+        """Place what can start now, commit, then send each job to its device's queue."""
+        to_send: list[tuple[int, int, str, int]] = []
+        with self.db.writing() as session:
+            view = plan_queue(session)
+            rows = {j.id: j for j in view.jobs}
+            for job_id, device_id in view.plan.placements:
+                row = rows[job_id]
+                attempt = mark_dispatched(session=session, job_id=job_id, attempt=row.attempt,
+                                          device_id=device_id)
+                if attempt is not None:
+                    to_send.append((job_id, attempt, device_id, row.timeout_s))
+            session.commit()
+        sent = 0
+        for job_id, attempt, device_id, timeout_s in to_send:
+            try:
+                self.celery.send_task(
+                    RUN_JOB,
+                    args=[job_id, attempt],
+                    queue=device_queue(device_id),
+                    soft_time_limit=timeout_s,
+                )
+                sent += 1
+            except Exception as exc:  # the broker is down: the job goes back to pending
+                log.warning("sending job %s to %s failed: %s", job_id, device_id, exc)
+                with self.db.writing() as session:
+                    undispatch(session=session, job_id=job_id, attempt=attempt,
+                               why=f"the broker refused the message ({type(exc).__name__})")
+        if sent:
+            log.info("dispatched %d job(s)", sent)
+        return sent
+
+    def reap(self) -> None:
+        """Workers gone silent lose their jobs; dispatched jobs never claimed go back."""
+        with self.db.writing() as session:
+            silent = find_silent_workers(session=session, timeout_s=self.settings.worker_timeout_s)
+            session.rollback()
+        for worker in silent:
+            with self.db.writing() as session:
+                lost = declare_worker_lost(session=session, worker_id=worker.id)
+            log.warning("worker %s on %s missed its heartbeats: %d job(s) lost", worker.id,
+                        worker.device_id, len(lost))
+            for job_id, attempt in lost:
+                with self.db.writing() as session:
+                    release_lost_job(session=session, job_id=job_id, attempt=attempt,
+                                     why=f"worker {worker.id} on {worker.device_id} stopped answering")
+        cutoff = utcnow() - timedelta(seconds=self.settings.dispatch_timeout_s)
+        with self.db.reading() as session:
+            stale = session.execute(
+                select(Job.id, Job.attempt, Job.device_id, Device.state)
+                .join(Device, Device.id == Job.device_id)
+                .where(Job.status == JobStatus.dispatched)
+                .where((Job.dispatched_at < cutoff) | (Device.state == DeviceState.offline))
+            ).all()
+        for row in stale:
+            why = ("its device went offline" if row.state == DeviceState.offline
+                   else f"not claimed within {self.settings.dispatch_timeout_s:g} s")
+            with self.db.writing() as session:
+                undispatch(session=session, job_id=row.id, attempt=row.attempt, why=why)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Set the wake event on every message of the wake channel; reconnect forever."""
+        while not self.stop.is_set():
+            try:
+                client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=3)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(WAKE_CHANNEL)
+                while not self.stop.is_set():
+                    if pubsub.get_message(timeout=1.0) is not None:
+                        self.wake.set()
+            except redis.RedisError as exc:
+                log.warning("wake channel unavailable (%s); running on the timer", exc)
+                self.stop.wait(2.0)
+
+    def run_forever(self) -> None:
+        threading.Thread(target=self.listen, name="wake-listener", daemon=True).start()
+        log.info("dispatcher %s started", self.holder)
+        while not self.stop.is_set():
+            # Cleared before the pass: a wake-up that arrives during it starts the next one.
+            self.wake.clear()
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("dispatcher pass failed; retrying")
+                self.stop.wait(1.0)
+            self.wake.wait(timeout=self.settings.dispatcher_tick_s)
+        with self.db.writing() as session:
+            release_lease(session=session, name=LEASE_NAME, holder=self.holder)

@@ -1,0 +1,98 @@
+"""The one place that reads the environment: every setting is `GPULAB_<NAME>`."""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """gpulab's configuration, validated at start: contradictions are refused with both values."""
+
+    model_config = SettingsConfigDict(env_prefix="GPULAB_", extra="ignore")
+
+    state_dir: Path = Field(Path("~/.local/state/gpulab"), description="SQLite file, local Redis data")
+    database_url: str = Field("", description="SQLAlchemy URL; default: a SQLite file in state_dir")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker and live events")
+    artifacts_dir: Path = Field(Path(""), description="job artifacts; default: state_dir/artifacts")
+    host: str = Field(default_factory=socket.gethostname, description="host part of device ids")
+
+    # Job limits.
+    default_timeout_s: int = Field(3600, ge=1, description="a job's time limit when it names none")
+    max_timeout_s: int = Field(7 * 24 * 3600, ge=1, description="the longest time limit a job may ask")
+    max_attempts: int = Field(3, ge=1, le=20, description="runs of a job before worker loss fails it")
+    cancel_grace_s: float = Field(10.0, ge=0, description="cooperative-stop time before a kill")
+
+    # Celery/Redis. The visibility timeout must outlast the longest job, or Redis hands a
+    # still-running job's message to another worker (the claim would refuse it, but it is waste).
+    visibility_timeout_s: int = Field(8 * 24 * 3600, ge=1)
+
+    # Liveness.
+    heartbeat_s: float = Field(5.0, gt=0, description="worker heartbeat period")
+    worker_timeout_s: float = Field(30.0, gt=0, description="silence after which a worker is offline")
+    dispatch_timeout_s: float = Field(120.0, gt=0, description="a dispatched job not claimed by then is re-dispatched")
+    dispatcher_tick_s: float = Field(2.0, gt=0, description="dispatcher pass period without wake-ups")
+    lease_s: float = Field(15.0, gt=0, description="dispatcher lease length")
+
+    # Events are batched: flushed after this many seconds or lines, whichever comes first.
+    event_flush_s: float = Field(0.5, gt=0)
+    event_flush_lines: int = Field(200, ge=1)
+
+    # Workers.
+    torch_threads: int = Field(0, ge=0, description="torch threads per CPU job child (0: torch's default)")
+    enable_script_kind: bool = Field(False, description="allow the `script` kind (runs members' own code)")
+    job_modules: list[str] = Field(default_factory=list, description="extra modules holding a KIND")
+
+    # API.
+    api_url: str = Field("http://127.0.0.1:8000", description="where the CLI finds the API")
+    token: str = Field("", description="the CLI's bearer token (else the credentials file)")
+    credentials_file: Path = Field(Path("~/.config/gpulab/token"), description="the CLI's saved token")
+    page_limit_max: int = Field(500, ge=1)
+    sql_echo: bool = False
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> Settings:
+        self.state_dir = self.state_dir.expanduser()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.state_dir / 'gpulab.sqlite3'}"
+        if self.artifacts_dir == Path(""):
+            self.artifacts_dir = self.state_dir / "artifacts"
+        self.artifacts_dir = self.artifacts_dir.expanduser()
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError(
+                f"GPULAB_DEFAULT_TIMEOUT_S={self.default_timeout_s} is longer than "
+                f"GPULAB_MAX_TIMEOUT_S={self.max_timeout_s}"
+            )
+        if self.visibility_timeout_s <= self.max_timeout_s:
+            raise ValueError(
+                f"GPULAB_VISIBILITY_TIMEOUT_S={self.visibility_timeout_s} must be longer than "
+                f"GPULAB_MAX_TIMEOUT_S={self.max_timeout_s}: Redis would hand a running job's "
+                "message to a second worker"
+            )
+        if self.worker_timeout_s <= 2 * self.heartbeat_s:
+            raise ValueError(
+                f"GPULAB_WORKER_TIMEOUT_S={self.worker_timeout_s} must be longer than two "
+                f"heartbeats (GPULAB_HEARTBEAT_S={self.heartbeat_s})"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def public(self) -> dict[str, Any]:
+        """The settings as shown to admins: no secrets."""
+        data = self.model_dump(mode="json")
+        data.pop("token", None)
+        return data
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,144 @@
+"""Devices, the worker incarnations that serve them, and their heartbeats."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.errors import NotFound
+from service.live import queue_wake
+from service.models import Device, DeviceState, Job, JobStatus, Worker, utcnow
+
+
+def register_worker(
+    *,
+    session: Session,
+    worker_id: str,
+    device: dict[str, Any],
+    pid: int,
+    slots: int,
+) -> Device:
+    """Record a worker start: upsert its device (keeping a drain), mark it online."""
+    now = utcnow()
+    row = session.get(Device, device["id"], with_for_update=True)
+    if row is None:
+        row = Device(id=device["id"], created_at=now)
+        session.add(row)
+        state = DeviceState.online
+    else:
+        state = DeviceState.draining if row.state == DeviceState.draining else DeviceState.online
+    for key in ("host", "kind", "index", "name", "uuid", "memory_total_mb"):
+        setattr(row, key, device.get(key))
+    row.slots, row.state, row.worker_id, row.last_seen_at = slots, state, worker_id, now
+    session.add(Worker(id=worker_id, device_id=row.id, host=device["host"], pid=pid, slots=slots,
+                       started_at=now, last_heartbeat_at=now, running_job_ids=[]))
+    queue_wake(session, "worker")
+    session.commit()
+    return row
+
+
+def heartbeat(*, session: Session, worker_id: str, running_job_ids: list[int]) -> bool:
+    """A worker is alive and runs these jobs; False if it was declared lost meanwhile."""
+    now = utcnow()
+    won = session.execute(
+        update(Worker)
+        .where(Worker.id == worker_id, Worker.stopped_at.is_(None))
+        .values(last_heartbeat_at=now, running_job_ids=running_job_ids)
+    ).rowcount == 1
+    if won:
+        session.execute(
+            update(Device)
+            .where(Device.worker_id == worker_id)
+            .values(last_seen_at=now)
+        )
+        # A device marked offline by a missed beat comes back with the next one.
+        session.execute(
+            update(Device)
+            .where(Device.worker_id == worker_id, Device.state == DeviceState.offline)
+            .values(state=DeviceState.online)
+        )
+    session.commit()
+    return won
+
+
+def stop_worker(*, session: Session, worker_id: str) -> None:
+    """A worker shut down cleanly: its device goes offline (a drain is kept)."""
+    now = utcnow()
+    session.execute(update(Worker).where(Worker.id == worker_id).values(stopped_at=now))
+    session.execute(
+        update(Device)
+        .where(Device.worker_id == worker_id, Device.state == DeviceState.online)
+        .values(state=DeviceState.offline)
+    )
+    session.commit()
+
+
+def find_silent_workers(*, session: Session, timeout_s: float) -> list[Worker]:
+    """Workers that have not stopped but whose last heartbeat is older than the timeout."""
+    cutoff = utcnow() - timedelta(seconds=timeout_s)
+    return list(
+        session.scalars(
+            select(Worker).where(Worker.stopped_at.is_(None), Worker.last_heartbeat_at < cutoff)
+        )
+    )
+
+
+def declare_worker_lost(*, session: Session, worker_id: str) -> list[tuple[int, int]]:
+    """Mark a silent worker stopped and its device offline; return its running (job, attempt)s."""
+    won = session.execute(
+        update(Worker).where(Worker.id == worker_id, Worker.stopped_at.is_(None)).values(stopped_at=utcnow())
+    ).rowcount == 1
+    if not won:
+        session.rollback()
+        return []
+    session.execute(
+        update(Device)
+        .where(Device.worker_id == worker_id, Device.state == DeviceState.online)
+        .values(state=DeviceState.offline)
+    )
+    jobs = session.execute(
+        select(Job.id, Job.attempt).where(Job.worker_id == worker_id, Job.status == JobStatus.running)
+    ).all()
+    session.commit()
+    return [(j.id, j.attempt) for j in jobs]
+
+
+def list_devices(*, session: Session) -> list[Device]:
+    """Every device ever registered, by id."""
+    return list(session.scalars(select(Device).order_by(Device.host, Device.id)))
+
+
+def get_device(*, session: Session, device_id: str) -> Device:
+    """One device; raises NotFound."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFound(f"no device has id {device_id!r}", field="device_id", value=device_id)
+    return device
+
+
+def set_draining(*, session: Session, device_id: str, draining: bool) -> Device:
+    """Drain a device (running jobs finish, nothing new starts) or resume it."""
+    device = get_device(session=session, device_id=device_id)
+    if draining:
+        device.state = DeviceState.draining
+    elif device.state == DeviceState.draining:
+        alive = device.worker_id is not None and _worker_alive(session, device.worker_id)
+        device.state = DeviceState.online if alive else DeviceState.offline
+    queue_wake(session, "drain")
+    session.commit()
+    return device
+
+
+def _worker_alive(session: Session, worker_id: str) -> bool:
+    return session.scalar(select(Worker.stopped_at.is_(None)).where(Worker.id == worker_id)) or False
+
+
+def list_workers(*, session: Session, live_only: bool = True) -> list[Worker]:
+    """Worker incarnations, the live ones by default."""
+    stmt = select(Worker)
+    if live_only:
+        stmt = stmt.where(Worker.stopped_at.is_(None))
+    return list(session.scalars(stmt.order_by(Worker.started_at.desc())))

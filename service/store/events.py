@@ -1,0 +1,122 @@
+"""Job events (log lines, progress, metrics, status changes), metrics and artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from service.live import job_channel, queue_publish
+from service.models import Artifact, Job, JobEvent, JobMetric, utcnow
+
+
+def append_events(
+    session: Session, *, job_id: int, events: Sequence[dict[str, Any]], attempt: int | None = None
+) -> list[dict[str, Any]]:
+    """Add events to a job in order, inside the caller's transaction; publish after commit.
+
+    Each event is {"type", "message", "data"}. Sequence numbers are taken with one
+    conditional UPDATE of the job's counter, so writers never collide; with `attempt`, a
+    stale attempt's events are refused (returns []).
+    """
+    if not events:
+        return []
+    stmt = update(Job).where(Job.id == job_id)
+    if attempt is not None:
+        stmt = stmt.where(Job.attempt == attempt)
+    last = session.execute(
+        stmt.values(event_seq=Job.event_seq + len(events)).returning(Job.event_seq)
+    ).scalar_one_or_none()
+    if last is None:
+        return []
+    now = utcnow()
+    rows = []
+    for i, ev in enumerate(events):
+        rows.append(
+            {
+                "job_id": job_id,
+                "seq": last - len(events) + 1 + i,
+                "attempt": attempt or 0,
+                "type": ev["type"],
+                "message": ev.get("message", ""),
+                "data": ev.get("data"),
+                "created_at": ev.get("created_at", now),
+            }
+        )
+    session.execute(insert(JobEvent), rows)
+    metrics = [
+        {
+            "job_id": job_id,
+            "attempt": attempt or 0,
+            "name": r["data"]["name"],
+            "step": r["data"].get("step"),
+            "value": r["data"]["value"],
+            "created_at": r["created_at"],
+        }
+        for r in rows
+        if r["type"] == "metric"
+    ]
+    if metrics:
+        session.execute(insert(JobMetric), metrics)
+    published = [event_public(r) for r in rows]
+    queue_publish(session, job_channel(job_id), published)
+    return published
+
+
+def event_public(row: dict[str, Any] | JobEvent) -> dict[str, Any]:
+    """An event as the API shows it."""
+    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+    created = get("created_at")
+    return {
+        "seq": get("seq"),
+        "attempt": get("attempt"),
+        "type": get("type"),
+        "message": get("message"),
+        "data": get("data"),
+        "created_at": created.isoformat() if created else None,
+    }
+
+
+def status_event(status: str, reason: str | None = None, message: str = "") -> dict[str, Any]:
+    """The event that records a job's move to `status`."""
+    return {"type": "status", "message": message or status, "data": {"status": status, "reason": reason}}
+
+
+def record_events(
+    *, session: Session, job_id: int, attempt: int, events: Sequence[dict[str, Any]]
+) -> int:
+    """Commit one batch of a running attempt's events; returns how many were kept."""
+    kept = append_events(session, job_id=job_id, events=events, attempt=attempt)
+    session.commit()
+    return len(kept)
+
+
+def list_events(
+    *, session: Session, job_id: int, after_seq: int = 0, limit: int = 1000, types: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """A job's events after `after_seq`, in order."""
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
+    if types:
+        stmt = stmt.where(JobEvent.type.in_(types))
+    rows = session.scalars(stmt.order_by(JobEvent.seq).limit(limit))
+    return [event_public(r) for r in rows]
+
+
+def list_metrics(*, session: Session, job_id: int, name: str | None = None) -> list[JobMetric]:
+    """A job's metric values, by name then step."""
+    stmt = select(JobMetric).where(JobMetric.job_id == job_id)
+    if name:
+        stmt = stmt.where(JobMetric.name == name)
+    return list(session.scalars(stmt.order_by(JobMetric.name, JobMetric.step, JobMetric.id)))
+
+
+def list_artifacts(*, session: Session, job_id: int) -> list[Artifact]:
+    """A job's recorded artifacts, by name."""
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+
+def get_artifact(*, session: Session, job_id: int, name: str) -> Artifact | None:
+    """One recorded artifact of a job, or None."""
+    return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))

@@ -1,0 +1,313 @@
+"""Jobs and their lifecycle: pending → dispatched → running → succeeded | failed | cancelled.
+
+Every transition is one conditional UPDATE on (id, status[, attempt]); the caller learns
+from the returned row count whether it won.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.errors import Forbidden, IdempotencyConflict, JobFinished, JobNotFound
+from service.live import JOBS_CHANNEL, queue_publish, queue_wake
+from service.models import Artifact, FailReason, Job, JobStatus, User, utcnow
+from service.store.events import append_events, status_event
+
+ACTIVE = (JobStatus.pending, JobStatus.dispatched, JobStatus.running)
+
+
+def _transition(
+    session: Session,
+    *,
+    job_id: int,
+    where: Sequence[Any],
+    values: dict[str, Any],
+    reason: str | None = None,
+    message: str = "",
+) -> bool:
+    """Apply one conditional UPDATE and, if it won, record the status event."""
+    result = session.execute(update(Job).where(Job.id == job_id, *where).values(**values))
+    if result.rowcount != 1:
+        return False
+    status = values["status"]
+    append_events(session, job_id=job_id, events=[status_event(status, reason, message)])
+    queue_publish(session, JOBS_CHANNEL, {"id": job_id, "status": status, "reason": reason})
+    return True
+
+
+def insert_job(*, session: Session, job: Job) -> tuple[Job, bool]:
+    """Record a validated job as pending; with an idempotency key, a retry returns the first."""
+    if job.idempotency_key:
+        existing = _by_idempotency_key(session, job.owner_id, job.idempotency_key)
+        if existing is not None:
+            return _same_request(existing, job), False
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:
+        # Two retries raced on the same key: the other insert won.
+        session.rollback()
+        existing = _by_idempotency_key(session, job.owner_id, job.idempotency_key)
+        if existing is None:
+            raise
+        return _same_request(existing, job), False
+    append_events(session, job_id=job.id, events=[status_event(JobStatus.pending, message="submitted")])
+    queue_wake(session, "submit")
+    session.commit()
+    return job, True
+
+
+def _by_idempotency_key(session: Session, owner_id: int, key: str | None) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def _same_request(existing: Job, job: Job) -> Job:
+    if (existing.kind, existing.params, existing.device_request) != (job.kind, job.params, job.device_request):
+        raise IdempotencyConflict(
+            f"Idempotency-Key {job.idempotency_key!r} was used for job {existing.id} with other contents",
+            field="Idempotency-Key",
+            value=job.idempotency_key,
+            extra={"job_id": existing.id},
+        )
+    return existing
+
+
+def get_job(*, session: Session, job_id: int) -> Job:
+    """One job; raises JobNotFound."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(f"no job has id {job_id}", field="job_id", value=job_id)
+    return job
+
+
+def list_jobs(
+    *,
+    session: Session,
+    statuses: Iterable[str] = (),
+    owner_id: int | None = None,
+    kind: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> tuple[list[Job], int | None]:
+    """Jobs newest first, a page at a time; returns the page and the cursor of the next one."""
+    stmt = select(Job)
+    statuses = list(statuses)
+    if statuses:
+        stmt = stmt.where(Job.status.in_(statuses))
+    if owner_id is not None:
+        stmt = stmt.where(Job.owner_id == owner_id)
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
+    if before_id is not None:
+        stmt = stmt.where(Job.id < before_id)
+    jobs = list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit + 1)))
+    next_cursor = jobs[limit - 1].id if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+def request_cancel(*, session: Session, job_id: int, user: User) -> Job:
+    """Cancel a job: at once if it has not started, else ask the running job to stop."""
+    job = get_job(session=session, job_id=job_id)
+    if job.owner_id != user.id and not user.is_admin:
+        raise Forbidden(
+            f"job {job_id} belongs to another member: members cancel only their own jobs",
+            field="job_id",
+            value=job_id,
+        )
+    now = utcnow()
+    for _ in range(5):  # each loop sees a newer status; a job moves at most a few times
+        session.refresh(job)
+        if JobStatus(job.status).is_final:
+            raise JobFinished(f"job {job_id} already ended as {job.status}", field="job_id", value=job_id)
+        if job.status in (JobStatus.pending, JobStatus.dispatched):
+            won = _transition(
+                session,
+                job_id=job_id,
+                where=[Job.status == job.status, Job.attempt == job.attempt],
+                values={
+                    "status": JobStatus.cancelled,
+                    "reason": FailReason.cancelled,
+                    "cancel_requested_at": now,
+                    "cancelled_by": user.name,
+                    "finished_at": now,
+                },
+                reason=FailReason.cancelled,
+                message=f"cancelled by {user.name} before it started",
+            )
+        else:
+            won = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.running, Job.attempt == job.attempt)
+                .values(cancel_requested_at=job.cancel_requested_at or now, cancelled_by=user.name)
+            ).rowcount == 1
+            if won:
+                append_events(
+                    session,
+                    job_id=job_id,
+                    events=[{"type": "log", "message": f"cancel requested by {user.name}"}],
+                )
+        if won:
+            queue_wake(session, "cancel")
+            session.commit()
+            session.refresh(job)
+            return job
+        session.rollback()
+    raise JobFinished(f"job {job_id} kept changing state; try again", field="job_id", value=job_id)
+
+
+def mark_dispatched(*, session: Session, job_id: int, attempt: int, device_id: str) -> int | None:
+    """pending → dispatched on `device_id` (in the dispatcher's transaction); the new attempt."""
+    new_attempt = attempt + 1
+    won = _transition(
+        session,
+        job_id=job_id,
+        where=[Job.status == JobStatus.pending, Job.attempt == attempt],
+        values={
+            "status": JobStatus.dispatched,
+            "attempt": new_attempt,
+            "device_id": device_id,
+            "dispatched_at": utcnow(),
+            "reason": None,
+        },
+        message=f"dispatched to {device_id} (attempt {new_attempt})",
+    )
+    return new_attempt if won else None
+
+
+def undispatch(*, session: Session, job_id: int, attempt: int, why: str) -> bool:
+    """dispatched → pending: the message was lost, not sent, or never claimed."""
+    won = _transition(
+        session,
+        job_id=job_id,
+        where=[Job.status == JobStatus.dispatched, Job.attempt == attempt],
+        values={"status": JobStatus.pending, "device_id": None, "dispatched_at": None},
+        message=f"back to pending: {why}",
+    )
+    if won:
+        queue_wake(session, "undispatch")
+        session.commit()
+    return won
+
+
+def claim_job(
+    *, session: Session, job_id: int, attempt: int, device_id: str, worker_id: str, pid: int
+) -> Job | None:
+    """dispatched → running, for this device and attempt only; None when fenced out."""
+    won = _transition(
+        session,
+        job_id=job_id,
+        where=[Job.status == JobStatus.dispatched, Job.attempt == attempt, Job.device_id == device_id],
+        values={
+            "status": JobStatus.running,
+            "started_at": utcnow(),
+            "worker_id": worker_id,
+            "pid": pid,
+            "runs": Job.runs + 1,
+        },
+        message=f"running on {device_id} (pid {pid})",
+    )
+    if not won:
+        session.rollback()
+        return None
+    session.commit()
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def finish_job(
+    *,
+    session: Session,
+    job_id: int,
+    attempt: int,
+    status: JobStatus,
+    reason: str | None = None,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+    peak_memory_mb: float | None = None,
+    artifacts: Sequence[tuple[str, str, int]] = (),
+    from_statuses: Sequence[JobStatus] = (JobStatus.running,),
+) -> bool:
+    """Write a job's end state, result and artifacts in one commit; False when fenced out."""
+    job = session.get(Job, job_id)
+    now = utcnow()
+    run_seconds = (now - job.started_at).total_seconds() if job and job.started_at else None
+    won = _transition(
+        session,
+        job_id=job_id,
+        where=[Job.status.in_(from_statuses), Job.attempt == attempt],
+        values={
+            "status": status,
+            "reason": reason,
+            "error": error,
+            "result": result,
+            "peak_memory_mb": peak_memory_mb,
+            "finished_at": now,
+            "run_seconds": run_seconds,
+        },
+        reason=reason,
+        message=error.splitlines()[-1][:500] if error else "",
+    )
+    if not won:
+        session.rollback()
+        return False
+    for name, content_type, size in artifacts:
+        session.add(Artifact(job_id=job_id, name=name, content_type=content_type, size_bytes=size))
+    queue_wake(session, "finish")
+    session.commit()
+    return True
+
+
+def release_lost_job(*, session: Session, job_id: int, attempt: int, why: str) -> str | None:
+    """A running job whose process is gone: back to pending while runs remain, else failed.
+
+    A job whose cancel was requested ends cancelled instead. Returns the new status, or
+    None when the job had moved on already.
+    """
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.status != JobStatus.running or job.attempt != attempt:
+        return None
+    fence = [Job.status == JobStatus.running, Job.attempt == attempt]
+    now = utcnow()
+    if job.cancel_requested_at is not None:
+        values: dict[str, Any] = {"status": JobStatus.cancelled, "reason": FailReason.cancelled, "finished_at": now}
+        reason: str | None = FailReason.cancelled
+    elif job.runs < job.max_attempts:
+        values = {"status": JobStatus.pending, "device_id": None, "pid": None, "worker_id": None}
+        reason = None
+    else:
+        values = {
+            "status": JobStatus.failed,
+            "reason": FailReason.worker_lost,
+            "error": f"{why} (after {job.runs} runs)",
+            "finished_at": now,
+        }
+        reason = FailReason.worker_lost
+    if not _transition(session, job_id=job_id, where=fence, values=values, reason=reason, message=why):
+        session.rollback()
+        return None
+    queue_wake(session, "release")
+    session.commit()
+    return values["status"]
+
+
+def is_cancel_requested(*, session: Session, job_id: int, attempt: int) -> bool:
+    """Whether the running attempt was asked to stop (polled by the job, cheaply)."""
+    row = session.execute(
+        select(Job.cancel_requested_at, Job.status, Job.attempt).where(Job.id == job_id)
+    ).first()
+    if row is None:
+        return True
+    return row.cancel_requested_at is not None or row.status != JobStatus.running or row.attempt != attempt
+
+
+def running_jobs_of_worker(*, session: Session, worker_id: str) -> list[Job]:
+    """The jobs a worker incarnation has claimed and not finished."""
+    return list(
+        session.scalars(
+            select(Job).where(and_(Job.worker_id == worker_id, Job.status == JobStatus.running))
+        )
+    )

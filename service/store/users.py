@@ -1,0 +1,81 @@
+"""Users and their tokens."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.errors import Conflict, InvalidRequest, NotFound
+from service.models import Token, User, utcnow
+from service.security import hash_token, new_token
+
+NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
+
+
+def create_user(*, session: Session, name: str, is_admin: bool = False) -> tuple[User, str]:
+    """Add a member (or admin) and return them with their first token, shown only now."""
+    if not NAME.match(name):
+        raise InvalidRequest(
+            f"user name {name!r} must be lower-case letters, digits, '_', '.' or '-'",
+            field="name",
+            value=name,
+        )
+    user = User(name=name, is_admin=is_admin)
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"user {name!r} exists already", field="name", value=name) from None
+    token = _add_token(session, user)
+    session.commit()
+    return user, token
+
+
+def issue_token(*, session: Session, name: str) -> str:
+    """A new token for an existing user, shown only now."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFound(f"no user is called {name!r}", field="name", value=name)
+    token = _add_token(session, user)
+    session.commit()
+    return token
+
+
+def _add_token(session: Session, user: User) -> str:
+    token = new_token()
+    session.add(Token(user_id=user.id, token_hash=hash_token(token), prefix=token[:9]))
+    return token
+
+
+def authenticate(*, session: Session, token: str) -> User | None:
+    """The user a token belongs to, or None for an unknown or revoked token."""
+    row = session.execute(
+        select(User, Token)
+        .join(Token, Token.user_id == User.id)
+        .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None))
+    ).first()
+    return None if row is None else row[0]
+
+
+def count_users(*, session: Session) -> int:
+    """How many users exist (gpulab up makes the first admin when there are none)."""
+    return session.scalar(select(func.count(User.id))) or 0
+
+
+def list_users(*, session: Session) -> list[User]:
+    """All users by name."""
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
+def revoke_tokens(*, session: Session, name: str) -> int:
+    """Revoke every token of a user; returns how many."""
+    user_id = select(User.id).where(User.name == name).scalar_subquery()
+    result = session.execute(
+        update(Token).where(Token.user_id == user_id, Token.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    session.commit()
+    return result.rowcount

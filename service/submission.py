@@ -1,0 +1,128 @@
+"""Turning a submitted request into a pending job: every check that can refuse it happens here."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from jobs.registry import UnknownKind as UnknownKindName
+from jobs.registry import get_kind, list_kinds
+from service.device_request import DeviceRequest, parse_device_request
+from service.errors import (
+    Forbidden,
+    InvalidParams,
+    InvalidRequest,
+    JobNotFound,
+    KindDisabled,
+    UnknownDevice,
+    UnknownKind,
+)
+from service.models import Device, Job, JobStatus, User
+from service.schemas import JobCreate
+from service.settings import Settings
+from service.store.jobs import insert_job
+
+MEMBER_MAX_PRIORITY = 0
+
+
+def kind_enabled(name: str, settings: Settings) -> bool:
+    """Whether members may submit this kind here (the script kind is off unless enabled)."""
+    kind = get_kind(name)
+    return not kind.admin_enabled_only or settings.enable_script_kind
+
+
+def validate_params(kind_name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The params, checked against the kind's model, with defaults filled in."""
+    try:
+        kind = get_kind(kind_name)
+    except UnknownKindName:
+        known = ", ".join(k.name for k in list_kinds())
+        raise UnknownKind(f"kind {kind_name!r} does not exist; known kinds: {known}", field="kind",
+                          value=kind_name, extra={"known": [k.name for k in list_kinds()]}) from None
+    try:
+        model = kind.validate(params)
+    except ValidationError as exc:
+        errors = [
+            {"field": "params." + ".".join(str(p) for p in e["loc"]), "value": _scalar(e.get("input")),
+             "message": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        first = errors[0]
+        raise InvalidParams(f"{first['field']}: {first['message']} (got {first['value']!r})",
+                            field=first["field"], value=first["value"], extra={"errors": errors}) from None
+    return model.model_dump(mode="json")
+
+
+def _scalar(value: Any) -> Any:
+    """A value as a problem body can carry it: scalars as they are, the rest as text."""
+    return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
+
+
+def check_device(request: DeviceRequest, raw: str, session: Session) -> None:
+    """Refuse a request that no known device could ever satisfy, listing those that exist."""
+    devices = list(session.scalars(select(Device).order_by(Device.id)))
+    if any(request.matches(device_id=d.id, kind=d.kind, name=d.name, memory_total_mb=d.memory_total_mb)
+           for d in devices):
+        return
+    listing = [{"id": d.id, "kind": d.kind, "name": d.name, "memory_total_mb": d.memory_total_mb,
+                "state": d.state} for d in devices]
+    names = ", ".join(d.id for d in devices) or "none registered yet"
+    raise UnknownDevice(f"no device can run device={raw!r}; devices: {names}",
+                        field="device", value=raw, extra={"devices": listing})
+
+
+def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
+           idempotency_key: str | None) -> tuple[Job, bool]:
+    """Validate and record a job as pending; returns it and whether it is new."""
+    params = validate_params(body.kind, body.params)
+    if not kind_enabled(body.kind, settings):
+        raise KindDisabled(f"kind {body.kind!r} is turned off on this server (an admin enables it)",
+                           field="kind", value=body.kind)
+    if body.priority > MEMBER_MAX_PRIORITY and not user.is_admin:
+        raise Forbidden(f"priority {body.priority} is above {MEMBER_MAX_PRIORITY}: only admins may raise it",
+                        field="priority", value=body.priority)
+    timeout_s = body.timeout_s or settings.default_timeout_s
+    if timeout_s > settings.max_timeout_s:
+        raise InvalidRequest(f"timeout_s={timeout_s} is above this server's limit of {settings.max_timeout_s}",
+                             field="timeout_s", value=timeout_s)
+    request = parse_device_request(body.device, default_host=settings.host)
+    check_device(request, body.device, session)
+    if body.gpu_memory_gb is not None and request.kind == "cpu":
+        raise InvalidRequest("gpu_memory_gb is for GPU jobs; this job asks for the CPU",
+                             field="gpu_memory_gb", value=body.gpu_memory_gb)
+    from_job_id = _from_job(session, body.kind, params, user)
+    job = Job(
+        owner_id=user.id,
+        kind=body.kind,
+        params=params,
+        device_request=request.canonical(),
+        priority=body.priority,
+        gpu_memory_gb=body.gpu_memory_gb,
+        timeout_s=timeout_s,
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+        max_attempts=body.max_attempts or settings.max_attempts,
+        idempotency_key=idempotency_key,
+        from_job_id=from_job_id,
+        status=JobStatus.pending,
+    )
+    return insert_job(session=session, job=job)
+
+
+def _from_job(session: Session, kind_name: str, params: dict[str, Any], user: User) -> int | None:
+    """The earlier job whose checkpoint this one starts from, checked to exist and be done."""
+    param = get_kind(kind_name).from_job_param
+    if not param or params.get(param) is None:
+        return None
+    source_id = int(params[param])
+    source = session.get(Job, source_id)
+    field = f"params.{param}"
+    if source is None:
+        raise JobNotFound(f"{field}: no job has id {source_id}", field=field, value=source_id)
+    if source.status != JobStatus.succeeded:
+        raise InvalidParams(f"{field}: job {source_id} is {source.status}, not succeeded",
+                            field=field, value=source_id)
+    return source_id

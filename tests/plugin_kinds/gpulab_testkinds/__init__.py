@@ -1,0 +1,74 @@
+"""Job kinds for gpulab's service tests: no torch, so the service's tests stay fast.
+
+They also show how a lab ships its own kinds: a `JobKind` per entry point in the
+`gpulab.jobs` group of its package.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.base import JobContext, JobError, JobKind
+
+
+class EchoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field("hello", max_length=1000)
+    lines: int = Field(3, ge=0, le=100_000)
+    steps: int = Field(3, ge=0, le=10_000)
+    artifact: bool = False
+
+
+def run_echo(params: EchoParams, ctx: JobContext) -> dict[str, Any]:
+    for i in range(params.lines):
+        ctx.log(f"{params.message} {i}")
+    for step in range(1, params.steps + 1):
+        ctx.metric("loss", 1.0 / step, step)
+        ctx.progress(step, params.steps)
+    if params.artifact:
+        ctx.artifact_path("echo.txt", "text/plain").write_text(params.message)
+    return {"message": params.message, "pid": os.getpid(), "device": ctx.device, "seed": ctx.seed}
+
+
+class SleepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(1.0, ge=0, le=3600)
+    ignore_stop: bool = False  # a job that never checks should_stop() (for the hard kill)
+
+
+def run_sleep(params: SleepParams, ctx: JobContext) -> dict[str, Any]:
+    deadline = time.monotonic() + params.seconds
+    steps = 0
+    while time.monotonic() < deadline:
+        if not params.ignore_stop and ctx.should_stop():
+            return {"stopped_early": True, "steps": steps, "pid": os.getpid()}
+        time.sleep(0.05)
+        steps += 1
+    ctx.log(f"slept {params.seconds} s")
+    return {"stopped_early": False, "steps": steps, "pid": os.getpid()}
+
+
+class FailParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["job-error", "exception", "cuda-fault", "crash"] = "job-error"
+    message: str = "it went wrong"
+
+
+def run_fail(params: FailParams, ctx: JobContext) -> dict[str, Any]:
+    ctx.log(f"about to fail: {params.mode}")
+    if params.mode == "job-error":
+        raise JobError(params.message)
+    if params.mode == "cuda-fault":
+        raise RuntimeError("CUDA error: device-side assert triggered")
+    if params.mode == "crash":
+        os._exit(9)  # the process dies as if the OOM killer took it
+    raise ValueError(params.message)
+
+
+ECHO = JobKind(name="test-echo", params=EchoParams, run=run_echo, summary="logs, metrics, progress (tests)")
+SLEEP = JobKind(name="test-sleep", params=SleepParams, run=run_sleep, summary="sleeps, honouring cancel (tests)")
+FAIL = JobKind(name="test-fail", params=FailParams, run=run_fail, summary="fails in a chosen way (tests)")

@@ -1,0 +1,143 @@
+"""The worker process: a Celery prefork worker on one device's queue, and its signals.
+
+`gpulab worker --device D` calls `serve()`. The parent pins the device, imports torch once
+(children inherit it, warm) but never touches CUDA; each child opens its own database
+connections and CUDA context, and keeps them between jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, signals
+
+from service.db import Database
+from service.live import Publisher
+from service.queues import RUN_JOB, device_queue, make_celery
+from service.settings import Settings
+from service.store.devices import register_worker, stop_worker
+from worker.device import DeviceInfo, pin_process, resolve_device
+from worker.heartbeat import Watch
+from worker.runner import JobRunner
+
+log = logging.getLogger("gpulab.worker")
+
+
+@dataclass
+class WorkerState:
+    settings: Settings
+    device: DeviceInfo
+    slots: int
+    worker_id: str
+    db: Database
+    publisher: Publisher
+    watch: Watch | None = None
+    consumer: Any = None
+
+
+_state: WorkerState | None = None
+
+
+def _current() -> WorkerState:
+    if _state is None:
+        raise RuntimeError("the gpulab worker was not started with worker.app.serve()")
+    return _state
+
+
+def build_app(settings: Settings) -> Celery:
+    """The worker's Celery app, with gpulab's one task registered."""
+    app = make_celery(settings)
+
+    @app.task(name=RUN_JOB, bind=True, acks_late=True)
+    def run_job(self: Any, job_id: int, attempt: int) -> None:
+        state = _current()
+        runner = JobRunner(settings=state.settings, db=state.db, device=state.device,
+                           worker_id=state.worker_id)
+        outcome = runner.run(int(job_id), int(attempt))
+        if outcome is not None and outcome.poisoned:
+            # A CUDA fault poisons the context: this child must not run another job. The job's
+            # end state is committed, so a redelivered message would claim nothing.
+            log.error("job %s left the CUDA context faulted: replacing this child", job_id)
+            os._exit(70)
+
+    return app
+
+
+# The parent's engines and Redis pools, kept referenced in each child so they are never
+# garbage-collected there (closing them would close the parent's connections).
+_inherited: list[Any] = []
+
+
+@signals.worker_process_init.connect
+def _child_init(**_: Any) -> None:
+    state = _current()
+    # A child is forked while the parent's heartbeat thread may hold a pool's lock: it must
+    # not touch the inherited engine or Redis pool at all, only build its own.
+    _inherited.append((state.db, state.publisher))
+    state.db = Database.from_settings(state.settings)
+    state.publisher = Publisher(state.settings.redis_url)
+    state.publisher.attach(state.db.read, state.db.write)
+    if state.settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(state.settings.torch_threads)
+
+
+@signals.worker_ready.connect
+def _ready(sender: Any = None, **_: Any) -> None:
+    state = _current()
+    state.consumer = sender
+    with state.db.writing() as session:
+        register_worker(session=session, worker_id=state.worker_id, device=state.device.as_dict(),
+                        pid=os.getpid(), slots=state.slots)
+    queue = device_queue(state.device.id)
+
+    def on_health(healthy: bool) -> None:
+        if healthy:
+            sender.add_task_queue(queue)
+        else:
+            sender.cancel_task_queue(queue)
+
+    state.watch = Watch(settings=state.settings, db=state.db, worker_id=state.worker_id,
+                        on_health=on_health)
+    state.watch.start()
+    log.info("worker %s serving %s (%s) on queue %s with %d slot(s)", state.worker_id,
+             state.device.id, state.device.name, queue, state.slots)
+
+
+@signals.worker_shutdown.connect
+def _shutdown(**_: Any) -> None:
+    state = _current()
+    if state.watch:
+        state.watch.stop.set()
+    try:
+        with state.db.writing() as session:
+            stop_worker(session=session, worker_id=state.worker_id)
+    except Exception as exc:
+        log.warning("could not record the worker's stop: %s", exc)
+
+
+def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: bool = True,
+          loglevel: str = "INFO") -> None:
+    """Run a worker for `device` until it is stopped (blocks)."""
+    global _state
+    info = resolve_device(device, settings.host)
+    pin_process(info)
+    if preload_torch:
+        # Children inherit the imported module: a job never pays torch's import.
+        import torch  # noqa: F401
+    db = Database.from_settings(settings)
+    publisher = Publisher(settings.redis_url)
+    publisher.attach(db.read, db.write)
+    _state = WorkerState(settings=settings, device=info, slots=slots,
+                         worker_id=f"{info.host}-{uuid.uuid4().hex[:12]}", db=db, publisher=publisher)
+    app = build_app(settings)
+    app.worker_main([
+        "worker", "-Q", device_queue(info.id), "-c", str(slots), "-P", "prefork",
+        "--without-mingle", "--without-gossip", "--without-heartbeat",
+        "-n", f"gpulab-{info.id.replace('/', '-')}@{info.host}", "-l", loglevel,
+    ])

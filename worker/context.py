@@ -1,0 +1,88 @@
+"""The context a job gets inside a worker: what it reports goes to the database in batches.
+
+Log lines, progress and metrics are buffered and committed at most every
+`event_flush_s` seconds (or `event_flush_lines` events), never inside a job step's
+transaction, so a chatty job costs a few short commits a second.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from jobs.context import FileContext
+from service.db import Database
+from service.store.events import record_events
+from service.store.jobs import is_cancel_requested
+
+STOP_POLL_S = 1.0
+MAX_LINE = 4000
+
+
+class WorkerContext(FileContext):
+    def __init__(
+        self,
+        *,
+        db: Database,
+        job_id: int,
+        attempt: int,
+        device: str,
+        seed: int,
+        artifacts_root: Path,
+        flush_s: float,
+        flush_lines: int,
+    ):
+        super().__init__(artifacts_root=artifacts_root, job_id=job_id, device=device, seed=seed)
+        self.db = db
+        self.attempt = attempt
+        self.flush_s = flush_s
+        self.flush_lines = flush_lines
+        self._buffer: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self._last_poll = 0.0
+        self._stop = False
+        self.stop_forced = False  # set when the time limit or a cancel ends the job
+
+    # -- what the job reports ---------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        for line in str(message).splitlines() or [""]:
+            self._add({"type": "log", "message": line[:MAX_LINE]})
+
+    def progress(self, step: int, total: int, message: str | None = None) -> None:
+        self._add({"type": "progress", "message": message or "",
+                   "data": {"step": int(step), "total": int(total)}})
+
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
+        self._add({"type": "metric", "message": "",
+                   "data": {"name": str(name)[:100], "value": float(value),
+                            "step": None if step is None else int(step)}})
+
+    def should_stop(self) -> bool:
+        if self._stop:
+            return True
+        now = time.monotonic()
+        if now - self._last_poll >= STOP_POLL_S:
+            self._last_poll = now
+            with self.db.reading() as session:
+                self._stop = is_cancel_requested(session=session, job_id=int(self.job_id),
+                                                 attempt=self.attempt)
+        return self._stop
+
+    # -- batching ----------------------------------------------------------------------------
+
+    def _add(self, event: dict[str, Any]) -> None:
+        self._buffer.append(event)
+        if (len(self._buffer) >= self.flush_lines
+                or time.monotonic() - self._last_flush >= self.flush_s):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffered events (then they are published to live followers)."""
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        with self.db.writing() as session:
+            record_events(session=session, job_id=int(self.job_id), attempt=self.attempt, events=batch)

@@ -1,0 +1,107 @@
+"""What device a worker serves, learned without touching CUDA in the parent process.
+
+The parent reads the GPU through NVML only: even `torch.cuda.is_available()` there would
+break CUDA in every forked child. It pins the process to the card by UUID before torch
+loads, so the job sees one GPU as cuda:0 and NVML and CUDA agree on which card it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from service.device_request import device_id
+
+
+@dataclass
+class DeviceInfo:
+    id: str
+    host: str
+    kind: str  # "cpu" | "cuda"
+    index: int | None
+    name: str
+    uuid: str | None
+    memory_total_mb: int | None
+
+    @property
+    def torch_device(self) -> str:
+        """The device string a job uses: the pinned GPU is always cuda:0."""
+        return "cuda:0" if self.kind == "cuda" else "cpu"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class DeviceError(RuntimeError):
+    """The device a worker was asked to serve does not exist or cannot be read."""
+
+
+def cpu_info(host: str) -> DeviceInfo:
+    """The CPU as a device: its model name and the machine's memory."""
+    name = "CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    memory_mb = None
+    with contextlib.suppress(ValueError, OSError):
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return DeviceInfo(id=device_id(host, "cpu"), host=host, kind="cpu", index=None,
+                      name=f"{name} ({os.cpu_count()} threads)", uuid=None, memory_total_mb=memory_mb)
+
+
+def _nvml() -> Any:
+    import pynvml
+
+    pynvml.nvmlInit()
+    return pynvml
+
+
+def gpu_info(host: str, index: int) -> DeviceInfo:
+    """A GPU's name, UUID and memory from NVML (PCI bus order, as CUDA_DEVICE_ORDER sets)."""
+    try:
+        nvml = _nvml()
+    except Exception as exc:
+        raise DeviceError(f"cuda:{index}: NVML is not available ({exc}); is the NVIDIA driver installed?") from exc
+    count = nvml.nvmlDeviceGetCount()
+    if not 0 <= index < count:
+        raise DeviceError(f"cuda:{index} does not exist: this machine has {count} GPU(s)")
+    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    name = nvml.nvmlDeviceGetName(handle)
+    uuid = nvml.nvmlDeviceGetUUID(handle)
+    mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+    return DeviceInfo(id=device_id(host, f"cuda:{index}"), host=host, kind="cuda", index=index,
+                      name=name if isinstance(name, str) else name.decode(),
+                      uuid=uuid if isinstance(uuid, str) else uuid.decode(),
+                      memory_total_mb=int(mem.total // 2**20))
+
+
+def count_gpus() -> int:
+    """How many GPUs NVML sees (0 without a driver)."""
+    try:
+        return int(_nvml().nvmlDeviceGetCount())
+    except Exception:
+        return 0
+
+
+def resolve_device(spec: str, host: str) -> DeviceInfo:
+    """`cpu` or `cuda:N` → the device's description."""
+    spec = spec.strip().lower()
+    if spec == "cpu":
+        return cpu_info(host)
+    m = re.fullmatch(r"cuda:(\d+)", spec)
+    if not m:
+        raise DeviceError(f"--device {spec!r}: use cpu or cuda:N")
+    return gpu_info(host, int(m[1]))
+
+
+def pin_process(info: DeviceInfo) -> None:
+    """Make this process (and its children) see only this device. Call before torch loads."""
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    # Lets torch answer is_available() from NVML, so nothing in the parent creates a context.
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    os.environ["CUDA_VISIBLE_DEVICES"] = info.uuid if info.kind == "cuda" and info.uuid else ""

@@ -1,0 +1,120 @@
+"""The worker parent's watch: heartbeats, dead children, cancels past their grace, time limits.
+
+It runs in the Celery parent (MainProcess), which forks the children that run jobs. It
+names the jobs its children really run: a job whose child died (the OOM killer, a hard
+kill) is released at the next beat, long before the worker itself would be missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from service.db import Database
+from service.models import FailReason, JobStatus, utcnow
+from service.settings import Settings
+from service.store.devices import heartbeat
+from service.store.jobs import finish_job, release_lost_job, running_jobs_of_worker
+
+log = logging.getLogger("gpulab.worker")
+
+
+def is_child_alive(pid: int, parent: int) -> bool:
+    """Whether `pid` runs and is a child of `parent` (so a reused pid is never signalled)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    state, ppid = fields[0], int(fields[1])
+    return ppid == parent and state != "Z"
+
+
+class Watch:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        worker_id: str,
+        on_health: Callable[[bool], None] = lambda healthy: None,
+        sample: Callable[[], None] = lambda: None,
+    ):
+        self.settings = settings
+        self.db = db
+        self.worker_id = worker_id
+        self.on_health = on_health
+        self.sample = sample
+        self.stop = threading.Event()
+        self.healthy = True
+        self.kill_sent: dict[int, int] = {}  # pid -> signal already sent
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, name="gpulab-heartbeat", daemon=True)
+        thread.start()
+        return thread
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.settings.heartbeat_s):
+            self.beat()
+
+    def beat(self) -> None:
+        """One round: check children, enforce cancels and limits, write the heartbeat."""
+        try:
+            running = self.check_jobs()
+            with self.db.writing() as session:
+                alive = heartbeat(session=session, worker_id=self.worker_id, running_job_ids=running)
+            self.sample()
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)
+            alive = False
+        if alive != self.healthy:
+            # A worker that cannot write its heartbeat stops taking jobs until it can again.
+            self.healthy = alive
+            log.warning("heartbeat %s: %s consuming", "restored" if alive else "lost",
+                        "resuming" if alive else "pausing")
+            self.on_health(alive)
+
+    def check_jobs(self) -> list[int]:
+        """The ids of jobs this worker's children really run; release or end the others."""
+        me = os.getpid()
+        now = utcnow()
+        running: list[int] = []
+        with self.db.reading() as session:
+            jobs = running_jobs_of_worker(session=session, worker_id=self.worker_id)
+        for job in jobs:
+            pid = job.pid or 0
+            if not is_child_alive(pid, me):
+                self.kill_sent.pop(pid, None)
+                if job.started_at and now - job.started_at > timedelta(seconds=job.timeout_s):
+                    with self.db.writing() as session:
+                        finish_job(session=session, job_id=job.id, attempt=job.attempt,
+                                   status=JobStatus.failed, reason=FailReason.timeout,
+                                   error=f"killed after its time limit of {job.timeout_s} s")
+                else:
+                    with self.db.writing() as session:
+                        release_lost_job(session=session, job_id=job.id, attempt=job.attempt,
+                                         why=f"its process (pid {pid}) died")
+                continue
+            running.append(job.id)
+            grace = timedelta(seconds=self.settings.cancel_grace_s)
+            overdue_cancel = job.cancel_requested_at is not None and now - job.cancel_requested_at > grace
+            limit = timedelta(seconds=job.timeout_s) + grace
+            overdue_time = job.started_at is not None and now - job.started_at > limit
+            if overdue_cancel or overdue_time:
+                self._kill(pid, job.id, "cancel" if overdue_cancel else "time limit")
+        return running
+
+    def _kill(self, pid: int, job_id: int, why: str) -> None:
+        # TERM first; KILL at the next beat if the child is still there.
+        sig = signal.SIGKILL if self.kill_sent.get(pid) == signal.SIGTERM else signal.SIGTERM
+        log.warning("job %s: %s overdue, sending %s to pid %s", job_id, why, sig.name, pid)
+        try:
+            os.kill(pid, sig)
+            self.kill_sent[pid] = sig
+        except ProcessLookupError:
+            pass

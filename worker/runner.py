@@ -1,0 +1,154 @@
+"""Runs one job attempt inside a worker child: claim, run, record, finish.
+
+Everything the job reports is fenced by its attempt, so a stale or redelivered message
+claims nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
+
+from jobs.base import JobError
+from jobs.registry import UnknownKind, get_kind
+from service.db import Database
+from service.models import FailReason, JobStatus
+from service.settings import Settings
+from service.store.jobs import claim_job, finish_job
+from worker.context import WorkerContext
+from worker.device import DeviceInfo
+
+log = logging.getLogger("gpulab.worker")
+
+# Errors after which the CUDA context is unusable: the child must be replaced.
+_CUDA_FAULT_MARKS = ("device-side assert", "CUDA error", "illegal memory access", "cudaErrorLaunchFailure")
+
+
+@dataclass
+class Outcome:
+    status: JobStatus
+    reason: str | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    poisoned: bool = False  # the process must not run another job
+
+
+def jsonable(value: Any) -> Any:
+    """A job's result as strict JSON: numpy/torch scalars become numbers, NaN becomes None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return jsonable(value.tolist())
+    if hasattr(value, "item"):
+        return jsonable(value.item())
+    return str(value)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def _is_cuda_fault(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return any(mark in text for mark in _CUDA_FAULT_MARKS)
+
+
+class JobRunner:
+    def __init__(self, *, settings: Settings, db: Database, device: DeviceInfo, worker_id: str):
+        self.settings = settings
+        self.db = db
+        self.device = device
+        self.worker_id = worker_id
+
+    def run(self, job_id: int, attempt: int) -> Outcome | None:
+        """Run one attempt of a job; None when the claim is refused (stale message)."""
+        with self.db.writing() as session:
+            job = claim_job(session=session, job_id=job_id, attempt=attempt,
+                            device_id=self.device.id, worker_id=self.worker_id, pid=os.getpid())
+        if job is None:
+            log.info("job %s attempt %s: claim refused (stale or duplicate message)", job_id, attempt)
+            return None
+        ctx = WorkerContext(db=self.db, job_id=job_id, attempt=attempt,
+                            device=self.device.torch_device, seed=job.seed,
+                            artifacts_root=self.settings.artifacts_dir,
+                            flush_s=self.settings.event_flush_s,
+                            flush_lines=self.settings.event_flush_lines)
+        self._prepare_device(job.gpu_memory_gb)
+        started = time.monotonic()
+        outcome = self._call(job.kind, job.params, ctx)
+        if outcome.status == JobStatus.succeeded and ctx.should_stop():
+            outcome = Outcome(JobStatus.cancelled, FailReason.cancelled, result=outcome.result,
+                              error="stopped at its next step after a cancel")
+        ctx.log(f"{outcome.status} after {time.monotonic() - started:.2f} s"
+                + (f" ({outcome.reason})" if outcome.reason else ""))
+        peak = self._release_device()
+        ctx.flush()
+        with self.db.writing() as session:
+            finish_job(session=session, job_id=job_id, attempt=attempt, status=outcome.status,
+                       reason=outcome.reason, error=outcome.error, result=outcome.result,
+                       peak_memory_mb=peak,
+                       artifacts=[(a.name, a.content_type, size) for a, size in ctx.existing_artifacts()])
+        return outcome
+
+    def _call(self, kind_name: str, raw_params: dict[str, Any], ctx: WorkerContext) -> Outcome:
+        try:
+            kind = get_kind(kind_name)
+            params = kind.validate(raw_params)
+        except (UnknownKind, ValidationError) as exc:
+            return Outcome(JobStatus.failed, FailReason.invalid_params, error=str(exc))
+        try:
+            result = kind.run(params, ctx)
+            return Outcome(JobStatus.succeeded, result=jsonable(result or {}))
+        except SoftTimeLimitExceeded:
+            return Outcome(JobStatus.failed, FailReason.timeout, error="the job ran past its time limit")
+        except JobError as exc:
+            return Outcome(JobStatus.failed, FailReason.user_error, error=str(exc))
+        except Exception as exc:
+            # The traceback is kept as text; the exception (and the tensors its frames hold)
+            # is dropped when this block ends, before the cache is emptied.
+            reason = FailReason.oom if _is_oom(exc) else FailReason.user_error
+            error = "".join(traceback.format_exception(exc)).strip()
+            return Outcome(JobStatus.failed, reason, error=error, poisoned=_is_cuda_fault(exc))
+
+    def _prepare_device(self, gpu_memory_gb: float | None) -> None:
+        if self.device.kind != "cuda":
+            return
+        import torch
+
+        # A cap, not a fence: it stops this process's allocator, not another process.
+        fraction = 1.0
+        if gpu_memory_gb and self.device.memory_total_mb:
+            fraction = min(1.0, gpu_memory_gb * 1024 / self.device.memory_total_mb)
+        torch.cuda.set_per_process_memory_fraction(fraction, 0)
+        torch.cuda.reset_peak_memory_stats(0)
+
+    def _release_device(self) -> float | None:
+        if self.device.kind != "cuda":
+            return None
+        import torch
+
+        try:
+            peak = torch.cuda.max_memory_allocated(0) / 2**20
+            gc.collect()
+            torch.cuda.empty_cache()
+        except RuntimeError:  # a faulted context: the child is recycled after this job
+            return None
+        return round(peak, 1)
+
