@@ -1,0 +1,83 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), real Redis, and real stacks."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.db import Database
+from service.migrate import upgrade
+from service.settings import Settings
+from tests.support import services
+from tests.support.stack import Stack
+
+# One Redis database number per test run and purpose, so parallel runs and earlier runs
+# never see each other's queues.
+_REDIS_DBS = iter(random.Random(os.getpid()).sample(range(1, 16), 15))
+
+
+def next_redis_url() -> str:
+    return services.redis_url(next(_REDIS_DBS))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gpulab.sqlite3'}"
+        upgrade(url)
+        yield url
+        return
+    url, name = services.create_pg_database()
+    upgrade(url)
+    yield url
+    services.drop_pg_database(name)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, redis_url=f"{services.REDIS_BASE_URL}/0",
+                    state_dir=tmp_path, host="testhost")
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database.from_settings(settings)
+    yield database
+    database.engine.dispose()
+
+
+def _stack(kind: str, tmp: Path) -> Iterator[Stack]:
+    if kind == "sqlite":
+        url, name = f"sqlite:///{tmp / 'gpulab.sqlite3'}", None
+    else:
+        url, name = services.create_pg_database()
+    stack = Stack(database_url=url, redis_url=next_redis_url(), state_dir=tmp)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+        if name:
+            services.drop_pg_database(name)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One real stack per database for the whole session: API, dispatcher, one CPU worker."""
+    yield from _stack(request.param, tmp_path_factory.mktemp(f"stack-{request.param}"))
+
+
+@pytest.fixture(scope="module")
+def sqlite_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of this module's own (on SQLite), for tests that add or kill workers."""
+    yield from _stack("sqlite", tmp_path_factory.mktemp("own-stack"))
+
+
+@pytest.fixture(scope="module")
+def postgres_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of this module's own (on PostgreSQL), for tests that add or kill workers."""
+    yield from _stack("postgres", tmp_path_factory.mktemp("own-pg-stack"))

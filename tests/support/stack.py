@@ -1,0 +1,177 @@
+"""A real gpulab stack for end-to-end tests: the `gpulab` commands as processes.
+
+The API, the dispatcher and the workers run as separate processes against a real
+database and a fresh Redis database number, exactly as `gpulab up` would start them.
+Tests poll for states; nothing sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    def __init__(self, *, database_url: str, redis_url: str, state_dir: Path, env: dict[str, str] | None = None):
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "GPULAB_DATABASE_URL": database_url,
+            "GPULAB_REDIS_URL": redis_url,
+            "GPULAB_STATE_DIR": str(state_dir),
+            "GPULAB_HOST": "testhost",
+            "GPULAB_HEARTBEAT_S": "0.5",
+            "GPULAB_WORKER_TIMEOUT_S": "3",
+            "GPULAB_DISPATCHER_TICK_S": "0.5",
+            "GPULAB_LEASE_S": "5",
+            "GPULAB_CANCEL_GRACE_S": "1",
+            "GPULAB_EVENT_FLUSH_S": "0.1",
+            "GPULAB_TORCH_THREADS": "1",
+            "GPULAB_API_URL": self.url,
+            "GPULAB_CREDENTIALS_FILE": str(state_dir / "token"),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = state_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.token = ""
+        self.http: httpx.Client | None = None
+
+    # -- processes ------------------------------------------------------------------------
+
+    def gpulab(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run one `gpulab` command to completion."""
+        result = subprocess.run([sys.executable, "-m", "service.cli.main", *args], env={**self.env, **(env or {})},
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"gpulab {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name.replace('/', '_')}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli.main", *args],
+                                env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start(self, workers: tuple[str, ...] = ("cpu",)) -> Stack:
+        self.gpulab("migrate")
+        self.token = self.gpulab("users", "add", "admin", "--admin").stdout.strip()
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        self.spawn("api", "api", "--port", str(self.port))
+        self.spawn("dispatcher", "dispatcher")
+        for device in workers:
+            self.add_worker(device)
+        self.wait(lambda: self._ready(), 60, "the API to become ready")
+        return self
+
+    def add_worker(self, device: str = "cpu", host: str = "testhost", slots: int = 1,
+                   env: dict[str, str] | None = None) -> str:
+        """Start a worker and wait until its device is online; returns the device id."""
+        device_id = f"{host}/{device}"
+        self.spawn(f"worker-{device_id}", "worker", "--device", device, "--host-name", host,
+                   "--slots", str(slots), env=env)
+        self.wait(lambda: self._device_online(device_id), 60, f"{device_id} to come online")
+        return device_id
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a part and its children (a worker's pool too)."""
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for name in list(self.procs):
+            proc = self.procs.pop(name)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        if self.http:
+            self.http.close()
+
+    # -- API helpers ----------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _device_online(self, device_id: str) -> bool:
+        if not self._ready():
+            return False
+        devices = self.api("GET", "/devices")
+        return any(d["id"] == device_id and d["state"] == "online" for d in devices)
+
+    def api(self, method: str, path: str, *, token: str | None = None, expect: int | None = None,
+            **kw: Any) -> Any:
+        assert self.http is not None
+        headers = kw.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        response = self.http.request(method, path, headers=headers, **kw)
+        if expect is not None:
+            assert response.status_code == expect, (response.status_code, response.text)
+        elif response.status_code >= 400:
+            raise AssertionError(f"{method} {path} → {response.status_code}: {response.text}")
+        return response.json() if response.headers.get("content-type", "").endswith("json") else response
+
+    def submit(self, kind: str, params: dict[str, Any] | None = None, *, token: str | None = None,
+               **fields: Any) -> dict[str, Any]:
+        body = {"kind": kind, "params": params or {}, **fields}
+        return self.api("POST", "/jobs", json=body, token=token, expect=201)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self.api("GET", f"/jobs/{job_id}")
+
+    def wait_for(self, job_id: int, statuses: tuple[str, ...] = FINAL, timeout: float = 60) -> dict[str, Any]:
+        """Poll a job until its status is one of `statuses`; returns it."""
+        seen: dict[str, Any] = {}
+
+        def check() -> bool:
+            seen.update(self.job(job_id))
+            return seen["status"] in statuses
+
+        self.wait(check, timeout, f"job {job_id} to reach {statuses} (last: {seen.get('status')})")
+        return seen
+
+    def wait(self, condition: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.1)
+        tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.logs.glob("*.log"))
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tails}")
