@@ -14,13 +14,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """gpulab's configuration, validated at start: contradictions are refused with both values."""
 
-    model_config = SettingsConfigDict(env_prefix="GPULAB_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GPULAB_", extra="ignore", populate_by_name=True)
 
     state_dir: Path = Field(Path("~/.local/state/gpulab"), description="SQLite file, local Redis data")
     database_url: str = Field("", description="SQLAlchemy URL; default: a SQLite file in state_dir")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker and live events")
     artifacts_dir: Path = Field(Path(""), description="job artifacts; default: state_dir/artifacts")
     host: str = Field(default_factory=socket.gethostname, description="host part of device ids")
+    # Set by the NVIDIA container runtime: in a container that reserves GPU 1 only, NVML sees
+    # that card at index 0, while the device id must stay <host>/cuda:1.
+    nvidia_visible_devices: str = Field("", validation_alias="NVIDIA_VISIBLE_DEVICES")
 
     # Job limits.
     default_timeout_s: int = Field(3600, ge=1, description="a job's time limit when it names none")

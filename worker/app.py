@@ -125,7 +125,7 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
           loglevel: str = "INFO") -> None:
     """Run a worker for `device` until it is stopped (blocks)."""
     global _state
-    info = resolve_device(device, settings.host)
+    info = resolve_device(device, settings.host, settings.nvidia_visible_devices)
     pin_process(info)
     if preload_torch:
         # Children inherit the imported module: a job never pays torch's import.

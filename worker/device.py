@@ -61,16 +61,31 @@ def _nvml() -> Any:
     return pynvml
 
 
-def gpu_info(host: str, index: int) -> DeviceInfo:
+def nvml_index(index: int, visible: str) -> int:
+    """Where GPU `index` of the host is among the GPUs this process sees.
+
+    A container that reserves some GPUs sees them renumbered from 0, in the order of
+    NVIDIA_VISIBLE_DEVICES (a list of host indices); elsewhere the numbers agree.
+    """
+    host_indices = [v.strip() for v in visible.split(",") if v.strip()]
+    if host_indices and all(v.isdigit() for v in host_indices):
+        if str(index) not in host_indices:
+            raise DeviceError(f"cuda:{index} is not among this container's GPUs ({visible})")
+        return host_indices.index(str(index))
+    return index
+
+
+def gpu_info(host: str, index: int, visible: str = "") -> DeviceInfo:
     """A GPU's name, UUID and memory from NVML (PCI bus order, as CUDA_DEVICE_ORDER sets)."""
     try:
         nvml = _nvml()
     except Exception as exc:
         raise DeviceError(f"cuda:{index}: NVML is not available ({exc}); is the NVIDIA driver installed?") from exc
     count = nvml.nvmlDeviceGetCount()
-    if not 0 <= index < count:
+    local = nvml_index(index, visible)
+    if not 0 <= local < count:
         raise DeviceError(f"cuda:{index} does not exist: this machine has {count} GPU(s)")
-    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    handle = nvml.nvmlDeviceGetHandleByIndex(local)
     name = nvml.nvmlDeviceGetName(handle)
     uuid = nvml.nvmlDeviceGetUUID(handle)
     mem = nvml.nvmlDeviceGetMemoryInfo(handle)
@@ -88,7 +103,7 @@ def count_gpus() -> int:
         return 0
 
 
-def resolve_device(spec: str, host: str) -> DeviceInfo:
+def resolve_device(spec: str, host: str, visible: str = "") -> DeviceInfo:
     """`cpu` or `cuda:N` → the device's description."""
     spec = spec.strip().lower()
     if spec == "cpu":
@@ -96,7 +111,7 @@ def resolve_device(spec: str, host: str) -> DeviceInfo:
     m = re.fullmatch(r"cuda:(\d+)", spec)
     if not m:
         raise DeviceError(f"--device {spec!r}: use cpu or cuda:N")
-    return gpu_info(host, int(m[1]))
+    return gpu_info(host, int(m[1]), visible)
 
 
 def pin_process(info: DeviceInfo) -> None:

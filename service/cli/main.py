@@ -23,7 +23,7 @@ devices_app = typer.Typer(help="See devices; drain and resume them (admins).", i
 app.add_typer(users_app, name="users")
 app.add_typer(devices_app, name="devices")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 for command in (serve.up, serve.api, serve.dispatcher, serve.worker, serve.migrate):
     app.command()(command)

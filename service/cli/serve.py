@@ -20,7 +20,7 @@ from service.cli.local_redis import redis_answers, start_local_redis
 from service.db import Database
 from service.settings import Settings, get_settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _logging(level: str = "INFO") -> None:

@@ -6,11 +6,18 @@ Without PostgreSQL or Redis, the tests that need them skip with the reason; with
 
 from __future__ import annotations
 
+import atexit
 import os
+import socket
+import subprocess
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
+
+from service.cli.local_redis import redis_answers, start_local_redis
 
 PG_ADMIN_URL = os.environ.get("GPULAB_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE_URL = os.environ.get("GPULAB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -23,14 +30,38 @@ def unavailable(what: str) -> None:
     pytest.skip(f"{what} is unavailable")
 
 
-def redis_url(db: int) -> str:
+_local_redis: list[subprocess.Popen[bytes]] = []
+
+
+def _redis_base() -> str:
+    """Redis at GPULAB_TEST_REDIS_URL, or one started for this run when nothing answers there."""
+    global REDIS_BASE_URL
+    if redis_answers(REDIS_BASE_URL) or _local_redis:
+        return REDIS_BASE_URL
+    if "GPULAB_TEST_REDIS_URL" in os.environ:
+        unavailable(f"Redis at {REDIS_BASE_URL}")
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}"
     try:
-        redis.Redis.from_url(f"{REDIS_BASE_URL}/{db}", socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        unavailable(f"Redis at {REDIS_BASE_URL} ({exc})")
-    client = redis.Redis.from_url(f"{REDIS_BASE_URL}/{db}")
-    client.flushdb()
-    return f"{REDIS_BASE_URL}/{db}"
+        _local_redis.append(start_local_redis(url, Path(tempfile.mkdtemp(prefix="gpulab-test-redis-"))))
+    except RuntimeError as exc:
+        unavailable(f"Redis ({exc})")
+    atexit.register(_local_redis[0].terminate)
+    REDIS_BASE_URL = url
+    return url
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_url(db: int) -> str:
+    """A flushed Redis database number for one stack."""
+    base = _redis_base()
+    redis.Redis.from_url(f"{base}/{db}").flushdb()
+    return f"{base}/{db}"
 
 
 def create_pg_database() -> tuple[str, str]:
