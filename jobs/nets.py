@@ -13,19 +13,25 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """`depth` hidden layers of `hidden` units with tanh between them."""
+    """`depth` hidden layers of `hidden` units, tanh (or leaky ReLU) between them."""
 
     def __init__(
-        self, in_features: int = 1, hidden: int = 64, depth: int = 2, out_features: int = 1
+        self,
+        in_features: int = 1,
+        hidden: int = 64,
+        depth: int = 2,
+        out_features: int = 1,
+        activation: str = "tanh",
     ):
         super().__init__()
         sizes = [in_features] + [hidden] * depth
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False))
         self.out = nn.Linear(sizes[-1], out_features)
+        self.act = {"tanh": torch.tanh, "leaky_relu": F.leaky_relu}[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.hidden:
-            x = torch.tanh(layer(x))
+            x = self.act(layer(x))
         return self.out(x)
 
 

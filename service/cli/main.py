@@ -53,7 +53,8 @@ def parse_param(text: str) -> tuple[str, Any]:
 def submit(
     kind: str = typer.Argument(..., help="the job kind (gpulab kinds lists them)"),
     param: list[str] = typer.Option([], "-p", "--param", help="key=value, repeatable"),
-    device: str = typer.Option("cpu", "--device", "-d", help="cpu, gpu, cuda:N, HOST/cuda:N, model=NAME, min_memory_gb=GB"),
+    device: str = typer.Option("cpu", "--device", "-d",
+                               help="cpu, gpu, cuda:N, HOST/cuda:N, model=NAME, min_memory_gb=GB"),
     gpu_memory_gb: float | None = typer.Option(None, help="declared GPU memory (lets the job share a GPU)"),
     priority: int = typer.Option(0),
     timeout: int | None = typer.Option(None, help="time limit in seconds"),

@@ -7,6 +7,7 @@ Tests poll for states; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -68,10 +69,10 @@ class Stack:
         return result
 
     def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name.replace('/', '_')}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli.main", *args],
-                                env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with open(self.logs / f"{name.replace('/', '_')}.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "service.cli.main", *args],
+                                    env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -98,14 +99,12 @@ class Stack:
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a part and its children (a worker's pool too)."""
         proc = self.procs.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=30)
 
     def stop(self) -> None:
-        for name, proc in list(self.procs.items()):
+        for proc in list(self.procs.values()):
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
