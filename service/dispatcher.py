@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -40,16 +41,26 @@ class Dispatcher:
         self.stop = threading.Event()
         self.publisher = Publisher(settings.redis_url)
         self.publisher.attach(self.db.read, self.db.write)
+        self._lease_until = 0.0  # monotonic time until which our lease surely holds
+        self._next_reap = 0.0
 
     # -- one pass -------------------------------------------------------------------------
 
-    def run_once(self) -> int:
-        """One pass if this process holds the lease: reap, then place. Returns jobs sent."""
-        with self.db.writing() as session:
-            if not acquire_lease(session=session, name=LEASE_NAME, holder=self.holder,
-                                 seconds=self.settings.lease_s):
-                return 0
-        self.reap()
+    def run_once(self, *, force_reap: bool = False) -> int:
+        """One pass if this process holds the lease: reap (on the timer), then place. Returns jobs sent."""
+        now = time.monotonic()
+        # The lease is renewed once a third of it has passed, not on every wake-up: a pass
+        # woken by a submit then costs one transaction, not three.
+        if now >= self._lease_until - 2 * self.settings.lease_s / 3:
+            with self.db.writing() as session:
+                if not acquire_lease(session=session, name=LEASE_NAME, holder=self.holder,
+                                     seconds=self.settings.lease_s):
+                    self._lease_until = 0.0
+                    return 0
+            self._lease_until = now + self.settings.lease_s
+        if force_reap or now >= self._next_reap:
+            self.reap()
+            self._next_reap = now + self.settings.dispatcher_tick_s
         return self.dispatch()
 
     def dispatch(self) -> int:
