@@ -19,11 +19,13 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path("~/.local/state/gpulab"), description="SQLite file, local Redis data")
     database_url: str = Field("", description="SQLAlchemy URL; default: a SQLite file in state_dir")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker and live events")
-    artifacts_dir: Path = Field(Path(""), description="job artifacts; default: state_dir/artifacts")
-    host: str = Field(default_factory=socket.gethostname, description="host part of device ids")
+    artifacts_dir: Path | None = Field(None, description="job artifacts; default: state_dir/artifacts")
+    host: str = Field(default_factory=socket.gethostname,
+                      description="host part of device ids (default: the hostname; containers must set it)")
     # Set by the NVIDIA container runtime: in a container that reserves GPU 1 only, NVML sees
     # that card at index 0, while the device id must stay <host>/cuda:1.
-    nvidia_visible_devices: str = Field("", validation_alias="NVIDIA_VISIBLE_DEVICES")
+    nvidia_visible_devices: str = Field("", validation_alias="NVIDIA_VISIBLE_DEVICES",
+                                        description="set by the NVIDIA container runtime; read, never set")
 
     # Job limits.
     default_timeout_s: int = Field(3600, ge=1, description="a job's time limit when it names none")
@@ -33,7 +35,7 @@ class Settings(BaseSettings):
 
     # Celery/Redis. The visibility timeout must outlast the longest job, or Redis hands a
     # still-running job's message to another worker (the claim would refuse it, but it is waste).
-    visibility_timeout_s: int = Field(8 * 24 * 3600, ge=1)
+    visibility_timeout_s: int = Field(8 * 24 * 3600, ge=1, description="Redis redelivers an unacked job after this")
 
     # Liveness.
     heartbeat_s: float = Field(5.0, gt=0, description="worker heartbeat period")
@@ -43,27 +45,25 @@ class Settings(BaseSettings):
     lease_s: float = Field(15.0, gt=0, description="dispatcher lease length")
 
     # Events are batched: flushed after this many seconds or lines, whichever comes first.
-    event_flush_s: float = Field(0.5, gt=0)
-    event_flush_lines: int = Field(200, ge=1)
+    event_flush_s: float = Field(0.5, gt=0, description="longest wait before a job's log lines are committed")
+    event_flush_lines: int = Field(200, ge=1, description="log lines that trigger a commit sooner")
 
     # Workers.
     torch_threads: int = Field(0, ge=0, description="torch threads per CPU job child (0: torch's default)")
     enable_script_kind: bool = Field(False, description="allow the `script` kind (runs members' own code)")
-    job_modules: list[str] = Field(default_factory=list, description="extra modules holding a KIND")
 
     # API.
     api_url: str = Field("http://127.0.0.1:8000", description="where the CLI finds the API")
     token: str = Field("", description="the CLI's bearer token (else the credentials file)")
     credentials_file: Path = Field(Path("~/.config/gpulab/token"), description="the CLI's saved token")
-    page_limit_max: int = Field(500, ge=1)
-    sql_echo: bool = False
+    sql_echo: bool = Field(False, description="log every SQL statement (debugging)")
 
     @model_validator(mode="after")
     def _resolve_and_check(self) -> Settings:
         self.state_dir = self.state_dir.expanduser()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.state_dir / 'gpulab.sqlite3'}"
-        if self.artifacts_dir == Path(""):
+        if self.artifacts_dir is None:
             self.artifacts_dir = self.state_dir / "artifacts"
         self.artifacts_dir = self.artifacts_dir.expanduser()
         if self.default_timeout_s > self.max_timeout_s:

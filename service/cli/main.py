@@ -243,6 +243,21 @@ def users_token(name: str) -> None:
 
 
 @app.command()
+def config(markdown: bool = typer.Option(False, "--markdown", help="the README's table of settings")) -> None:
+    """Show the effective settings (secrets left out), or every setting as a Markdown table."""
+    from service.settings import Settings
+
+    if not markdown:
+        out.print_json(data=get_settings().public())
+        return
+    out.print("| variable | default | meaning |\n|---|---|---|", markup=False)
+    for name, field in Settings.model_fields.items():
+        env = field.validation_alias if isinstance(field.validation_alias, str) else f"GPULAB_{name.upper()}"
+        default = "(hostname)" if field.default_factory else ("" if field.default is None else field.default)
+        out.print(f"| `{env}` | `{default}` | {field.description or ''} |", markup=False, soft_wrap=True)
+
+
+@app.command()
 def login(token: str = typer.Argument(..., help="your token")) -> None:
     """Save your token for this machine user."""
     path = save_token(get_settings(), token)
