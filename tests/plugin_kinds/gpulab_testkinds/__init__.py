@@ -72,3 +72,32 @@ def run_fail(params: FailParams, ctx: JobContext) -> dict[str, Any]:
 ECHO = JobKind(name="test-echo", params=EchoParams, run=run_echo, summary="logs, metrics, progress (tests)")
 SLEEP = JobKind(name="test-sleep", params=SleepParams, run=run_sleep, summary="sleeps, honouring cancel (tests)")
 FAIL = JobKind(name="test-fail", params=FailParams, run=run_fail, summary="fails in a chosen way (tests)")
+
+
+class AllocParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mb: int = Field(64, ge=0, le=1_000_000, description="memory to allocate on the job's device")
+    hold_s: float = Field(0.0, ge=0, le=3600, description="how long to hold it (cancel ends it sooner)")
+
+
+def run_alloc(params: AllocParams, ctx: JobContext) -> dict[str, Any]:
+    # torch is imported here, as job kinds do: the service lists kinds without it.
+    import torch
+
+    device = torch.device(ctx.device)
+    block = torch.empty(params.mb * 2**20, dtype=torch.uint8, device=device)
+    block.fill_(1)
+    deadline = time.monotonic() + params.hold_s
+    while time.monotonic() < deadline and not ctx.should_stop():
+        time.sleep(0.05)
+    info: dict[str, Any] = {"pid": os.getpid(), "device": ctx.device, "allocated_mb": params.mb,
+                            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if device.type == "cuda":
+        info.update(device_count=torch.cuda.device_count(), name=torch.cuda.get_device_name(0),
+                    max_allocated_mb=torch.cuda.max_memory_allocated(0) / 2**20)
+    del block
+    return info
+
+
+ALLOC = JobKind(name="test-alloc", params=AllocParams, run=run_alloc,
+                summary="allocates memory on its device and holds it (GPU checks)")
