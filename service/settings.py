@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=20, description="runs of a job before worker loss fails it")
     cancel_grace_s: float = Field(10.0, ge=0, description="cooperative-stop time before a kill")
 
+    # Sharing: fair share orders members by decayed usage; per-member limits (0 = unlimited).
+    fair_share_half_life_s: float = Field(7 * 24 * 3600, ge=0, description="usage halves in weight this often")
+    member_max_running_jobs: int = Field(0, ge=0, description="dispatched and running jobs per member")
+    member_max_gpus: float = Field(0.0, ge=0, description="GPUs a member holds at once (shares add up)")
+    member_max_pending_jobs: int = Field(0, ge=0, description="pending jobs per member; more are refused")
+
     # Celery/Redis. The visibility timeout must outlast the longest job, or Redis hands a
     # still-running job's message to another worker (the claim would refuse it, but it is waste).
     visibility_timeout_s: int = Field(8 * 24 * 3600, ge=1, description="Redis redelivers an unacked job after this")
