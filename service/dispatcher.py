@@ -67,7 +67,7 @@ class Dispatcher:
         """Place what can start now, commit, then send each job to its device's queue."""
         to_send: list[tuple[int, int, str, int]] = []
         with self.db.writing() as session:
-            view = plan_queue(session)
+            view = plan_queue(session, settings=self.settings)
             rows = {j.id: j for j in view.jobs}
             for job_id, device_id in view.plan.placements:
                 row = rows[job_id]

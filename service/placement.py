@@ -1,7 +1,10 @@
-"""Where pending jobs start: a pure function of the queue and the devices' free room.
+"""Where pending jobs start: a pure function of the queue, the devices' free room and members' loads.
 
 No database and no clock here, so the policy is tested alone (with hypothesis) and a
-dispatcher pass is one call. Jobs arrive already in start order; `place` walks them once.
+dispatcher pass is one call.
+
+Order: `start_order` sorts by priority (high first), then fair share (the owner's decayed
+usage, low first), then age. `place` walks the jobs once in that order.
 
 Slots: a job that declared no `gpu_memory_gb` takes a GPU alone. A worker started with
 `--slots K` runs up to K jobs that declared memory, fitted against the device's free room:
@@ -10,22 +13,28 @@ A CPU device runs up to `slots` jobs, memory aside.
 
 Backfill: a job that cannot start reserves the devices it waits for, for the rest of the
 pass; a later job may start elsewhere but never on those, so it never delays the head job.
+A job held back by its member's own limit reserves nothing: one member's limit never stalls
+the others.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from service.accounting import device_share
 from service.device_request import DeviceRequest
 
 CUDA_CONTEXT_MB = 512  # a CUDA context per job process, outside any memory cap
+_EPS = 1e-9
 
 
 class WaitReason:
     """Why a pending job waits; one list, shared by /queue, the CLI and the dashboard."""
 
-    PRIORITY = "priority"  # a job ahead of it holds the device it needs
-    FAIR_SHARE = "fair_share"
+    PRIORITY = "priority"  # a job ahead of it in line (higher priority, or older) goes first
+    FAIR_SHARE = "fair_share"  # another member with less recent usage goes first on that device
     DEVICE_BUSY = "device_busy"
     DEVICE_OFFLINE = "device_offline"
     DEVICE_DRAINING = "device_draining"
@@ -44,6 +53,27 @@ class QueuedJob:
     owner_id: int
     request: DeviceRequest
     gpu_memory_gb: float | None = None
+    priority: int = 0
+    usage: float = 0.0  # the owner's decayed device-seconds on this kind of device
+
+
+def start_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
+    """Jobs in the order they start: priority (high first), fair share (low usage first), age."""
+    return sorted(jobs, key=lambda j: (-j.priority, j.usage, j.id))
+
+
+@dataclass(frozen=True)
+class MemberLimits:
+    """Per-member caps; 0 means unlimited."""
+
+    max_jobs: int = 0  # dispatched and running jobs
+    max_gpus: float = 0.0  # Σ of the member's shares of GPUs (a job alone on a GPU holds 1)
+
+
+@dataclass
+class MemberLoad:
+    jobs: int = 0
+    gpus: float = 0.0
 
 
 @dataclass
@@ -70,6 +100,10 @@ class DeviceRoom:
         total = self.memory_total_mb or 0
         return total - self.external_mb - self.declared_mb - CUDA_CONTEXT_MB * (self.jobs + 1)
 
+    def is_full(self) -> bool:
+        """Whether no job at all could start here now."""
+        return self.state != "online" or self.exclusive or self.jobs >= self.slots
+
     def fit(self, job: QueuedJob) -> str | None:
         """None if the job can start here now, else the wait reason."""
         if self.state == "offline":
@@ -81,12 +115,17 @@ class DeviceRoom:
         if self.kind == "cpu":
             return None
         want_mb = _declared_mb(job)
-        if want_mb is None:
-            return None if self.jobs == 0 else WaitReason.DEVICE_BUSY
-        needed = want_mb
+        if want_mb is None and self.jobs > 0:
+            return WaitReason.DEVICE_BUSY  # it needs the GPU alone
+        needed = want_mb or 0.0
         if job.request.min_memory_gb is not None:
             needed = max(needed, job.request.min_memory_gb * 1024)
         return None if self.free_mb() >= needed else WaitReason.NO_MEMORY
+
+    def share(self, job: QueuedJob) -> float:
+        """The fraction of this device the job would hold (accounting's rule)."""
+        return device_share(device_kind=self.kind, slots=self.slots, memory_total_mb=self.memory_total_mb,
+                            gpu_memory_gb=job.gpu_memory_gb)
 
     def take(self, job: QueuedJob) -> None:
         want_mb = _declared_mb(job)
@@ -107,48 +146,117 @@ class Plan:
     waits: dict[int, str] = field(default_factory=dict)
 
 
-# A reason found on one device outranks another when it says more about the wait.
-_REASON_RANK = [WaitReason.NO_MEMORY, WaitReason.DEVICE_BUSY, WaitReason.DEVICE_DRAINING,
-                WaitReason.DEVICE_OFFLINE]
+# When a job waits on several devices for different reasons, the first in this list is shown.
+_REASON_RANK = [WaitReason.MEMBER_LIMIT, WaitReason.NO_MEMORY, WaitReason.DEVICE_BUSY, WaitReason.PRIORITY,
+                WaitReason.FAIR_SHARE, WaitReason.DEVICE_DRAINING, WaitReason.DEVICE_OFFLINE]
 
 
-def place(jobs: list[QueuedJob], devices: list[DeviceRoom], *, blocked: dict[int, str] | None = None) -> Plan:
+def place(
+    jobs: list[QueuedJob],
+    devices: list[DeviceRoom],
+    *,
+    blocked: dict[int, str] | None = None,
+    limits: MemberLimits | None = None,
+    loads: dict[int, MemberLoad] | None = None,
+) -> Plan:
     """Place jobs, in the order given, on devices with room; say why each other job waits.
 
-    `blocked` maps job ids that may not start this pass (a member limit, say) to their reason.
-    Devices are updated in place as jobs are placed.
+    `blocked` maps job ids that may not start this pass to their reason. `loads` holds what
+    each member already has (dispatched and running), checked against `limits`. Devices and
+    loads are updated in place as jobs are placed.
     """
-    plan = Plan()
-    reserved: set[str] = set()
-    blocked = blocked or {}
-    for job in jobs:
-        if job.id in blocked:
-            plan.waits[job.id] = blocked[job.id]
-            continue
-        candidates = [d for d in devices if d.matches(job.request)]
-        if not candidates:
-            plan.waits[job.id] = WaitReason.NO_DEVICE
-            continue
-        best: DeviceRoom | None = None
-        reasons: list[str] = []
-        for device in candidates:
-            if device.id in reserved:
-                reasons.append(WaitReason.PRIORITY)
+    return _Pass(devices, limits or MemberLimits(), loads if loads is not None else {}).run(jobs, blocked or {})
+
+
+class _Pass:
+    """One walk over the queue. Its caches are what keeps 10,000 pending jobs fast."""
+
+    def __init__(self, devices: list[DeviceRoom], limits: MemberLimits, loads: dict[int, MemberLoad]):
+        self.devices = devices
+        self.limits = limits
+        self.loads = loads
+        self.before = {d.id: dataclasses.replace(d) for d in devices}  # the load at the start
+        self.first_in_line: dict[str, QueuedJob] = {}  # device → the first job this pass that took or held it
+        self.reserved: set[str] = set()
+        self.candidates: dict[DeviceRequest, list[DeviceRoom]] = {}
+        # Wait reasons computed since the last change: an identical job waits for the same reason.
+        self.version = 0
+        self.waits_seen: dict[tuple[object, ...], tuple[int, str]] = {}
+
+    def run(self, jobs: list[QueuedJob], blocked: dict[int, str]) -> Plan:
+        plan = Plan()
+        for job in jobs:
+            if job.id in blocked:
+                plan.waits[job.id] = blocked[job.id]
                 continue
-            reason = device.fit(job)
+            device_or_reason = self.place_one(job)
+            if isinstance(device_or_reason, DeviceRoom):
+                plan.placements.append((job.id, device_or_reason.id))
+            else:
+                plan.waits[job.id] = device_or_reason
+        return plan
+
+    def place_one(self, job: QueuedJob) -> DeviceRoom | str:
+        load = self.loads.setdefault(job.owner_id, MemberLoad())
+        if self.limits.max_jobs and load.jobs >= self.limits.max_jobs:
+            return WaitReason.MEMBER_LIMIT
+        key = (job.request, job.gpu_memory_gb, job.owner_id, job.priority, job.usage)
+        seen = self.waits_seen.get(key)
+        if seen is not None and seen[0] == self.version:
+            return seen[1]
+        candidates = self.candidates.get(job.request)
+        if candidates is None:
+            candidates = self.candidates[job.request] = [d for d in self.devices if d.matches(job.request)]
+        if not candidates:
+            return WaitReason.NO_DEVICE
+        best: DeviceRoom | None = None
+        reasons: set[str] = set()
+        for device in candidates:
+            reason = self.fit(job, device, load)
             if reason is None:
                 if best is None or _better(device, best):
                     best = device
             else:
-                reasons.append(reason)
+                reasons.add(reason)
         if best is not None:
+            self.first_in_line.setdefault(best.id, job)
+            load.jobs += 1
+            if best.kind == "cuda":
+                load.gpus += best.share(job)
             best.take(job)
-            plan.placements.append((job.id, best.id))
-            continue
-        plan.waits[job.id] = _main_reason(reasons)
-        # Hold the devices it waits for (busy ones); offline or draining ones hold nothing.
-        reserved.update(d.id for d in candidates if d.state == "online")
-    return plan
+            self.version += 1
+            return best
+        reason = _main_reason(reasons)
+        if reason != WaitReason.MEMBER_LIMIT:
+            # Hold the devices it waits for (online ones); offline or draining ones hold nothing.
+            for d in candidates:
+                if d.state == "online" and d.id not in self.reserved:
+                    self.reserved.add(d.id)
+                    self.first_in_line.setdefault(d.id, job)
+                    self.version += 1
+        self.waits_seen[key] = (self.version, reason)
+        return reason
+
+    def fit(self, job: QueuedJob, device: DeviceRoom, load: MemberLoad) -> str | None:
+        """None if the job may start on this device now, else why not."""
+        if device.id in self.reserved:
+            return self.behind(job, device)
+        reason = device.fit(job)
+        # Taken during this pass: had it room before, the job waits behind whoever took it.
+        if (reason in (WaitReason.DEVICE_BUSY, WaitReason.NO_MEMORY) and device.id in self.first_in_line
+                and self.before[device.id].fit(job) is None):
+            return self.behind(job, device)
+        if reason is None and self.limits.max_gpus and device.kind == "cuda" and (
+                load.gpus + device.share(job) > self.limits.max_gpus + _EPS):
+            return WaitReason.MEMBER_LIMIT
+        return reason
+
+    def behind(self, job: QueuedJob, device: DeviceRoom) -> str:
+        """Why a job waits for a device that a job ahead of it took or holds this pass."""
+        ahead = self.first_in_line[device.id]
+        if ahead.owner_id != job.owner_id and ahead.priority == job.priority and ahead.usage < job.usage:
+            return WaitReason.FAIR_SHARE
+        return WaitReason.PRIORITY
 
 
 def _better(a: DeviceRoom, b: DeviceRoom) -> bool:
@@ -156,10 +264,8 @@ def _better(a: DeviceRoom, b: DeviceRoom) -> bool:
     return (a.jobs, -a.free_mb(), a.id) < (b.jobs, -b.free_mb(), b.id)
 
 
-def _main_reason(reasons: list[str]) -> str:
-    if WaitReason.PRIORITY in reasons and not any(r in (WaitReason.DEVICE_BUSY, WaitReason.NO_MEMORY) for r in reasons):
-        return WaitReason.PRIORITY
+def _main_reason(reasons: set[str]) -> str:
     for reason in _REASON_RANK:
         if reason in reasons:
             return reason
-    return reasons[0] if reasons else WaitReason.NO_DEVICE
+    return next(iter(reasons)) if reasons else WaitReason.NO_DEVICE

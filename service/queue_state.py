@@ -7,6 +7,7 @@ so what a member reads is what the dispatcher will do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -14,8 +15,11 @@ from sqlalchemy.orm import Session
 
 from service.device_request import DeviceRequest, parse_device_request
 from service.errors import GpulabError
-from service.models import Device, Job, JobStatus
-from service.placement import DeviceRoom, Plan, QueuedJob, place
+from service.fairshare import member_usage
+from service.limits import member_limits, member_loads
+from service.models import Device, Job, JobStatus, utcnow
+from service.placement import DeviceRoom, Plan, QueuedJob, place, start_order
+from service.settings import Settings
 
 
 @dataclass
@@ -23,6 +27,7 @@ class QueueView:
     jobs: list[Any]  # rows of pending jobs, in start order
     devices: list[DeviceRoom]
     plan: Plan
+    usage: dict[tuple[int, str], float]  # fair-share usage per (member id, device kind)
 
 
 def _request(text: str) -> DeviceRequest:
@@ -31,6 +36,15 @@ def _request(text: str) -> DeviceRequest:
         return parse_device_request(text, default_host="")
     except GpulabError:
         return DeviceRequest(kind="none", device_id="")
+
+
+def external_memory_mb(session: Session) -> dict[str, int]:
+    """GPU memory (MB) that processes outside gpulab use, per device, from the latest NVML sample.
+
+    The worker's device sampling records it; until a device has a sample this returns
+    nothing for it, and placement counts 0 MB there.
+    """
+    return {}
 
 
 def device_rooms(session: Session) -> list[DeviceRoom]:
@@ -48,6 +62,7 @@ def device_rooms(session: Session) -> list[DeviceRoom]:
             .group_by(Job.device_id)
         )
     }
+    external = external_memory_mb(session)
     rooms = []
     for d in session.scalars(select(Device).order_by(Device.id)):
         row = load.get(d.id)
@@ -59,6 +74,7 @@ def device_rooms(session: Session) -> list[DeviceRoom]:
                 state=d.state,
                 slots=d.slots,
                 memory_total_mb=d.memory_total_mb,
+                external_mb=external.get(d.id, 0),
                 jobs=row.jobs if row else 0,
                 exclusive=bool(row and row.exclusive and d.kind == "cuda"),
                 declared_mb=float(row.declared_gb) * 1024 if row else 0.0,
@@ -67,22 +83,33 @@ def device_rooms(session: Session) -> list[DeviceRoom]:
     return rooms
 
 
-def pending_in_order(session: Session) -> list[Any]:
-    """Pending jobs in the order they will start: priority, then age."""
+def pending_jobs(session: Session) -> list[Any]:
+    """Pending jobs, oldest first (start order is computed from them with the usage)."""
     return list(
         session.execute(
             select(Job.id, Job.owner_id, Job.attempt, Job.device_request, Job.gpu_memory_gb,
                    Job.priority, Job.timeout_s, Job.created_at, Job.kind)
             .where(Job.status == JobStatus.pending)
-            .order_by(Job.priority.desc(), Job.id)
+            .order_by(Job.id)
         )
     )
 
 
-def plan_queue(session: Session) -> QueueView:
-    """Read the queue and devices and compute where each pending job would start now."""
-    jobs = pending_in_order(session)
+def plan_queue(session: Session, *, settings: Settings, now: datetime | None = None) -> QueueView:
+    """Read the queue, devices, usage and loads; compute where each pending job would start now."""
+    now = now or utcnow()
+    rows = pending_jobs(session)
     devices = device_rooms(session)
-    queued = [QueuedJob(id=j.id, owner_id=j.owner_id, request=_request(j.device_request),
-                        gpu_memory_gb=j.gpu_memory_gb) for j in jobs]
-    return QueueView(jobs=jobs, devices=devices, plan=place(queued, devices))
+    usage = member_usage(session=session, half_life_s=settings.fair_share_half_life_s, now=now) if rows else {}
+    requests: dict[str, DeviceRequest] = {}
+    queued = []
+    for j in rows:
+        request = requests.get(j.device_request)
+        if request is None:
+            request = requests[j.device_request] = _request(j.device_request)
+        queued.append(QueuedJob(id=j.id, owner_id=j.owner_id, request=request, gpu_memory_gb=j.gpu_memory_gb,
+                                priority=j.priority, usage=usage.get((j.owner_id, request.kind), 0.0)))
+    ordered = start_order(queued)
+    by_id = {j.id: j for j in rows}
+    plan = place(ordered, devices, limits=member_limits(settings), loads=member_loads(session=session))
+    return QueueView(jobs=[by_id[q.id] for q in ordered], devices=devices, plan=plan, usage=usage)

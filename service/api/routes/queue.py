@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from service.api.deps import CurrentUser, ReadSession
+from service.api.deps import CurrentUser, ReadSession, State
 from service.dispatcher import LEASE_NAME
 from service.models import Lease, User, utcnow
 from service.placement import WaitReason
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/queue", tags=["queue"])
 
 
 @router.get("", response_model=QueuePublic, summary="The queue in start order, with wait reasons")
-def queue(user: CurrentUser, session: ReadSession) -> QueuePublic:
-    view = plan_queue(session)
+def queue(user: CurrentUser, session: ReadSession, state: State) -> QueuePublic:
+    view = plan_queue(session, settings=state.settings)
     lease = session.get(Lease, LEASE_NAME)
     active = lease is not None and lease.expires_at > utcnow()
     names = dict(session.execute(select(User.id, User.name)).all())

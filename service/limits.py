@@ -1,0 +1,56 @@
+"""Per-member limits: jobs held (dispatched or running), GPUs held, jobs pending; 0 = unlimited.
+
+The first two hold a job back in the queue (reason `member_limit`); the last refuses a
+submission with 429 `limit_exceeded`, naming the limit and its value.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.accounting import device_share
+from service.errors import LimitExceeded
+from service.models import Device, Job, JobStatus, User
+from service.placement import MemberLimits, MemberLoad
+from service.settings import Settings
+
+
+def member_limits(settings: Settings) -> MemberLimits:
+    """The limits the dispatcher applies, from the settings."""
+    return MemberLimits(max_jobs=settings.member_max_running_jobs, max_gpus=settings.member_max_gpus)
+
+
+def member_loads(*, session: Session) -> dict[int, MemberLoad]:
+    """What each member holds now: dispatched and running jobs, and their Σ share of GPUs."""
+    loads: dict[int, MemberLoad] = {}
+    rows = session.execute(
+        select(Job.owner_id, Job.gpu_memory_gb, Device.kind, Device.slots, Device.memory_total_mb)
+        .join(Device, Device.id == Job.device_id)
+        .where(Job.status.in_([JobStatus.dispatched, JobStatus.running]))
+    )
+    for row in rows:
+        load = loads.setdefault(row.owner_id, MemberLoad())
+        load.jobs += 1
+        if row.kind == "cuda":
+            load.gpus += device_share(device_kind=row.kind, slots=row.slots, memory_total_mb=row.memory_total_mb,
+                                      gpu_memory_gb=row.gpu_memory_gb)
+    return loads
+
+
+def check_pending_limit(*, session: Session, settings: Settings, user: User) -> None:
+    """Refuse a new job from a member who already has the most pending jobs allowed."""
+    limit = settings.member_max_pending_jobs
+    if not limit:
+        return
+    pending = session.scalar(
+        select(func.count(Job.id)).where(Job.owner_id == user.id, Job.status == JobStatus.pending)
+    ) or 0
+    if pending >= limit:
+        raise LimitExceeded(
+            f"{user.name} has {pending} pending jobs and member_max_pending_jobs is {limit}: "
+            "wait for some to start, or cancel some",
+            field="member_max_pending_jobs",
+            value=limit,
+            extra={"limit": "member_max_pending_jobs", "pending": pending},
+        )
