@@ -21,6 +21,7 @@ from service.errors import (
     UnknownDevice,
     UnknownKind,
 )
+from service.limits import check_pending_limit
 from service.models import Device, Job, JobStatus, User
 from service.schemas import JobCreate
 from service.settings import Settings
@@ -75,6 +76,15 @@ def check_device(request: DeviceRequest, raw: str, session: Session) -> None:
                         field="device", value=raw, extra={"devices": listing})
 
 
+def check_declared_memory(request: DeviceRequest, gpu_memory_gb: float, session: Session) -> None:
+    """Refuse declared memory larger than every device the request matches."""
+    sizes = [d.memory_total_mb or 0 for d in session.scalars(select(Device).order_by(Device.id))
+             if request.matches(device_id=d.id, kind=d.kind, name=d.name, memory_total_mb=d.memory_total_mb)]
+    if sizes and max(sizes) < gpu_memory_gb * 1024:
+        raise InvalidRequest(f"gpu_memory_gb={gpu_memory_gb:g} is more than the largest matching GPU holds "
+                             f"({max(sizes) / 1024:.1f} GiB)", field="gpu_memory_gb", value=gpu_memory_gb)
+
+
 def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
            idempotency_key: str | None) -> tuple[Job, bool]:
     """Validate and record a job as pending; returns it and whether it is new."""
@@ -94,6 +104,9 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
     if body.gpu_memory_gb is not None and request.kind == "cpu":
         raise InvalidRequest("gpu_memory_gb is for GPU jobs; this job asks for the CPU",
                              field="gpu_memory_gb", value=body.gpu_memory_gb)
+    if body.gpu_memory_gb is not None:
+        check_declared_memory(request, body.gpu_memory_gb, session)
+    check_pending_limit(session=session, settings=settings, user=user)
     from_job_id = _from_job(session, body.kind, params, user)
     job = Job(
         owner_id=user.id,
