@@ -123,9 +123,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
         ctx.metric(f"{name}_derivative_error", results[name]["derivative_max_abs_error"])
         ctx.progress(i + 1, len(forms))
     plot(ctx.artifact_path("activations.png", "image/png"), x0, curves)
-    worst = max(
-        max(r["value_max_abs_error"], r["derivative_max_abs_error"]) for r in results.values()
-    )
+    worst = max(max(r["value_max_abs_error"], r["derivative_max_abs_error"]) for r in results.values())
     ctx.log(f"largest error against the closed forms: {worst:.3g}")
     return {
         "dtype": "float64",

@@ -18,9 +18,7 @@ Point = Annotated[float, Field(ge=-10.0, le=10.0)]
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    points: list[Point] = Field(
-        default=[-2.0, -0.5, 0.0, 0.5, 1.5, 3.0], min_length=1, max_length=1000
-    )
+    points: list[Point] = Field(default=[-2.0, -0.5, 0.0, 0.5, 1.5, 3.0], min_length=1, max_length=1000)
 
 
 def expressions() -> dict[str, tuple[Callable[..., Any], Callable[..., list[Any]]]]:
@@ -58,9 +56,7 @@ def graph_names(output: Any) -> list[str]:
     return names
 
 
-def check(
-    name: str, f: Callable[..., Any], grad: Callable[..., list[Any]], inputs: list[Any]
-) -> dict:
+def check(name: str, f: Callable[..., Any], grad: Callable[..., list[Any]], inputs: list[Any]) -> dict:
     """Backpropagate f at the inputs and compare with the analytic gradient."""
     import torch
 

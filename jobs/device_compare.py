@@ -24,9 +24,7 @@ MIN_SAMPLE_S = 2e-3
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sizes: list[Annotated[int, Field(ge=8, le=8192)]] = Field(
-        default=[64, 128, 256, 512], min_length=1, max_length=12
-    )
+    sizes: list[Annotated[int, Field(ge=8, le=8192)]] = Field(default=[64, 128, 256, 512], min_length=1, max_length=12)
     repeats: int = Field(default=5, ge=1, le=50)
     include_copies: bool = True
 
@@ -181,9 +179,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
         ctx.progress(i + 1, len(sizes), f"n={n} done")
     done = sizes[: len(series[baseline]["matmul_s"])]
     speedup = {
-        f"{name}_{op}": [
-            b / f for b, f in zip(series[baseline][f"{op}_s"], series[name][f"{op}_s"], strict=True)
-        ]
+        f"{name}_{op}": [b / f for b, f in zip(series[baseline][f"{op}_s"], series[name][f"{op}_s"], strict=True)]
         for name in fast
         for op in ("matmul", "add")
     }

@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "activations": "jobs.activations",
     "regression": "jobs.regression",
     "classify-digits": "jobs.classify_digits",
+    "gan": "jobs.gan",
 }
 
 

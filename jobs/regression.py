@@ -60,9 +60,7 @@ def evaluate(model: Any, x: Any, y: Any) -> float:
         return F.mse_loss(model(x), y).item()
 
 
-def save_checkpoint(
-    ctx: JobContext, model: Any, opt: Any, step: int, params: Params, losses: list
-) -> None:
+def save_checkpoint(ctx: JobContext, model: Any, opt: Any, step: int, params: Params, losses: list) -> None:
     import torch
 
     torch.save(
@@ -83,9 +81,7 @@ def save_checkpoint(
     )
 
 
-def plot(
-    ctx: JobContext, model: Any, data: dict[str, Any], losses: list[float], vals: list
-) -> None:
+def plot(ctx: JobContext, model: Any, data: dict[str, Any], losses: list[float], vals: list) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display inside a worker
@@ -98,12 +94,8 @@ def plot(
         pred = model(grid)
     g = grid.cpu().squeeze(1).numpy()
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.scatter(
-        x.cpu().squeeze(1).numpy(), y.cpu().squeeze(1).numpy(), s=4, alpha=0.4, label="train"
-    )
-    ax.plot(
-        g, (torch.sin(2 * grid) + 0.3 * grid).cpu().squeeze(1).numpy(), "k--", label="true curve"
-    )
+    ax.scatter(x.cpu().squeeze(1).numpy(), y.cpu().squeeze(1).numpy(), s=4, alpha=0.4, label="train")
+    ax.plot(g, (torch.sin(2 * grid) + 0.3 * grid).cpu().squeeze(1).numpy(), "k--", label="true curve")
     ax.plot(g, pred.cpu().squeeze(1).numpy(), "r", label="MLP")
     ax.legend()
     fig.savefig(ctx.artifact_path("fit.png", "image/png"), dpi=100)

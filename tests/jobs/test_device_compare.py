@@ -28,9 +28,7 @@ def test_timer_measures_a_known_sleep() -> None:
 
     import torch
 
-    assert time_op(lambda: time.sleep(0.003), torch.device("cpu"), 3) == pytest.approx(
-        0.003, abs=2e-3
-    )
+    assert time_op(lambda: time.sleep(0.003), torch.device("cpu"), 3) == pytest.approx(0.003, abs=2e-3)
 
 
 def test_crossover_is_where_speedup_stays_above_one() -> None:
@@ -44,9 +42,7 @@ def test_stop_before_the_first_size(stopped_ctx: LocalContext) -> None:
     assert result["stopped_early"] is True and result["sizes"] == []
 
 
-@pytest.mark.parametrize(
-    "raw", [{"size": [64]}, {"sizes": [4]}, {"sizes": [16384]}, {"repeats": 0}, {"sizes": []}]
-)
+@pytest.mark.parametrize("raw", [{"size": [64]}, {"sizes": [4]}, {"sizes": [16384]}, {"repeats": 0}, {"sizes": []}])
 def test_params_reject_unknown_and_out_of_range(raw: dict) -> None:
     with pytest.raises(ValidationError):
         KIND.validate(raw)

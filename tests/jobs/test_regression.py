@@ -27,9 +27,7 @@ def test_checkpoint_holds_what_a_retry_needs(ctx: LocalContext) -> None:
 
 
 def test_a_retry_resumes_where_the_checkpoint_left_off(tmp_path: Path) -> None:
-    straight = KIND.run(
-        KIND.validate({"steps": 60}), LocalContext(artifacts_root=tmp_path, job_id=1)
-    )
+    straight = KIND.run(KIND.validate({"steps": 60}), LocalContext(artifacts_root=tmp_path, job_id=1))
     KIND.run(KIND.validate({"steps": 30}), LocalContext(artifacts_root=tmp_path, job_id=2))
     retry = LocalContext(artifacts_root=tmp_path, job_id=2)
     resumed = KIND.run(KIND.validate({"steps": 60}), retry)

@@ -36,9 +36,7 @@ def test_views_unsqueeze_and_errors_are_data(ctx: LocalContext) -> None:
     assert errors["int64 + float32 (promotes)"]["error"] is None
     assert errors["int64 + float32 (promotes)"]["result"]["dtype"] == "float32"
     assert "dimensions" in errors["torch.cat([3], [2,2])"]["error"]
-    assert result["device_errors"] == [
-        {"op": "cpu + cuda", "operands": [], "error": "skipped: no GPU"}
-    ]
+    assert result["device_errors"] == [{"op": "cpu + cuda", "operands": [], "error": "skipped: no GPU"}]
 
 
 @pytest.mark.parametrize(
