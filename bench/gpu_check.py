@@ -48,7 +48,8 @@ class Report:
             data, ok = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}, False
         entry = {"check": name, "ok": ok, "seconds": round(time.monotonic() - t0, 2), **data}
         self.checks.append(entry)
-        self.say(f"{'PASS' if ok else 'FAIL'} {name}: {json.dumps({k: v for k, v in data.items() if k != 'traceback'})}")
+        shown = {k: v for k, v in data.items() if k != "traceback"}
+        self.say(f"{'PASS' if ok else 'FAIL'} {name}: {json.dumps(shown)}")
         self.save()
 
     def skip(self, name: str, why: str) -> None:
@@ -152,11 +153,13 @@ def main() -> None:
             b = stack.submit("test-alloc", {"mb": 1024, "hold_s": 6}, device=device_id, gpu_memory_gb=share)
             over = stack.submit("test-alloc", {"mb": int(share * 1024 * 1.5)}, device=device_id, gpu_memory_gb=share)
             ja, jb, jo = (stack.wait_for(j["id"], timeout=300) for j in (a, b, over))
-            overlap = min(ts(ja["finished_at"]), ts(jb["finished_at"])) - max(ts(ja["started_at"]), ts(jb["started_at"]))
+            overlap = (min(ts(ja["finished_at"]), ts(jb["finished_at"]))
+                       - max(ts(ja["started_at"]), ts(jb["started_at"])))
             after = run("test-alloc", {"mb": 256}, gpu_memory_gb=share)
             ok = (ja["status"] == jb["status"] == "succeeded" and overlap > 0 and jo["status"] == "failed"
                   and jo["reason"] == "oom" and after["status"] == "succeeded")
-            return {"ok": ok, "share_gb": share, "overlap_s": round(overlap, 2), "over_cap": [jo["status"], jo["reason"]],
+            return {"ok": ok, "share_gb": share, "overlap_s": round(overlap, 2),
+                    "over_cap": [jo["status"], jo["reason"]],
                     "over_cap_error": (jo["error"] or "")[-300:], "next_job_after_oom": after["status"],
                     "pids": [ja["result"]["pid"], jb["result"]["pid"]]}
 
