@@ -19,7 +19,10 @@ class JobContext(Protocol):
 
     device: str  # "cpu" or "cuda:0": the job always sees its one GPU as cuda:0
     seed: int
-    job_id: int | None
+
+    @property
+    def job_id(self) -> int | str | None:
+        """The job's id ("run" under `gpulab run`)."""
 
     def log(self, message: str) -> None:
         """Append one line to the job's log."""

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,6 +50,11 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def changed(result: Any) -> int:
+    """How many rows an UPDATE or DELETE changed: a conditional UPDATE won if this is 1."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def make_engine(settings: Settings) -> Engine:

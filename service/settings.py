@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def artifacts_root(self) -> Path:
+        """Where job artifacts live (resolved at start from state_dir when not set)."""
+        return self.artifacts_dir or self.state_dir / "artifacts"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 

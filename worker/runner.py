@@ -87,7 +87,7 @@ class JobRunner:
             return None
         ctx = WorkerContext(db=self.db, job_id=job_id, attempt=attempt,
                             device=self.device.torch_device, seed=job.seed,
-                            artifacts_root=self.settings.artifacts_dir,
+                            artifacts_root=self.settings.artifacts_root,
                             flush_s=self.settings.event_flush_s,
                             flush_lines=self.settings.event_flush_lines)
         self._prepare_device(job.gpu_memory_gb)

@@ -50,7 +50,7 @@ def _show(event: dict, progress: Progress, task, console: Console) -> str | None
     elif kind == "progress":
         progress.update(task, completed=data.get("step", 0), total=data.get("total") or None)
     elif kind == "status":
-        status = data.get("status")
+        status = str(data.get("status"))
         colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(status, "cyan")
         reason = f" ({data['reason']})" if data.get("reason") else ""
         progress.console.print(f"[{colour}]● {event['message']}{reason}[/]")

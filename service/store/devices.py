@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.db import changed
 from service.errors import NotFound
 from service.live import queue_wake
 from service.models import Device, DeviceState, Job, JobStatus, Worker, utcnow
@@ -43,11 +44,11 @@ def register_worker(
 def heartbeat(*, session: Session, worker_id: str, running_job_ids: list[int]) -> bool:
     """A worker is alive and runs these jobs; False if it was declared lost meanwhile."""
     now = utcnow()
-    won = session.execute(
+    won = changed(session.execute(
         update(Worker)
         .where(Worker.id == worker_id, Worker.stopped_at.is_(None))
         .values(last_heartbeat_at=now, running_job_ids=running_job_ids)
-    ).rowcount == 1
+    )) == 1
     if won:
         session.execute(
             update(Device)
@@ -88,9 +89,9 @@ def find_silent_workers(*, session: Session, timeout_s: float) -> list[Worker]:
 
 def declare_worker_lost(*, session: Session, worker_id: str) -> list[tuple[int, int]]:
     """Mark a silent worker stopped and its device offline; return its running (job, attempt)s."""
-    won = session.execute(
+    won = changed(session.execute(
         update(Worker).where(Worker.id == worker_id, Worker.stopped_at.is_(None)).values(stopped_at=utcnow())
-    ).rowcount == 1
+    )) == 1
     if not won:
         session.rollback()
         return []

@@ -13,6 +13,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.db import changed
 from service.errors import Forbidden, IdempotencyConflict, JobFinished, JobNotFound
 from service.live import JOBS_CHANNEL, queue_publish, queue_wake
 from service.models import Artifact, FailReason, Job, JobStatus, User, utcnow
@@ -32,7 +33,7 @@ def _transition(
 ) -> bool:
     """Apply one conditional UPDATE and, if it won, record the status event."""
     result = session.execute(update(Job).where(Job.id == job_id, *where).values(**values))
-    if result.rowcount != 1:
+    if changed(result) != 1:
         return False
     status = values["status"]
     append_events(session, job_id=job_id, events=[status_event(status, reason, message)])
@@ -140,11 +141,11 @@ def request_cancel(*, session: Session, job_id: int, user: User) -> Job:
                 message=f"cancelled by {user.name} before it started",
             )
         else:
-            won = session.execute(
+            won = changed(session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.running, Job.attempt == job.attempt)
                 .values(cancel_requested_at=job.cancel_requested_at or now, cancelled_by=user.name)
-            ).rowcount == 1
+            )) == 1
             if won:
                 append_events(
                     session,

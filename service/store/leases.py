@@ -8,6 +8,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.db import changed
 from service.models import Lease, utcnow
 
 
@@ -15,11 +16,11 @@ def acquire_lease(*, session: Session, name: str, holder: str, seconds: float) -
     """Take or renew `name` for `holder` if free, expired or already ours. Commits."""
     now = utcnow()
     expires = now + timedelta(seconds=seconds)
-    won = session.execute(
+    won = changed(session.execute(
         update(Lease)
         .where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
         .values(holder=holder, expires_at=expires)
-    ).rowcount == 1
+    )) == 1
     if not won:
         session.add(Lease(name=name, holder=holder, expires_at=expires))
         try:

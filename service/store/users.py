@@ -8,6 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.db import changed
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.models import Token, User, utcnow
 from service.security import hash_token, new_token
@@ -78,4 +79,4 @@ def revoke_tokens(*, session: Session, name: str) -> int:
         update(Token).where(Token.user_id == user_id, Token.revoked_at.is_(None)).values(revoked_at=utcnow())
     )
     session.commit()
-    return result.rowcount
+    return changed(result)

@@ -16,6 +16,7 @@ from service.models import Job, JobEvent, JobStatus, User, utcnow
 from service.schemas import (
     ArtifactPublic,
     EventPage,
+    EventPublic,
     JobCreate,
     JobPage,
     JobPublic,
@@ -147,7 +148,7 @@ async def job_events(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     last = items[-1]["seq"] if items else after
-    return EventPage(job_id=job_id, status=job.status, items=items, last_seq=last)
+    return EventPage(job_id=job_id, status=job.status, items=[EventPublic(**e) for e in items], last_seq=last)
 
 
 @router.get("/{job_id}/metrics", response_model=list[MetricPoint], summary="A job's metric values")
@@ -170,7 +171,7 @@ def job_artifact(job_id: int, name: str, user: CurrentUser, session: ReadSession
     if not is_safe_artifact_name(name):
         raise InvalidRequest(f"artifact name {name!r} is not a plain file name", field="name", value=name)
     art = event_store.get_artifact(session=session, job_id=job_id, name=name)
-    path = job_dir(state.settings.artifacts_dir, job_id) / name
+    path = job_dir(state.settings.artifacts_root, job_id) / name
     if art is None or not path.is_file():
         raise NotFound(f"job {job_id} has no artifact {name!r}", field="name", value=name)
     return FileResponse(path, media_type=art.content_type, filename=name)
