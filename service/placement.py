@@ -117,10 +117,13 @@ class DeviceRoom:
         want_mb = _declared_mb(job)
         if want_mb is None and self.jobs > 0:
             return WaitReason.DEVICE_BUSY  # it needs the GPU alone
-        needed = want_mb or 0.0
-        if job.request.min_memory_gb is not None:
-            needed = max(needed, job.request.min_memory_gb * 1024)
-        return None if self.free_mb() >= needed else WaitReason.NO_MEMORY
+        return None if self.free_mb() >= _needed_mb(job) else WaitReason.NO_MEMORY
+
+    def could_hold(self, job: QueuedJob) -> bool:
+        """Whether the job would fit here on an empty device (else waiting for it is pointless)."""
+        if self.kind != "cuda":
+            return True
+        return (self.memory_total_mb or 0) - CUDA_CONTEXT_MB >= _needed_mb(job)
 
     def share(self, job: QueuedJob) -> float:
         """The fraction of this device the job would hold (accounting's rule)."""
@@ -138,6 +141,14 @@ class DeviceRoom:
 
 def _declared_mb(job: QueuedJob) -> float | None:
     return None if job.gpu_memory_gb is None else job.gpu_memory_gb * 1024
+
+
+def _needed_mb(job: QueuedJob) -> float:
+    """Free memory a GPU needs for the job: its declared memory, or the request's minimum."""
+    needed = job.gpu_memory_gb or 0.0
+    if job.request.min_memory_gb is not None:
+        needed = max(needed, job.request.min_memory_gb)
+    return needed * 1024
 
 
 @dataclass
@@ -178,7 +189,7 @@ class _Pass:
         self.before = {d.id: dataclasses.replace(d) for d in devices}  # the load at the start
         self.first_in_line: dict[str, QueuedJob] = {}  # device → the first job this pass that took or held it
         self.reserved: set[str] = set()
-        self.candidates: dict[DeviceRequest, list[DeviceRoom]] = {}
+        self.candidates: dict[tuple[DeviceRequest, float | None], list[DeviceRoom] | str] = {}
         # Wait reasons computed since the last change: an identical job waits for the same reason.
         self.version = 0
         self.waits_seen: dict[tuple[object, ...], tuple[int, str]] = {}
@@ -204,11 +215,11 @@ class _Pass:
         seen = self.waits_seen.get(key)
         if seen is not None and seen[0] == self.version:
             return seen[1]
-        candidates = self.candidates.get(job.request)
+        candidates = self.candidates.get((job.request, job.gpu_memory_gb))
         if candidates is None:
-            candidates = self.candidates[job.request] = [d for d in self.devices if d.matches(job.request)]
-        if not candidates:
-            return WaitReason.NO_DEVICE
+            candidates = self.candidates[(job.request, job.gpu_memory_gb)] = self.devices_for(job)
+        if isinstance(candidates, str):
+            return candidates
         best: DeviceRoom | None = None
         reasons: set[str] = set()
         for device in candidates:
@@ -227,6 +238,7 @@ class _Pass:
             self.version += 1
             return best
         reason = _main_reason(reasons)
+        version = self.version
         if reason != WaitReason.MEMBER_LIMIT:
             # Hold the devices it waits for (online ones); offline or draining ones hold nothing.
             for d in candidates:
@@ -234,8 +246,19 @@ class _Pass:
                     self.reserved.add(d.id)
                     self.first_in_line.setdefault(d.id, job)
                     self.version += 1
-        self.waits_seen[key] = (self.version, reason)
+        if version == self.version:
+            # Nothing changed: an identical job after this one waits for the same reason. (One
+            # that reserved devices is not cached: the next identical job waits behind it.)
+            self.waits_seen[key] = (version, reason)
         return reason
+
+    def devices_for(self, job: QueuedJob) -> list[DeviceRoom] | str:
+        """The devices that could ever run the job, or the reason there are none."""
+        matching = [d for d in self.devices if d.matches(job.request)]
+        if not matching:
+            return WaitReason.NO_DEVICE
+        able = [d for d in matching if d.could_hold(job)]
+        return able or WaitReason.NO_MEMORY
 
     def fit(self, job: QueuedJob, device: DeviceRoom, load: MemberLoad) -> str | None:
         """None if the job may start on this device now, else why not."""
