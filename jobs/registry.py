@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "regression": "jobs.regression",
     "classify-digits": "jobs.classify_digits",
     "gan": "jobs.gan",
+    "dcgan": "jobs.dcgan",
 }
 
 
