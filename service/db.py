@@ -13,24 +13,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from service.settings import Settings
 
 BUSY_TIMEOUT_MS = 30_000
 
 
-def _sqlite_engine(url: str, echo: bool) -> Engine:
+def _sqlite_engine(url: str, echo: bool, pooled: bool) -> Engine:
     path = make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
-        url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        **({} if pooled else {"poolclass": NullPool}),
     )
 
     @event.listens_for(engine, "connect")
@@ -57,10 +58,12 @@ def changed(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: Settings, *, pooled: bool = True) -> Engine:
     """An engine for the configured database, with the pragmas and pool it needs."""
     if settings.is_sqlite:
-        return _sqlite_engine(settings.database_url, settings.sql_echo)
+        return _sqlite_engine(settings.database_url, settings.sql_echo, pooled)
+    if not pooled:
+        return create_engine(settings.database_url, echo=settings.sql_echo, poolclass=NullPool)
     return create_engine(
         settings.database_url,
         echo=settings.sql_echo,
@@ -80,8 +83,10 @@ class Database:
     write: sessionmaker[Session]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
-        engine = make_engine(settings)
+    def from_settings(cls, settings: Settings, *, pooled: bool = True) -> Database:
+        """The database of this process; `pooled=False` keeps no connection open between uses
+        (the worker parent: a child must never inherit an open SQLite connection)."""
+        engine = make_engine(settings, pooled=pooled)
         write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
         return cls(
             engine=engine,

@@ -130,7 +130,7 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     if preload_torch:
         # Children inherit the imported module: a job never pays torch's import.
         import torch  # noqa: F401
-    db = Database.from_settings(settings)
+    db = Database.from_settings(settings, pooled=False)
     publisher = Publisher(settings.redis_url)
     publisher.attach(db.read, db.write)
     _state = WorkerState(settings=settings, device=info, slots=slots,

@@ -22,6 +22,21 @@ from service.store.jobs import finish_job, release_lost_job, running_jobs_of_wor
 
 log = logging.getLogger("gpulab.worker")
 
+# Held while the parent talks to the database, and taken by every fork: a child is never
+# forked in the middle of the heartbeat's transaction. (SQLite keeps its file-lock state in
+# process memory; a child forked while a lock was held inherits a lock that never clears, and
+# its own connections then fail with "database is locked".)
+fork_guard = threading.Lock()
+
+
+def _reset_guard_in_child() -> None:
+    global fork_guard
+    fork_guard = threading.Lock()
+
+
+os.register_at_fork(before=lambda: fork_guard.acquire(), after_in_parent=lambda: fork_guard.release(),
+                    after_in_child=_reset_guard_in_child)
+
 
 def is_child_alive(pid: int, parent: int) -> bool:
     """Whether `pid` runs and is a child of `parent` (so a reused pid is never signalled)."""
@@ -64,6 +79,10 @@ class Watch:
 
     def beat(self) -> None:
         """One round: check children, enforce cancels and limits, write the heartbeat."""
+        with fork_guard:
+            self._beat()
+
+    def _beat(self) -> None:
         try:
             running = self.check_jobs()
             with self.db.writing() as session:
