@@ -97,18 +97,18 @@ class Dispatcher:
 
     def reap(self) -> None:
         """Workers gone silent lose their jobs; dispatched jobs never claimed go back."""
-        with self.db.writing() as session:
-            silent = find_silent_workers(session=session, timeout_s=self.settings.worker_timeout_s)
-            session.rollback()
-        for worker in silent:
+        with self.db.reading() as session:
+            # Plain values: the rows would be expired and detached once this session ends.
+            silent = [(w.id, w.device_id) for w in
+                      find_silent_workers(session=session, timeout_s=self.settings.worker_timeout_s)]
+        for worker_id, device_id in silent:
             with self.db.writing() as session:
-                lost = declare_worker_lost(session=session, worker_id=worker.id)
-            log.warning("worker %s on %s missed its heartbeats: %d job(s) lost", worker.id,
-                        worker.device_id, len(lost))
+                lost = declare_worker_lost(session=session, worker_id=worker_id)
+            log.warning("worker %s on %s missed its heartbeats: %d job(s) lost", worker_id, device_id, len(lost))
             for job_id, attempt in lost:
                 with self.db.writing() as session:
                     release_lost_job(session=session, job_id=job_id, attempt=attempt,
-                                     why=f"worker {worker.id} on {worker.device_id} stopped answering")
+                                     why=f"worker {worker_id} on {device_id} stopped answering")
         cutoff = utcnow() - timedelta(seconds=self.settings.dispatch_timeout_s)
         with self.db.reading() as session:
             stale = session.execute(
