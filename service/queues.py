@@ -38,6 +38,10 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             # Must outlast the longest job (checked by Settings), or Redis re-delivers it.
             "visibility_timeout": settings.visibility_timeout_s,
+            # How often a worker sweeps unacked messages past that timeout back to the queue
+            # (kombu's default, ~100 s, would hide a short test timeout's redelivery).
+            "unacked_restore_interval": min(10, max(1, settings.visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1 if settings.visibility_timeout_s < 600 else 10,
             "socket_connect_timeout": 3,
         },
         worker_hijack_root_logger=False,
