@@ -38,6 +38,7 @@ class SleepParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seconds: float = Field(1.0, ge=0, le=3600)
     ignore_stop: bool = False  # a job that never checks should_stop() (for the hard kill)
+    ignore_time_limit: bool = False  # a job that swallows the soft time limit (for the hard one)
 
 
 def run_sleep(params: SleepParams, ctx: JobContext) -> dict[str, Any]:
@@ -46,7 +47,11 @@ def run_sleep(params: SleepParams, ctx: JobContext) -> dict[str, Any]:
     while time.monotonic() < deadline:
         if not params.ignore_stop and ctx.should_stop():
             return {"stopped_early": True, "steps": steps, "pid": os.getpid()}
-        time.sleep(0.05)
+        try:
+            time.sleep(0.05)
+        except BaseException:
+            if not params.ignore_time_limit:
+                raise
         steps += 1
     ctx.log(f"slept {params.seconds} s")
     return {"stopped_early": False, "steps": steps, "pid": os.getpid()}
