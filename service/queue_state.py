@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.device_request import DeviceRequest, parse_device_request
 from service.errors import GpulabError
-from service.fairshare import member_usage
+from service.fairshare import UsageCache
 from service.limits import member_limits, member_loads
 from service.models import Device, Job, JobStatus, utcnow
 from service.placement import DeviceRoom, Plan, QueuedJob, place, start_order
@@ -95,20 +95,30 @@ def pending_jobs(session: Session) -> list[Any]:
     )
 
 
+# One usage cache per database and half-life in this process (the dispatcher's, the API's).
+_usage_caches: dict[tuple[str, float], UsageCache] = {}
+
+
+def usage_cache(settings: Settings) -> UsageCache:
+    """This process's fair-share usage cache for the settings' database."""
+    key = (settings.database_url, settings.fair_share_half_life_s)
+    return _usage_caches.setdefault(key, UsageCache(settings.fair_share_half_life_s))
+
+
 def plan_queue(session: Session, *, settings: Settings, now: datetime | None = None) -> QueueView:
     """Read the queue, devices, usage and loads; compute where each pending job would start now."""
     now = now or utcnow()
     rows = pending_jobs(session)
     devices = device_rooms(session)
-    usage = member_usage(session=session, half_life_s=settings.fair_share_half_life_s, now=now) if rows else {}
+    usage = usage_cache(settings).usage(session=session, now=now) if rows else {}
     requests: dict[str, DeviceRequest] = {}
     queued = []
-    for j in rows:
-        request = requests.get(j.device_request)
+    for job_id, owner_id, _, text, memory, priority, *_ in rows:
+        request = requests.get(text)
         if request is None:
-            request = requests[j.device_request] = _request(j.device_request)
-        queued.append(QueuedJob(id=j.id, owner_id=j.owner_id, request=request, gpu_memory_gb=j.gpu_memory_gb,
-                                priority=j.priority, usage=usage.get((j.owner_id, request.kind), 0.0)))
+            request = requests[text] = _request(text)
+        queued.append(QueuedJob(id=job_id, owner_id=owner_id, request=request, gpu_memory_gb=memory,
+                                priority=priority, usage=usage.get((owner_id, request.kind), 0.0)))
     ordered = start_order(queued)
     by_id = {j.id: j for j in rows}
     plan = place(ordered, devices, limits=member_limits(settings), loads=member_loads(session=session))

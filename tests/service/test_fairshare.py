@@ -8,7 +8,7 @@ import pytest
 
 from service.db import Database
 from service.errors import LimitExceeded
-from service.fairshare import HORIZON_HALF_LIVES, member_usage
+from service.fairshare import HORIZON_HALF_LIVES, UsageCache, member_usage
 from service.limits import check_pending_limit, member_loads
 from service.models import Device, Job, JobStatus, User, utcnow
 from service.placement import WaitReason
@@ -116,3 +116,21 @@ def test_queue_plan_orders_by_fair_share_and_applies_limits(db: Database, lab: d
         view = plan_queue(s, settings=limited)
     assert view.plan.placements == [(first, "h/cuda:0")]
     assert view.plan.waits == {second: WaitReason.MEMBER_LIMIT}
+
+
+def test_usage_cache_matches_a_full_read_as_jobs_finish_and_time_passes(db: Database, lab: dict[str, int]) -> None:
+    alice, bob = lab["alice"], lab["bob"]
+    add_job(db, alice, status=JobStatus.succeeded, ran_s=100, ended_ago_s=DAY)
+    add_job(db, bob, status=JobStatus.running, ran_s=50)
+    cache = UsageCache(HALF_LIFE)
+    now = utcnow()
+    with db.reading() as s:
+        first = cache.usage(session=s, now=now)
+        assert first == pytest.approx(member_usage(session=s, half_life_s=HALF_LIFE, now=now))
+    add_job(db, bob, status=JobStatus.succeeded, memory=40, ran_s=200)  # finished since the last read
+    later = utcnow() + timedelta(days=3)
+    with db.reading() as s:
+        again = cache.usage(session=s, now=later)
+        assert again == pytest.approx(member_usage(session=s, half_life_s=HALF_LIFE, now=later))
+        assert again == pytest.approx(cache.usage(session=s, now=later))  # nothing is counted twice
+    assert again[(alice, "cuda")] < first[(alice, "cuda")]

@@ -1,0 +1,195 @@
+"""Dispatcher decision time: 10,000 pending jobs on 64 devices, with a mix of requests.
+
+    python -m bench.placement [--jobs 10000] [--devices 64] [--history 20000] [--repeat 5]
+
+Two measurements, each beside its baseline in the same run:
+- `place()` alone (the pure policy), and the same pass without its per-pass caches;
+- a whole dispatcher read on SQLite (`plan_queue`: pending jobs, device load, fair-share
+  usage over `--history` finished jobs, member loads, then `place()`), and its parts.
+Goal: ≤ 10 ms per placement. A pass decides every pending job (placed, or why it waits),
+so both the pass time and the time per placement are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from service.db import Database
+from service.device_request import DeviceRequest, parse_device_request
+from service.fairshare import UsageCache, member_usage
+from service.migrate import upgrade
+from service.models import Device, Job, JobStatus, User, utcnow
+from service.placement import DeviceRoom, MemberLimits, QueuedJob, _Pass, place, start_order
+from service.queue_state import device_rooms, pending_jobs, plan_queue
+from service.settings import Settings
+
+GB = 1024
+OWNERS = 30
+
+
+def make_devices(n: int, rng: random.Random) -> list[dict]:
+    """n GPUs over hosts of 8: H100 80 GB and A100 40 GB, some shared, a few draining or offline."""
+    out = []
+    for i in range(n):
+        host, index = f"node{i // 8:02d}", i % 8
+        h100 = (i // 8) % 2 == 0
+        state = "draining" if i % 29 == 7 else "offline" if i % 31 == 5 else "online"
+        out.append({"id": f"{host}/cuda:{index}", "host": host, "kind": "cuda", "index": index,
+                    "name": "NVIDIA H100 80GB HBM3" if h100 else "NVIDIA A100-SXM4-40GB",
+                    "memory_total_mb": (80 if h100 else 40) * GB, "slots": rng.choice([1, 1, 2, 4]), "state": state})
+    return out
+
+
+def make_request(devices: list[dict], rng: random.Random) -> tuple[str, float | None]:
+    """A device request and a declared memory, in roughly a lab's proportions."""
+    r = rng.random()
+    memory = rng.choice([None, None, 4.0, 8.0, 16.0, 30.0])
+    if r < 0.40:
+        return "gpu", memory
+    if r < 0.60:
+        return rng.choice(devices)["id"], memory
+    if r < 0.75:
+        return "model=H100", memory
+    if r < 0.85:
+        return "min_memory_gb=40", memory
+    return "model=A100", memory
+
+
+def parse(text: str) -> DeviceRequest:
+    return parse_device_request(text, default_host="")
+
+
+def pure_bench(n_jobs: int, n_devices: int, repeat: int, seed: int) -> None:
+    rng = random.Random(seed)
+    specs = make_devices(n_devices, rng)
+    rooms = [DeviceRoom(id=d["id"], kind="cuda", name=d["name"], state=d["state"], slots=d["slots"],
+                        memory_total_mb=d["memory_total_mb"]) for d in specs]
+    # A third of the devices already run something.
+    for room in rooms[::3]:
+        room.jobs, room.declared_mb = 1, 8.0 * GB
+    usage = {owner: rng.choice([0.0, 60.0, 3600.0, 86400.0]) for owner in range(OWNERS)}
+    jobs = []
+    for job_id in range(1, n_jobs + 1):
+        text, memory = make_request(specs, rng)
+        owner = rng.randrange(OWNERS)
+        jobs.append(QueuedJob(id=job_id, owner_id=owner, request=parse(text), gpu_memory_gb=memory,
+                              priority=rng.choice([0] * 9 + [10]), usage=usage[owner]))
+
+    def run(cached: bool) -> tuple[float, int]:
+        times, placed = [], 0
+        for _ in range(repeat):
+            devices = [dataclasses.replace(r) for r in rooms]
+            t0 = time.perf_counter()
+            ordered = start_order(jobs)
+            if cached:
+                plan = place(ordered, devices)
+            else:
+                p = _Pass(devices, MemberLimits(), {})
+                p.waits_seen = _NoCache()
+                plan = p.run(ordered, {})
+            times.append(time.perf_counter() - t0)
+            placed = len(plan.placements)
+        return statistics.median(times), placed
+
+    print(f"place(): {n_jobs} pending jobs, {n_devices} GPUs ({sum(r.state == 'online' for r in rooms)} online), "
+          f"{OWNERS} members, median of {repeat}")
+    for label, cached in (("with per-pass caches", True), ("baseline: no wait-reason cache", False)):
+        total, placed = run(cached)
+        print(f"  {label:32s} pass {1000 * total:8.1f} ms   placements {placed:3d}   "
+              f"{1000 * total / max(placed, 1):6.2f} ms/placement   {1e6 * total / n_jobs:6.1f} µs/job")
+
+
+class _NoCache(dict):
+    def get(self, key, default=None):  # type: ignore[no-untyped-def]
+        return default
+
+
+def db_bench(n_jobs: int, n_devices: int, history: int, repeat: int, seed: int) -> None:
+    rng = random.Random(seed)
+    tmp = Path(tempfile.mkdtemp(prefix="gpulab-bench-"))
+    url = f"sqlite:///{tmp / 'bench.sqlite3'}"
+    upgrade(url)
+    settings = Settings(database_url=url, state_dir=tmp, host="bench")
+    db = Database.from_settings(settings)
+    specs = make_devices(n_devices, rng)
+    now = utcnow()
+    with db.writing() as s:
+        s.execute(insert(User), [{"id": i + 1, "name": f"member{i}"} for i in range(OWNERS)])
+        s.execute(insert(Device), specs)
+        rows = []
+        for _ in range(history):  # finished jobs over the last four weeks: the fair-share history
+            d = rng.choice(specs)
+            end = now - timedelta(seconds=rng.uniform(0, 28 * 86400))
+            rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, device_request="gpu",
+                             timeout_s=3600, status=JobStatus.succeeded, device_id=d["id"],
+                             gpu_memory_gb=rng.choice([None, 8.0]), created_at=end,
+                             started_at=end - timedelta(seconds=rng.uniform(10, 7200)), finished_at=end))
+        for d in specs[::3]:  # something runs on a third of the devices
+            rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, device_request=d["id"],
+                             timeout_s=3600, status=JobStatus.running, device_id=d["id"], gpu_memory_gb=8.0,
+                             created_at=now, started_at=now - timedelta(seconds=60)))
+        for _ in range(n_jobs):
+            text, memory = make_request(specs, rng)
+            rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, device_request=text,
+                             timeout_s=3600, status=JobStatus.pending, gpu_memory_gb=memory, created_at=now,
+                             priority=rng.choice([0] * 9 + [10])))
+        s.execute(insert(Job), rows)
+        s.commit()
+
+    def timed(fn) -> float:  # type: ignore[no-untyped-def]
+        times = []
+        for _ in range(repeat):
+            with db.reading() as s:
+                t0 = time.perf_counter()
+                fn(s)
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    parts = {
+        "read pending jobs": lambda s: pending_jobs(s),
+        "read devices and their load": lambda s: device_rooms(s),
+        f"fair-share usage, cold ({history} finished)": lambda s: member_usage(
+            session=s, half_life_s=settings.fair_share_half_life_s, now=utcnow()),
+        "fair-share usage, warm (UsageCache)": lambda s: warm.usage(session=s, now=utcnow()),
+    }
+    warm = UsageCache(settings.fair_share_half_life_s)
+    with db.reading() as s:
+        warm.usage(session=s, now=utcnow())
+    print(f"\nplan_queue() on SQLite: {n_jobs} pending, {n_devices} GPUs, {history} finished jobs, median of {repeat}")
+    for label, fn in parts.items():
+        print(f"  {label:40s} {1000 * timed(fn):8.1f} ms")
+    placed = 0
+
+    def whole(s) -> None:  # type: ignore[no-untyped-def]
+        nonlocal placed
+        placed = len(plan_queue(s, settings=settings).plan.placements)
+
+    total = timed(whole)
+    print(f"  {'whole pass, warm (read + order + place)':40s} {1000 * total:8.1f} ms   placements {placed}   "
+          f"{1000 * total / max(placed, 1):.2f} ms/placement")
+    db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--devices", type=int, default=64)
+    parser.add_argument("--history", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    pure_bench(args.jobs, args.devices, args.repeat, args.seed)
+    db_bench(args.jobs, args.devices, args.history, args.repeat, args.seed)
+
+
+if __name__ == "__main__":
+    main()
