@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.base import JobContext, JobKind
+from jobs.base import JobContext, JobError, JobKind
 from jobs.common import seed_everything, torch_device
 
 
@@ -61,6 +61,23 @@ def evaluate(model: Any, x: Any, y: Any, classes: int) -> dict[str, Any]:
             "accuracy": (pred == y).float().mean().item(),
             "confusion": confusion.view(classes, classes).tolist(),
         }
+
+
+def load_trained(ctx: JobContext, job_id: int, device: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """An earlier classify-digits job's network, its checkpoint, and its data split on the
+    device, scaled as it was in training (finetune and features start from here)."""
+    from jobs.datasets import load_split, to_device
+    from jobs.nets import DigitsNet
+
+    state = ctx.load_job_checkpoint(job_id)
+    arch = state.get("arch", {})
+    if arch.get("net") != "DigitsNet" or "data" not in state:
+        raise JobError(f"from_job {job_id} is not a classify-digits job (its checkpoint holds {arch or 'no arch'})")
+    model = DigitsNet(arch["side"], tuple(arch["channels"]), arch["hidden"], arch["classes"])
+    model.load_state_dict(state["model"])
+    d = state["data"]
+    split = load_split(d["data_dir"], d["split_seed"], d["test_fraction"])
+    return model.to(device), state, to_device(split, device, d["mean"], d["std"])
 
 
 def run(params: Params, ctx: JobContext) -> dict[str, Any]:

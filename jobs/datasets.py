@@ -96,11 +96,13 @@ def load_split(data_dir: str | None, seed: int, test_fraction: float) -> Split:
     return Split(x[train], y[train], x[test], y[test], source="digits")
 
 
-def to_device(split: Split, device: Any) -> dict[str, Any]:
-    """The split as tensors on the device, normalised by the training set's mean and std."""
+def to_device(split: Split, device: Any, mean: float | None = None, std: float | None = None) -> dict[str, Any]:
+    """The split as tensors on the device, normalised by the training set's mean and std
+    (or by those a checkpoint recorded, so a loaded network sees what it trained on)."""
     import torch
 
-    mean, std = float(split.x_train.mean()), float(split.x_train.std())
+    mean = float(split.x_train.mean()) if mean is None else mean
+    std = float(split.x_train.std()) if std is None else std
     out: dict[str, Any] = {"mean": mean, "std": std, "side": split.side, "source": split.source}
     for name in ("x_train", "x_test"):
         out[name] = ((torch.from_numpy(getattr(split, name)) - mean) / std).to(device)

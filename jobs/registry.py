@@ -29,6 +29,8 @@ BUILTIN: dict[str, str] = {
     "classify-digits": "jobs.classify_digits",
     "gan": "jobs.gan",
     "dcgan": "jobs.dcgan",
+    "finetune": "jobs.finetune",
+    "features": "jobs.features",
 }
 
 

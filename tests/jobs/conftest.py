@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,22 @@ def gpu_ctx(tmp_path: Path) -> LocalContext:
 def stopped_ctx(tmp_path: Path) -> LocalContext:
     """A context whose job was cancelled before it began: should_stop() is True at once."""
     return LocalContext(artifacts_root=tmp_path, job_id=1, seed=0, stop_after_s=0)
+
+
+@pytest.fixture(scope="session")
+def digits_jobs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifacts folder where job 1 is a finished classify-digits job (defaults, seed 0)."""
+    from jobs.classify_digits import KIND
+
+    root = tmp_path_factory.mktemp("digits_jobs")
+    KIND.run(KIND.validate({}), LocalContext(artifacts_root=root, job_id=1, seed=0))
+    return root
+
+
+_job_ids = itertools.count(100)
+
+
+@pytest.fixture
+def job_on_digits(digits_jobs_root: Path) -> LocalContext:
+    """A fresh job beside the classify-digits job 1, so it can load that job's checkpoint."""
+    return LocalContext(artifacts_root=digits_jobs_root, job_id=next(_job_ids), seed=0)
