@@ -101,7 +101,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
     real_mean = real_all.mean(dim=0)
     g = DCGenerator(p.noise_dim, p.width).to(device)
     d = DCDiscriminator(p.width).to(device)
-    nets = {
+    nets: dict[str, Any] = {
         "g": g,
         "d": d,
         "opt_g": torch.optim.Adam(g.parameters(), lr=p.lr, betas=(0.5, 0.999)),

@@ -146,7 +146,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
     betas = (0.5, 0.9) if p.loss == "wgan" else (0.5, 0.999)
     # An exponential moving average of G's weights damps the players' circling.
     g_avg = copy.deepcopy(g).requires_grad_(False)
-    nets = {
+    nets: dict[str, Any] = {
         "g": g,
         "g_avg": g_avg,
         "d": d,

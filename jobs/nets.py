@@ -27,7 +27,7 @@ class MLP(nn.Module):
         sizes = [in_features] + [hidden] * depth
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False))
         self.out = nn.Linear(sizes[-1], out_features)
-        self.act = {"tanh": torch.tanh, "leaky_relu": F.leaky_relu}[activation]
+        self.act = {"tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}[activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.hidden:

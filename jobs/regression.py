@@ -119,7 +119,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
 
     gen = seed_everything(ctx.seed)
     device = torch_device(ctx)
-    data = {
+    data: dict[str, Any] = {
         "train": make_data(params, params.n_train, gen, device),
         "val": make_data(params, params.n_val, gen, device),
         "noise_variance": params.noise_std**2,
