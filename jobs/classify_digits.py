@@ -69,7 +69,10 @@ def load_trained(ctx: JobContext, job_id: int, device: Any) -> tuple[Any, dict[s
     from jobs.datasets import load_split, to_device
     from jobs.nets import DigitsNet
 
-    state = ctx.load_job_checkpoint(job_id)
+    try:
+        state = ctx.load_job_checkpoint(job_id)
+    except FileNotFoundError:
+        raise JobError(f"from_job {job_id} left no checkpoint (did it succeed?)") from None
     arch = state.get("arch", {})
     if arch.get("net") != "DigitsNet" or "data" not in state:
         raise JobError(f"from_job {job_id} is not a classify-digits job (its checkpoint holds {arch or 'no arch'})")

@@ -47,17 +47,25 @@ def new_head(model: Any, freeze: list[str]) -> Any:
     return model
 
 
-def train(model: Any, x: Any, y: Any, p: Params, gen: Any, ctx: JobContext, metric: str) -> tuple[int, Any]:
-    """`p.steps` Adam steps on shuffled batches of (x, y); returns (steps done, optimizer)."""
+def optimizer(model: Any, p: Params) -> Any:
+    import torch
+
+    return torch.optim.Adam([w for w in model.parameters() if w.requires_grad], lr=p.lr)
+
+
+def train(
+    model: Any, opt: Any, data: tuple[Any, Any], p: Params, gen: Any, ctx: JobContext, metric: str, start: int = 0
+) -> int:
+    """Adam steps from `start` to `p.steps` on shuffled batches of data; the steps done."""
     import torch
     import torch.nn.functional as F
 
-    opt = torch.optim.Adam([w for w in model.parameters() if w.requires_grad], lr=p.lr)
+    x, y = data
     model.train()
     order, at = torch.randperm(len(x), generator=gen).to(x.device), 0
-    for step in range(1, p.steps + 1):
+    for step in range(start + 1, p.steps + 1):
         if ctx.should_stop():
-            return step - 1, opt
+            return step - 1
         if at >= len(x):
             order, at = torch.randperm(len(x), generator=gen).to(x.device), 0
         idx = order[at : at + p.batch_size]
@@ -67,7 +75,7 @@ def train(model: Any, x: Any, y: Any, p: Params, gen: Any, ctx: JobContext, metr
         loss.backward()
         opt.step()
         ctx.metric(metric, loss.item(), step)
-    return p.steps, opt
+    return max(start, p.steps)
 
 
 def accuracy(model: Any, x: Any, y: Any) -> float:
@@ -96,7 +104,13 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
     x, y = data["x_train"][pick], relabel(data["y_train"][pick], p.task)
     x_test, y_test = data["x_test"], relabel(data["y_test"], p.task)
     ctx.log(f"fine-tuning job {p.from_job}'s network on {TASKS[p.task]} from {len(x)} images")
-    steps, opt = train(model, x, y, p, gen, ctx, "loss")
+    opt, start = optimizer(model, p), 0
+    if (state := ctx.resume_state()) is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+        ctx.log(f"resumed from the checkpoint at step {start}")
+    steps = train(model, opt, (x, y), p, gen, ctx, "loss", start)
     arch = {**source["arch"], "classes": 2, "task": p.task}
     torch.save(
         {
@@ -128,7 +142,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
         # The baseline: the same architecture, new weights, every layer trained.
         a = source["arch"]
         scratch = new_head(DigitsNet(a["side"], tuple(a["channels"]), a["hidden"]).to(device), [])
-        scratch_steps, _ = train(scratch, x, y, p, gen, ctx, "scratch_loss")
+        scratch_steps = train(scratch, optimizer(scratch, p), (x, y), p, gen, ctx, "scratch_loss")
         result["scratch_accuracy"] = accuracy(scratch, x_test, y_test)
         result["gain_over_scratch"] = result["finetune_accuracy"] - result["scratch_accuracy"]
         result["stopped_early"] = scratch_steps < p.steps

@@ -71,3 +71,19 @@ def test_on_gpu(digits_jobs_root) -> None:
     ctx = LocalContext(artifacts_root=digits_jobs_root, job_id=98, device="cuda:0")
     result = KIND.run(KIND.validate({"from_job": 1}), ctx)
     assert result["finetune_accuracy"] > result["scratch_accuracy"]
+
+
+def test_a_retry_resumes_from_its_own_checkpoint(digits_jobs_root) -> None:
+    KIND.run(
+        KIND.validate({"from_job": 1, "steps": 10, "compare_scratch": False}),
+        LocalContext(artifacts_root=digits_jobs_root, job_id=95),
+    )
+    retry = LocalContext(artifacts_root=digits_jobs_root, job_id=95)
+    result = KIND.run(KIND.validate({"from_job": 1, "steps": 25, "compare_scratch": False}), retry)
+    assert "resumed from the checkpoint at step 10" in retry.recorded.logs
+    assert result["steps"] == 25 and len(retry.metric_values("loss")) == 15
+
+
+def test_from_job_without_a_checkpoint_is_a_job_error(job_on_digits: LocalContext) -> None:
+    with pytest.raises(JobError, match="from_job 4242 left no checkpoint"):
+        KIND.run(KIND.validate({"from_job": 4242}), job_on_digits)
