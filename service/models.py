@@ -242,3 +242,24 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime]
+
+
+class DeviceSample(Base):
+    """A reading of one device: raw every few seconds for a day, then minute averages for a month."""
+
+    __tablename__ = "device_samples"
+    __table_args__ = (Index("ix_device_samples_device_t", "device_id", "resolution", "t"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    t: Mapped[datetime]
+    resolution: Mapped[str] = mapped_column(String(8), default="raw")  # raw | minute
+    utilization_pct: Mapped[float | None] = mapped_column(Float)
+    memory_used_mb: Mapped[float | None] = mapped_column(Float)
+    memory_total_mb: Mapped[float | None] = mapped_column(Float)
+    temperature_c: Mapped[float | None] = mapped_column(Float)
+    power_w: Mapped[float | None] = mapped_column(Float)
+    # GPU memory held by processes that gpulab did not start (counts against free room).
+    external_mb: Mapped[float | None] = mapped_column(Float)
+    # [{pid, used_mb, gpulab, job_id}] for the raw samples of a GPU.
+    processes: Mapped[list[Any] | None] = mapped_column(JSON)

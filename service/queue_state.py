@@ -7,7 +7,7 @@ so what a member reads is what the dispatcher will do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -20,6 +20,7 @@ from service.limits import member_limits, member_loads
 from service.models import Device, Job, JobStatus, utcnow
 from service.placement import DeviceRoom, Plan, QueuedJob, place, start_order
 from service.settings import Settings
+from service.store.samples import latest_samples
 
 
 @dataclass
@@ -42,9 +43,12 @@ def external_memory_mb(session: Session) -> dict[str, int]:
     """GPU memory (MB) that processes outside gpulab use, per device, from the latest NVML sample.
 
     The worker's device sampling records it; until a device has a sample this returns
-    nothing for it, and placement counts 0 MB there.
+    nothing for it, and placement counts 0 MB there. A reading older than five minutes is
+    ignored: its worker is gone or stuck, and the device is offline anyway.
     """
-    return {}
+    fresh = utcnow() - timedelta(minutes=5)
+    return {device_id: int(s.external_mb) for device_id, s in latest_samples(session=session).items()
+            if s.external_mb and s.t >= fresh}
 
 
 def device_rooms(session: Session) -> list[DeviceRoom]:

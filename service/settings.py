@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="torch threads per CPU job child (0: torch's default)")
     enable_script_kind: bool = Field(False, description="allow the `script` kind (runs members' own code)")
 
+    # Device samples and usage.
+    sample_s: float = Field(5.0, gt=0, description="how often a worker records its device's readings")
+    samples_raw_keep_s: float = Field(86400, gt=0, description="raw readings kept this long, then minute averages")
+    samples_minute_keep_s: float = Field(30 * 86400, gt=0, description="minute averages kept this long")
+    idle_minutes: float = Field(30, gt=0, description="a GPU job near 0 % utilisation this long is flagged idle")
+    idle_utilization_pct: float = Field(5, ge=0, le=100, description="'near 0 %' for the idle flag")
+    metrics_public: bool = Field(True, description="serve /metrics without a token (for Prometheus)")
+
     # API.
     api_url: str = Field("http://127.0.0.1:8000", description="where the CLI finds the API")
     token: str = Field("", description="the CLI's bearer token (else the credentials file)")

@@ -23,6 +23,7 @@ from service.store.devices import register_worker, stop_worker
 from worker.device import DeviceInfo, pin_process, resolve_device
 from worker.heartbeat import Watch
 from worker.runner import JobRunner
+from worker.sampler import SampleRecorder, make_sampler
 
 log = logging.getLogger("gpulab.worker")
 
@@ -102,8 +103,14 @@ def _ready(sender: Any = None, **_: Any) -> None:
         else:
             sender.cancel_task_queue(queue)
 
+
+    def our_job(pid: int) -> int | None:
+        return state.watch.pid_jobs.get(pid) if state.watch else None
+
+    read = make_sampler(state.device, state.settings.nvidia_visible_devices, our_job)
+    recorder = SampleRecorder(db=state.db, settings=state.settings, device_id=state.device.id, read=read)
     state.watch = Watch(settings=state.settings, db=state.db, worker_id=state.worker_id,
-                        on_health=on_health)
+                        on_health=on_health, sample=recorder)
     state.watch.start()
     log.info("worker %s serving %s (%s) on queue %s with %d slot(s)", state.worker_id,
              state.device.id, state.device.name, queue, state.slots)

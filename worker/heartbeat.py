@@ -67,6 +67,7 @@ class Watch:
         self.stop = threading.Event()
         self.healthy = True
         self.kill_sent: dict[int, int] = {}  # pid -> signal already sent
+        self.pid_jobs: dict[int, int] = {}  # pid of a child -> the job it runs
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._loop, name="gpulab-heartbeat", daemon=True)
@@ -103,6 +104,7 @@ class Watch:
         me = os.getpid()
         now = utcnow()
         running: list[int] = []
+        pid_jobs: dict[int, int] = {}
         with self.db.reading() as session:
             jobs = running_jobs_of_worker(session=session, worker_id=self.worker_id)
         for job in jobs:
@@ -120,12 +122,14 @@ class Watch:
                                          why=f"its process (pid {pid}) died")
                 continue
             running.append(job.id)
+            pid_jobs[pid] = job.id
             grace = timedelta(seconds=self.settings.cancel_grace_s)
             overdue_cancel = job.cancel_requested_at is not None and now - job.cancel_requested_at > grace
             limit = timedelta(seconds=job.timeout_s) + grace
             overdue_time = job.started_at is not None and now - job.started_at > limit
             if overdue_cancel or overdue_time:
                 self._kill(pid, job.id, "cancel" if overdue_cancel else "time limit")
+        self.pid_jobs = pid_jobs
         return running
 
     def _kill(self, pid: int, job_id: int, why: str) -> None:

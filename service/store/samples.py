@@ -1,0 +1,86 @@
+"""Device samples: recorded by each worker, kept bounded by downsampling and retention."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from service.db import changed
+from service.models import DeviceSample, utcnow
+
+FIELDS = ("utilization_pct", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w", "external_mb")
+
+
+def record_sample(*, session: Session, device_id: str, sample: dict[str, Any], t: datetime | None = None) -> None:
+    """Store one raw reading of a device."""
+    session.execute(insert(DeviceSample).values(
+        device_id=device_id, t=t or utcnow(), resolution="raw", processes=sample.get("processes"),
+        **{f: sample.get(f) for f in FIELDS}))
+    session.commit()
+
+
+def latest_samples(*, session: Session) -> dict[str, DeviceSample]:
+    """The newest raw reading of every device that has one."""
+    newest = (select(DeviceSample.device_id, func.max(DeviceSample.t).label("t"))
+              .where(DeviceSample.resolution == "raw").group_by(DeviceSample.device_id).subquery())
+    rows = session.scalars(
+        select(DeviceSample)
+        .join(newest, (DeviceSample.device_id == newest.c.device_id) & (DeviceSample.t == newest.c.t))
+        .where(DeviceSample.resolution == "raw"))
+    return {r.device_id: r for r in rows}
+
+
+def list_samples(*, session: Session, device_id: str, since: datetime, step_s: float) -> list[dict[str, Any]]:
+    """A device's readings since `since`, averaged into buckets of `step_s` seconds."""
+    rows = session.execute(
+        select(DeviceSample.t, *[getattr(DeviceSample, f) for f in FIELDS])
+        .where(DeviceSample.device_id == device_id, DeviceSample.t >= since)
+        .order_by(DeviceSample.t)
+    ).all()
+    return bucket_average(rows, since=since, step_s=step_s)
+
+
+def bucket_average(rows: Sequence[Any], *, since: datetime, step_s: float) -> list[dict[str, Any]]:
+    """Average rows (t, *FIELDS) into consecutive buckets; empty buckets are left out."""
+    buckets: dict[int, list[Any]] = {}
+    for row in rows:
+        buckets.setdefault(int((row.t - since).total_seconds() // step_s), []).append(row)
+    out = []
+    for index in sorted(buckets):
+        group = buckets[index]
+        item: dict[str, Any] = {"t": (since + timedelta(seconds=index * step_s)).isoformat()}
+        for f in FIELDS:
+            values = [getattr(r, f) for r in group if getattr(r, f) is not None]
+            item[f] = round(sum(values) / len(values), 2) if values else None
+        out.append(item)
+    return out
+
+
+def downsample_and_prune(*, session: Session, device_id: str, raw_keep_s: float, minute_keep_s: float,
+                         now: datetime | None = None) -> tuple[int, int]:
+    """Fold raw readings older than `raw_keep_s` into minute averages; drop minutes older than
+    `minute_keep_s`. Returns (raw rows folded, minute rows dropped)."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=raw_keep_s)
+    old = session.execute(
+        select(DeviceSample.t, *[getattr(DeviceSample, f) for f in FIELDS])
+        .where(DeviceSample.device_id == device_id, DeviceSample.resolution == "raw", DeviceSample.t < cutoff)
+        .order_by(DeviceSample.t)
+    ).all()
+    if old:
+        start: datetime = old[0][0].replace(second=0, microsecond=0)
+        minutes = bucket_average(old, since=start, step_s=60)
+        session.execute(insert(DeviceSample), [
+            {"device_id": device_id, "resolution": "minute", "t": datetime.fromisoformat(m.pop("t")), **m}
+            for m in minutes])
+        session.execute(delete(DeviceSample).where(
+            DeviceSample.device_id == device_id, DeviceSample.resolution == "raw", DeviceSample.t < cutoff))
+    dropped = changed(session.execute(delete(DeviceSample).where(
+        DeviceSample.device_id == device_id, DeviceSample.resolution == "minute",
+        DeviceSample.t < now - timedelta(seconds=minute_keep_s))))
+    session.commit()
+    return len(old), dropped
