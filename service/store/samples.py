@@ -37,7 +37,7 @@ def latest_samples(*, session: Session) -> dict[str, DeviceSample]:
 def list_samples(*, session: Session, device_id: str, since: datetime, step_s: float) -> list[dict[str, Any]]:
     """A device's readings since `since`, averaged into buckets of `step_s` seconds."""
     rows = session.execute(
-        select(DeviceSample.t, *[getattr(DeviceSample, f) for f in FIELDS])
+        select(DeviceSample.t.label("at"), *[getattr(DeviceSample, f) for f in FIELDS])
         .where(DeviceSample.device_id == device_id, DeviceSample.t >= since)
         .order_by(DeviceSample.t)
     ).all()
@@ -45,10 +45,13 @@ def list_samples(*, session: Session, device_id: str, since: datetime, step_s: f
 
 
 def bucket_average(rows: Sequence[Any], *, since: datetime, step_s: float) -> list[dict[str, Any]]:
-    """Average rows (t, *FIELDS) into consecutive buckets; empty buckets are left out."""
+    """Average rows (at, *FIELDS) into consecutive buckets; empty buckets are left out.
+
+    (The time is labelled `at`: a Row's `t` attribute is its tuple.)
+    """
     buckets: dict[int, list[Any]] = {}
     for row in rows:
-        buckets.setdefault(int((row.t - since).total_seconds() // step_s), []).append(row)
+        buckets.setdefault(int((row.at - since).total_seconds() // step_s), []).append(row)
     out = []
     for index in sorted(buckets):
         group = buckets[index]
@@ -67,7 +70,7 @@ def downsample_and_prune(*, session: Session, device_id: str, raw_keep_s: float,
     now = now or utcnow()
     cutoff = now - timedelta(seconds=raw_keep_s)
     old = session.execute(
-        select(DeviceSample.t, *[getattr(DeviceSample, f) for f in FIELDS])
+        select(DeviceSample.t.label("at"), *[getattr(DeviceSample, f) for f in FIELDS])
         .where(DeviceSample.device_id == device_id, DeviceSample.resolution == "raw", DeviceSample.t < cutoff)
         .order_by(DeviceSample.t)
     ).all()
