@@ -15,7 +15,8 @@ def test_listing_kinds_does_not_import_torch() -> None:
         "from jobs.registry import list_kinds\n"
         "kinds = [k.name for k in list_kinds()]\n"
         "minimal = {'script': {'path': '/lab/train.py'}}\n"
-        "for k in list_kinds(): k.validate(minimal.get(k.name) or ({k.from_job_param: 1} if k.from_job_param else {}))\n"
+        "for k in list_kinds():\n"
+        "    k.validate(minimal.get(k.name) or ({k.from_job_param: 1} if k.from_job_param else {}))\n"
         "print(json.dumps({'kinds': kinds, 'heavy': sorted(m for m in ('torch', 'numpy',"
         " 'matplotlib', 'sklearn') if m in sys.modules)}))\n"
     )
