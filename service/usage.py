@@ -1,0 +1,273 @@
+"""Usage accounting: per job, and per member, device or kind over a window.
+
+Every number here comes from `accounting.allocated_seconds` (share × run time) and from the
+device samples: a job's used device-seconds are its allocated seconds × the device's mean
+utilisation while it ran (per-process utilisation does not exist on a shared card). GPU and
+CPU devices are kept apart: a CPU-hour is not a GPU-hour.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from service.accounting import allocated_seconds, device_share, run_seconds
+from service.errors import InvalidRequest
+from service.models import FINAL_STATUSES, Device, DeviceSample, Job, JobStatus, User, utcnow
+
+GROUPS = ("member", "device", "kind")
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_span(text: str, *, field_name: str) -> float:
+    """'90s', '15m', '24h', '7d', '2w' → seconds."""
+    m = _SPAN.match(text.strip().lower())
+    if not m:
+        raise InvalidRequest(f"{field_name}={text!r}: write a span like 15m, 24h or 7d",
+                             field=field_name, value=text)
+    return float(m[1]) * _UNIT_S[m[2]]
+
+
+def parse_since(text: str | None, *, default: str = "7d", now: datetime | None = None) -> datetime:
+    """A window's start: a span back from now ('7d') or an ISO datetime (UTC when it names no zone)."""
+    now = now or utcnow()
+    text = (text or default).strip()
+    if _SPAN.match(text.lower()):
+        return now - timedelta(seconds=parse_span(text, field_name="since"))
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"since={text!r}: write a span like 7d or an ISO datetime",
+                             field="since", value=text) from None
+    return t if t.tzinfo else t.replace(tzinfo=now.tzinfo)
+
+
+class UtilizationSeries:
+    """One device's utilisation readings, with prefix sums for a fast mean over any interval."""
+
+    def __init__(self, points: list[tuple[datetime, float]]):
+        self.times = [t for t, _ in points]
+        self.prefix = [0.0]
+        for _, u in points:
+            self.prefix.append(self.prefix[-1] + u)
+
+    def mean(self, start: datetime, end: datetime) -> tuple[float | None, int]:
+        """(mean utilisation %, number of readings) of readings in [start, end]."""
+        lo = bisect.bisect_left(self.times, start)
+        hi = bisect.bisect_right(self.times, end)
+        n = hi - lo
+        return ((self.prefix[hi] - self.prefix[lo]) / n if n else None), n
+
+    def max(self, start: datetime, end: datetime) -> float | None:
+        lo = bisect.bisect_left(self.times, start)
+        hi = bisect.bisect_right(self.times, end)
+        if hi <= lo:
+            return None
+        return max(self.prefix[i + 1] - self.prefix[i] for i in range(lo, hi))
+
+
+def utilization_series(session: Session, device_ids: set[str], since: datetime, until: datetime
+                       ) -> dict[str, UtilizationSeries]:
+    """Raw and minute readings of these devices in [since, until] (the two never overlap in time)."""
+    points: dict[str, list[tuple[datetime, float]]] = {d: [] for d in device_ids}
+    if not device_ids:
+        return {}
+    rows = session.execute(
+        # Labelled `at`: a Row's `t` attribute is its whole tuple.
+        select(DeviceSample.device_id, DeviceSample.t.label("at"), DeviceSample.utilization_pct)
+        .where(DeviceSample.device_id.in_(device_ids), DeviceSample.t >= since, DeviceSample.t <= until,
+               DeviceSample.utilization_pct.is_not(None))
+        .order_by(DeviceSample.t)
+    )
+    for r in rows:
+        points[r.device_id].append((r.at, float(r.utilization_pct)))
+    return {d: UtilizationSeries(p) for d, p in points.items()}
+
+
+@dataclass
+class JobUsage:
+    job_id: int
+    owner: str
+    kind: str
+    status: str
+    device_id: str | None
+    device_kind: str | None
+    share: float
+    wait_seconds: float | None
+    run_seconds: float
+    allocated_seconds: float
+    used_seconds: float | None
+    mean_utilization_pct: float | None
+    peak_memory_mb: float | None
+    memory_total_mb: int | None
+    idle: bool = False
+
+
+def _job_rows(session: Session, where: Any) -> list[Any]:
+    return list(session.execute(
+        select(Job, User.name.label("owner"), Device.kind.label("device_kind"), Device.slots,
+               Device.memory_total_mb)
+        .join(User, User.id == Job.owner_id)
+        .outerjoin(Device, Device.id == Job.device_id)
+        .where(where)
+    ))
+
+
+def _job_usage(row: Any, series: dict[str, UtilizationSeries], since: datetime | None, now: datetime) -> JobUsage:
+    job: Job = row.Job
+    share = device_share(device_kind=row.device_kind or "cpu", slots=row.slots or 1,
+                         memory_total_mb=row.memory_total_mb, gpu_memory_gb=job.gpu_memory_gb)
+    start = job.started_at
+    if start is not None and since is not None and start < since:
+        start = since  # clip to the window
+    end = job.finished_at or (now if job.status == JobStatus.running else job.started_at)
+    allocated = allocated_seconds(share=share, started_at=start, finished_at=end, now=now)
+    mean, used = None, None
+    if start is not None and end is not None and job.device_id in series:
+        mean, _ = series[job.device_id].mean(start, end)
+        used = allocated * mean / 100 if mean is not None else None
+    wait_end = job.started_at or (None if job.status in FINAL_STATUSES else now)
+    return JobUsage(
+        job_id=job.id, owner=row.owner, kind=job.kind, status=job.status, device_id=job.device_id,
+        device_kind=row.device_kind, share=share,
+        wait_seconds=(wait_end - job.created_at).total_seconds() if wait_end else None,
+        run_seconds=run_seconds(job.started_at, end, now), allocated_seconds=allocated, used_seconds=used,
+        mean_utilization_pct=None if mean is None else round(mean, 2), peak_memory_mb=job.peak_memory_mb,
+        memory_total_mb=row.memory_total_mb,
+    )
+
+
+def job_usage(session: Session, *, job_id: int, idle_minutes: float, idle_pct: float,
+              now: datetime | None = None) -> JobUsage | None:
+    """One job's accounting: allocated and used device-seconds, mean utilisation, wait, peak memory."""
+    now = now or utcnow()
+    rows = _job_rows(session, Job.id == job_id)
+    if not rows:
+        return None
+    job = rows[0].Job
+    series: dict[str, UtilizationSeries] = {}
+    if job.device_id and job.started_at:
+        series = utilization_series(session, {job.device_id}, job.started_at, job.finished_at or now)
+    usage = _job_usage(rows[0], series, None, now)
+    usage.idle = job.id in {u.job_id for u in idle_jobs(session, idle_minutes=idle_minutes, idle_pct=idle_pct,
+                                                         now=now)}
+    return usage
+
+
+def idle_jobs(session: Session, *, idle_minutes: float, idle_pct: float, now: datetime | None = None
+              ) -> list[JobUsage]:
+    """Running GPU jobs whose device stayed below `idle_pct` % utilisation for the last `idle_minutes`.
+
+    A device needs readings that span (most of) the window: a worker that has just started, or
+    stopped sampling, flags nothing.
+    """
+    now = now or utcnow()
+    window = timedelta(minutes=idle_minutes)
+    since = now - window
+    rows = _job_rows(session, and_(Job.status == JobStatus.running, Job.started_at <= since,
+                                   Device.kind == "cuda"))
+    series = utilization_series(session, {r.Job.device_id for r in rows}, since, now)
+    out = []
+    for row in rows:
+        s = series.get(row.Job.device_id)
+        if s is None or len(s.times) < 2 or s.times[0] - since > window / 5:
+            continue
+        peak = s.max(since, now)
+        if peak is not None and peak < idle_pct:
+            usage = _job_usage(row, series, since, now)
+            usage.idle = True
+            out.append(usage)
+    return out
+
+
+@dataclass
+class UsageRow:
+    key: str
+    jobs: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    gpu_hours: float = 0.0
+    gpu_used_hours: float = 0.0
+    cpu_hours: float = 0.0
+    cpu_used_hours: float = 0.0
+    mean_wait_s: float | None = None
+    _waits: list[float] = field(default_factory=list, repr=False)
+
+
+def usage_report(session: Session, *, since: datetime, group_by: str, now: datetime | None = None
+                 ) -> list[UsageRow]:
+    """Per member, device or kind: device-hours allocated and used in [since, now], jobs by outcome, mean wait.
+
+    A job counts when it overlaps the window (it ended in it, or has not ended); its hours are
+    clipped to the window; its wait counts when it started in the window.
+    """
+    if group_by not in GROUPS:
+        raise InvalidRequest(f"group_by={group_by!r}: use one of {', '.join(GROUPS)}", field="group_by",
+                             value=group_by)
+    now = now or utcnow()
+    rows = _job_rows(session, or_(Job.finished_at.is_(None), Job.finished_at >= since))
+    series = utilization_series(session, {r.Job.device_id for r in rows if r.Job.device_id}, since, now)
+    groups: dict[str, UsageRow] = {}
+    for row in rows:
+        job: Job = row.Job
+        u = _job_usage(row, series, since, now)
+        key = {"member": u.owner, "device": u.device_id or "(not placed)", "kind": u.kind}[group_by]
+        g = groups.setdefault(key, UsageRow(key=key))
+        g.jobs += 1
+        g.outcomes[job.status] = g.outcomes.get(job.status, 0) + 1
+        hours, used = u.allocated_seconds / 3600, (u.used_seconds or 0.0) / 3600
+        if u.device_kind == "cuda":
+            g.gpu_hours += hours
+            g.gpu_used_hours += used
+        elif u.device_kind is not None:
+            g.cpu_hours += hours
+            g.cpu_used_hours += used
+        if job.started_at is not None and job.started_at >= since and u.wait_seconds is not None:
+            g._waits.append(u.wait_seconds)
+    for g in groups.values():
+        g.mean_wait_s = sum(g._waits) / len(g._waits) if g._waits else None
+    return sorted(groups.values(), key=lambda g: (-g.gpu_hours, -g.cpu_hours, g.key))
+
+
+@dataclass
+class TimelinePoint:
+    t: datetime
+    queue_depth: int
+    running: int
+    started: int
+    mean_wait_s: float | None
+
+
+def queue_timeline(session: Session, *, since: datetime, step_s: float, now: datetime | None = None
+                   ) -> list[TimelinePoint]:
+    """Queue depth and running jobs at the end of each step, and the mean wait of jobs started in it."""
+    now = now or utcnow()
+    jobs = session.execute(
+        select(Job.created_at, Job.started_at, Job.finished_at)
+        .where(Job.created_at <= now,
+               or_(Job.finished_at.is_(None), Job.finished_at >= since, Job.started_at >= since))
+    ).all()
+    points = []
+    t0 = since
+    while t0 < now:
+        t1 = min(t0 + timedelta(seconds=step_s), now)
+        depth = running = 0
+        waits = []
+        for j in jobs:
+            left_queue = j.started_at or j.finished_at
+            if j.created_at <= t1 and (left_queue is None or left_queue > t1):
+                depth += 1
+            if j.started_at is not None and j.started_at <= t1 and (j.finished_at is None or j.finished_at > t1):
+                running += 1
+            if j.started_at is not None and t0 <= j.started_at < t1:
+                waits.append((j.started_at - j.created_at).total_seconds())
+        points.append(TimelinePoint(t=t1, queue_depth=depth, running=running, started=len(waits),
+                                    mean_wait_s=sum(waits) / len(waits) if waits else None))
+        t0 = t1
+    return points
