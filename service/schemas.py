@@ -123,6 +123,13 @@ class DevicePublic(BaseModel):
     worker_id: str | None
     last_seen_at: datetime | None
     jobs: list[DeviceJob] = []
+    # The latest reading of the device (absent until its worker has sampled it).
+    sampled_at: datetime | None = None
+    utilization_pct: float | None = None
+    memory_used_mb: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    external_mb: float | None = None
 
 
 class QueueEntry(BaseModel):
@@ -151,3 +158,78 @@ class UserPublic(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+
+
+class DeviceSamplePoint(BaseModel):
+    t: datetime
+    utilization_pct: float | None
+    memory_used_mb: float | None
+    memory_total_mb: float | None
+    temperature_c: float | None
+    power_w: float | None
+    external_mb: float | None
+
+
+class WorkerPublic(BaseModel):
+    id: str
+    device_id: str
+    host: str
+    pid: int
+    slots: int
+    started_at: datetime
+    last_heartbeat_at: datetime
+    heartbeat_age_s: float
+    running_job_ids: list[int]
+
+
+class JobUsagePublic(BaseModel):
+    job_id: int
+    owner: str
+    kind: str
+    status: str
+    device_id: str | None
+    device_kind: str | None
+    share: float = Field(description="the fraction of its device the job holds")
+    wait_seconds: float | None
+    run_seconds: float
+    allocated_seconds: float = Field(description="share × run time")
+    used_seconds: float | None = Field(description="allocated seconds × the device's mean utilisation")
+    mean_utilization_pct: float | None
+    peak_memory_mb: float | None
+    memory_total_mb: int | None
+    idle: bool = Field(description="a running GPU job near 0 % utilisation for the idle window")
+
+
+class UsageRowPublic(BaseModel):
+    key: str
+    jobs: int
+    outcomes: dict[str, int]
+    gpu_hours: float
+    gpu_used_hours: float
+    cpu_hours: float
+    cpu_used_hours: float
+    mean_wait_s: float | None
+
+
+class UsageReport(BaseModel):
+    since: datetime
+    until: datetime
+    group_by: str
+    rows: list[UsageRowPublic]
+    idle_jobs: list[JobUsagePublic]
+    idle_minutes: float
+
+
+class TimelinePointPublic(BaseModel):
+    t: datetime
+    queue_depth: int
+    running: int
+    started: int
+    mean_wait_s: float | None
+
+
+class QueueTimeline(BaseModel):
+    since: datetime
+    until: datetime
+    step_s: float
+    points: list[TimelinePointPublic]
