@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from service.api import problems
 from service.api.deps import AppState
-from service.api.routes import devices, health, jobs, kinds, queue, users
+from service.api.routes import dashboard, devices, health, jobs, kinds, metrics, queue, usage, users, workers
 from service.db import Database
 from service.live import Publisher
 from service.settings import Settings, get_settings
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="gpulab", version="0.1.0", description=DESCRIPTION)
     app.state.gpulab = AppState(settings=settings, db=db, publisher=publisher)
     problems.install(app)
-    for module in (jobs, kinds, devices, queue, users, health):
+    for module in (jobs, kinds, devices, queue, users, health, usage, workers, metrics):
         app.include_router(module.router)
+    dashboard.install(app)
     return app
