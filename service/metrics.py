@@ -1,0 +1,154 @@
+"""/metrics in the Prometheus text format, read from the database at each scrape.
+
+Device gauges carry the names and labels of NVIDIA's DCGM exporter (DCGM_FI_DEV_GPU_UTIL with
+gpu, UUID, device, modelName, Hostname), so existing GPU dashboards work unchanged; the CPU
+device and gpulab's own numbers are `gpulab_*`. The histograms are computed in SQL over every
+job the database keeps, so they only grow, as Prometheus counters must.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from service.db import Database
+from service.models import Device, Job, JobStatus, User, Worker, utcnow
+from service.settings import Settings
+from service.store.samples import latest_samples
+from service.usage import idle_jobs
+
+DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120, 600, 3600)
+# A reading older than this is not shown: its worker is gone or stuck.
+STALE = timedelta(minutes=5)
+DCGM_LABELS = ["gpu", "UUID", "device", "modelName", "Hostname"]
+
+
+def _seconds_between(session: Session, start: Any, end: Any) -> Any:
+    """end − start in seconds, as SQL for this database."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", end - start)
+
+
+def _histogram(session: Session, name: str, doc: str, value: Any, where: Any,
+               buckets: tuple[float, ...]) -> HistogramMetricFamily:
+    row = session.execute(
+        select(func.count(), func.coalesce(func.sum(value), 0.0),
+               *[func.coalesce(func.sum(case((value <= b, 1), else_=0)), 0) for b in buckets])
+        .where(where)
+    ).one()
+    count, total, *cumulative = row
+    points = [(str(float(b)), int(c)) for b, c in zip(buckets, cumulative, strict=True)]
+    points.append(("+Inf", int(count)))
+    return HistogramMetricFamily(name, doc, buckets=points, sum_value=float(total))
+
+
+class GpulabCollector(Collector):
+    def __init__(self, db: Database, settings: Settings):
+        self.db = db
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        with self.db.reading() as session:
+            yield from self._jobs(session)
+            yield from self._devices(session)
+            yield from self._workers(session)
+
+    def _jobs(self, session: Session) -> Iterator[Metric]:
+        counts = dict(session.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all())
+        jobs = GaugeMetricFamily("gpulab_jobs", "Jobs by status", labels=["status"])
+        for status in JobStatus:
+            jobs.add_metric([status.value], counts.get(status.value, 0))
+        yield jobs
+        yield GaugeMetricFamily("gpulab_queue_depth", "Pending jobs", value=counts.get(JobStatus.pending.value, 0))
+        running = GaugeMetricFamily("gpulab_running_jobs", "Running jobs per member", labels=["member"])
+        for name, n in session.execute(
+            select(User.name, func.count(Job.id)).join(Job, Job.owner_id == User.id)
+            .where(Job.status == JobStatus.running).group_by(User.name)
+        ):
+            running.add_metric([name], n)
+        yield running
+        yield _histogram(session, "gpulab_job_duration_seconds", "Run time of finished jobs",
+                         Job.run_seconds, Job.run_seconds.is_not(None), DURATION_BUCKETS)
+        yield _histogram(session, "gpulab_dispatch_latency_seconds", "Submit to start, of every started job",
+                         _seconds_between(session, Job.created_at, Job.started_at), Job.started_at.is_not(None),
+                         LATENCY_BUCKETS)
+        idle = GaugeMetricFamily("gpulab_idle_jobs", "Running GPU jobs near 0 % utilisation for the idle window",
+                                 labels=["member"])
+        by_member: dict[str, int] = {}
+        for u in idle_jobs(session, idle_minutes=self.settings.idle_minutes,
+                           idle_pct=self.settings.idle_utilization_pct):
+            by_member[u.owner] = by_member.get(u.owner, 0) + 1
+        for member, n in sorted(by_member.items()):
+            idle.add_metric([member], n)
+        yield idle
+
+    def _devices(self, session: Session) -> Iterator[Metric]:
+        devices = list(session.scalars(select(Device).order_by(Device.id)))
+        samples = latest_samples(session=session)
+        fresh = utcnow() - STALE
+        up = GaugeMetricFamily("gpulab_device_up", "1 when the device's worker is online",
+                               labels=["device", "host", "state"])
+        gauges = {
+            "util": GaugeMetricFamily("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels=DCGM_LABELS),
+            "used": GaugeMetricFamily("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", labels=DCGM_LABELS),
+            "free": GaugeMetricFamily("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", labels=DCGM_LABELS),
+            "temp": GaugeMetricFamily("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", labels=DCGM_LABELS),
+            "power": GaugeMetricFamily("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", labels=DCGM_LABELS),
+        }
+        external = GaugeMetricFamily("gpulab_gpu_external_memory_mib",
+                                     "GPU memory held by processes gpulab did not start (in MiB)",
+                                     labels=DCGM_LABELS)
+        cpu_util = GaugeMetricFamily("gpulab_cpu_utilization_percent", "CPU device load (in % of its cores)",
+                                     labels=["device", "host"])
+        cpu_mem = GaugeMetricFamily("gpulab_cpu_memory_used_mib", "CPU device memory used (in MiB)",
+                                    labels=["device", "host"])
+        for d in devices:
+            up.add_metric([d.id, d.host, d.state], 1.0 if d.state == "online" else 0.0)
+            s = samples.get(d.id)
+            if s is None or s.t < fresh:
+                continue
+            if d.kind == "cuda":
+                labels = [str(d.index), d.uuid or "", d.id, d.name, d.host]
+                used, total = s.memory_used_mb, s.memory_total_mb or d.memory_total_mb
+                values = {"util": s.utilization_pct, "used": used,
+                          "free": None if used is None or total is None else total - used,
+                          "temp": s.temperature_c, "power": s.power_w}
+                for key, value in values.items():
+                    if value is not None:
+                        gauges[key].add_metric(labels, float(value))
+                if s.external_mb is not None:
+                    external.add_metric(labels, float(s.external_mb))
+            else:
+                if s.utilization_pct is not None:
+                    cpu_util.add_metric([d.id, d.host], s.utilization_pct)
+                if s.memory_used_mb is not None:
+                    cpu_mem.add_metric([d.id, d.host], s.memory_used_mb)
+        yield up
+        yield from gauges.values()
+        yield external
+        yield cpu_util
+        yield cpu_mem
+
+    def _workers(self, session: Session) -> Iterator[Metric]:
+        now = utcnow()
+        age = GaugeMetricFamily("gpulab_worker_heartbeat_age_seconds", "Seconds since a live worker's heartbeat",
+                                labels=["worker", "device", "host"])
+        for w in session.scalars(select(Worker).where(Worker.stopped_at.is_(None))):
+            age.add_metric([w.id, w.device_id, w.host], (now - w.last_heartbeat_at).total_seconds())
+        yield age
+
+
+def render_metrics(db: Database, settings: Settings) -> bytes:
+    """One scrape: a fresh registry around a collector that reads the database now."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GpulabCollector(db, settings))
+    return generate_latest(registry)
