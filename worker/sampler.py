@@ -7,12 +7,15 @@ gpulab, which the dispatcher subtracts from the card's free room.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from worker.device import DeviceInfo, nvml_index
+
+log = logging.getLogger("gpulab.worker")
 
 
 def _meminfo_mb() -> tuple[float | None, float | None]:
@@ -89,6 +92,14 @@ class SampleRecorder:
         self._next_prune = 0.0
 
     def __call__(self) -> None:
+        # The heartbeat calls this after its own write: a reading that fails (NVML hiccup, a
+        # full disk) must not make the worker look unhealthy and stop it taking jobs.
+        try:
+            self._record()
+        except Exception as exc:
+            log.warning("device sample failed: %s", exc)
+
+    def _record(self) -> None:
         from service.store.samples import downsample_and_prune, record_sample
 
         now = time.monotonic()
