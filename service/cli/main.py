@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.cli import serve
+from service.cli import serve, views
 from service.cli.client import EXIT_ERROR, Api, CliError, save_token
 from service.cli.follow import exit_code_for, follow
 from service.settings import get_settings
@@ -197,12 +197,7 @@ def devices(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -
     if as_json:
         out.print_json(data=data)
         return
-    table = Table("device", "name", "memory", "slots", "state", "jobs", box=None)
-    for d in data:
-        mem = f"{d['memory_total_mb'] / 1024:.0f} GiB" if d["memory_total_mb"] else ""
-        jobs = ", ".join(f"{j['id']} {j['owner']} {j['kind']}" for j in d["jobs"])
-        table.add_row(d["id"], d["name"], mem, str(d["slots"]), d["state"], jobs)
-    out.print(table)
+    out.print(views.devices_table(data))
 
 
 @devices_app.command("drain")
@@ -219,6 +214,51 @@ def resume(device_id: str) -> None:
     out.print(f"{d['id']}: {d['state']}")
 
 
+@app.command()
+def top(
+    interval: float = typer.Option(2.0, help="seconds between refreshes"),
+    once: bool = typer.Option(False, "--once", help="print one frame and exit"),
+) -> None:
+    """Devices, their jobs and the queue, refreshed live (Ctrl-C to leave)."""
+    import time
+
+    from rich.live import Live
+
+    api = _api()
+
+    def frame() -> Any:
+        return views.top_view(api.get("/devices"), api.get("/queue"))
+
+    if once:
+        out.print(frame())
+        return
+    try:
+        with Live(frame(), console=out, screen=False, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def usage(
+    since: str = typer.Option("7d", help="a span back from now (24h, 7d) or an ISO datetime"),
+    group_by: str = typer.Option("member", "--by", help="member, device or kind"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Device-hours allocated and used, outcomes and waits over a window."""
+    data = _api().get("/usage", params={"since": since, "group_by": group_by})
+    if as_json:
+        out.print_json(data=data)
+        return
+    out.print(f"usage since {data['since'][:19]} by {data['group_by']}")
+    out.print(views.usage_table(data))
+    for u in data["idle_jobs"]:
+        out.print(f"[yellow]idle:[/] job {u['job_id']} ({u['owner']}) holds {u['device_id']} "
+                  f"near 0 % for {data['idle_minutes']:.0f} min")
+
+
 @users_app.command("add")
 def users_add(name: str, admin: bool = typer.Option(False, "--admin")) -> None:
     """Add a user and print their token (shown once)."""
@@ -229,6 +269,30 @@ def users_add(name: str, admin: bool = typer.Option(False, "--admin")) -> None:
     with db.writing() as session:
         _, token = create_user(session=session, name=name, is_admin=admin)
     out.print(token)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users."""
+    from service.db import Database
+    from service.store.users import list_users
+
+    db = Database.from_settings(get_settings())
+    with db.reading() as session:
+        for u in list_users(session=session):
+            out.print(f"{u.name}{' (admin)' if u.is_admin else ''}")
+
+
+@users_app.command("revoke")
+def users_revoke(name: str) -> None:
+    """Revoke every token of a user (they can no longer use the API)."""
+    from service.db import Database
+    from service.store.users import revoke_tokens
+
+    db = Database.from_settings(get_settings())
+    with db.writing() as session:
+        n = revoke_tokens(session=session, name=name)
+    out.print(f"revoked {n} token(s) of {name}")
 
 
 @users_app.command("token")

@@ -186,3 +186,14 @@ def test_redis_down_keeps_submits_and_refuses_live_streams(tmp_path: Path) -> No
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_revoked_token_is_refused(stack: Stack) -> None:
+    name = f"leaver{free_port()}"
+    token = stack.api("POST", "/users", json={"name": name})["token"]
+    assert stack.api("GET", "/me", token=token)["name"] == name
+    out = stack.gpulab("users", "revoke", name).stdout
+    assert "revoked 1 token" in out
+    r = stack.http.get("/me", headers={"Authorization": f"Bearer {token}"})
+    problem(r, 401, "unauthorized")
+    assert name in stack.gpulab("users", "list").stdout
