@@ -18,7 +18,7 @@ function h(tag, attrs, ...children) {
     else if (k === "html") node.innerHTML = v;
     else node.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -57,7 +57,7 @@ function leavePage() {
 
 const main = () => document.getElementById("main");
 function render(...nodes) { main().replaceChildren(...nodes); }
-function fill(id, ...nodes) { const n = document.getElementById(id); if (n) n.replaceChildren(...nodes); }
+function fill(id, ...nodes) { const n = document.getElementById(id); if (n) n.replaceChildren(...nodes.flat(Infinity)); }
 
 function secs(s) {
   if (s === null || s === undefined) return "–";
@@ -67,6 +67,7 @@ function secs(s) {
   return (s / 3600).toFixed(1) + " h";
 }
 function mb(v) { return v === null || v === undefined ? "–" : v >= 1024 ? (v / 1024).toFixed(1) + " GiB" : v.toFixed(0) + " MiB"; }
+function hours(v) { return v === null || v === undefined ? "–" : v >= 1 ? v.toFixed(1) + " h" : secs(v * 3600); }
 function pct(v) { return v === null || v === undefined ? "–" : v.toFixed(0) + " %"; }
 function badge(s) { return h("span", { class: "badge " + s }, s); }
 function jobLink(id) { return h("a", { href: "#/jobs/" + id }, "#" + id); }
@@ -349,11 +350,12 @@ async function usagePage() {
     fill("usage-wait", Charts.line([{ name: "mean wait (s)", points: timeline.points.filter((p) => p.mean_wait_s !== null)
       .map((p) => [t(p), p.mean_wait_s]) }], { time: true, yMin: 0, title: "Mean wait of jobs started", legend: true }));
     fill("usage-table", h("table", { id: "usage-rows" },
-      h("tr", {}, ["member", "jobs", "outcomes", "GPU-h", "GPU-h used", "CPU-h", "mean wait"].map((c) => h("th", {}, c))),
+      h("tr", {}, ["member", "jobs", "outcomes", "GPU time", "GPU used", "CPU time", "CPU used", "mean wait"].map((c) => h("th", {}, c))),
       members.rows.map((r) => h("tr", {}, h("td", {}, r.key), h("td", { class: "num" }, r.jobs),
         h("td", {}, Object.entries(r.outcomes).map(([k, v]) => [badge(k), ` ${v} `])),
-        h("td", { class: "num" }, r.gpu_hours.toFixed(3)), h("td", { class: "num" }, r.gpu_used_hours.toFixed(3)),
-        h("td", { class: "num" }, r.cpu_hours.toFixed(3)), h("td", { class: "num" }, secs(r.mean_wait_s))))));
+        h("td", { class: "num" }, hours(r.gpu_hours)), h("td", { class: "num" }, hours(r.gpu_used_hours)),
+        h("td", { class: "num" }, hours(r.cpu_hours)), h("td", { class: "num" }, hours(r.cpu_used_hours)),
+        h("td", { class: "num" }, secs(r.mean_wait_s))))));
     fill("usage-idle", members.idle_jobs.length ? h("table", {},
       h("tr", {}, ["job", "owner", "device", "running for", "utilisation"].map((c) => h("th", {}, c))),
       members.idle_jobs.map((u) => h("tr", {}, h("td", {}, jobLink(u.job_id)), h("td", {}, u.owner), h("td", {}, u.device_id),

@@ -3,6 +3,7 @@
 
 const Charts = (() => {
   const NS = "http://www.w3.org/2000/svg";
+  const MAX_DOTS = 400;
   const COLORS = ["#2f6fdb", "#d64545", "#1f9d55", "#7b5cd6", "#c9881b", "#168a99", "#b24aa8", "#55606e"];
 
   function el(name, attrs, parent) {
@@ -82,7 +83,8 @@ const Charts = (() => {
     for (const v of xt) {
       const x = sx(v);
       el("line", { class: "axis", x1: x, x2: x, y1: H - B, y2: H - B + 4 }, svg);
-      text(svg, x, H - 8, opts.time ? timeLabel(v) : fmt(v), "middle");
+      const anchor = x > W - R - 24 ? "end" : x < L + 24 ? "start" : "middle";
+      text(svg, x, H - 8, opts.time ? timeLabel(v) : fmt(v), anchor);
     }
     el("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }, svg);
     el("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }, svg);
@@ -92,7 +94,11 @@ const Charts = (() => {
       const color = s.color || COLORS[i % COLORS.length];
       el("polyline", { points: pts.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" "),
                        stroke: color, "data-series": s.name, "data-points": pts.length }, svg);
-      if (pts.length === 1) el("circle", { cx: sx(pts[0][0]), cy: sy(pts[0][1]), r: 3, fill: color }, svg);
+      // A dot per data point (up to a few hundred; beyond that the line alone reads better).
+      if (pts.length <= MAX_DOTS) {
+        const r = pts.length > 60 ? 1.2 : 2.5;
+        for (const p of pts) el("circle", { class: "point", cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r, fill: color }, svg);
+      }
     });
     return wrap(svg, series, opts);
   }
