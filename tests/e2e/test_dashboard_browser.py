@@ -64,7 +64,8 @@ def polyline_points(page, selector: str) -> list[int]:  # type: ignore[no-untype
     return [int(n) for n in page.eval_on_selector_all(f"{selector} polyline", "els => els.map(e => e.dataset.points)")]
 
 
-def test_dashboard_end_to_end(ui_stack: Stack, browser, shots: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dashboard_end_to_end(browser, ui_stack: Stack, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    # (browser first: without chromium the test skips before a stack starts)
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -124,6 +125,11 @@ def test_dashboard_end_to_end(ui_stack: Stack, browser, shots: Path) -> None:  #
     page.wait_for_selector("#efficiency-summary:has-text('mean utilisation')")
     assert page.locator("#job-timeline .step").count() >= 3  # pending, dispatched, running, succeeded
     page.screenshot(path=str(shots / "job.png"), full_page=True)
+
+    # Clone and resubmit opens the form filled with this job's kind and params.
+    page.click("#clone")
+    page.wait_for_selector(f"h1:has-text('Clone job #{job_id}')")
+    assert page.input_value("#param-steps") == "150" and page.input_value("#kind") == "regression"
 
     # Overlay a second run's loss curve on the first.
     other = ui_stack.submit("regression", {"steps": 60, "lr": 0.003, "eval_every": 20, "n_train": 64, "n_val": 64})
