@@ -178,11 +178,10 @@ async function jobsPage() {
     for (const k of ["status", "owner", "kind"]) if (q.get(k)) p.set(k, q.get(k));
     const page = await api("/jobs?" + p.toString());
     fill("jobs", h("table", { id: "jobs-table" },
-      h("tr", {}, ["job", "owner", "kind", "status", "device", "progress", "wait", "run", "created"].map((c) => h("th", {}, c))),
+      h("tr", {}, ["job", "owner", "kind", "status", "device", "wait", "run", "created"].map((c) => h("th", {}, c))),
       page.items.map((j) => h("tr", { "data-job": j.id }, h("td", {}, jobLink(j.id)), h("td", {}, j.owner), h("td", {}, j.kind),
         h("td", {}, badge(j.status), j.reason ? h("span", { class: "muted" }, " " + j.reason) : ""),
         h("td", {}, j.device_id || j.device_request),
-        h("td", {}, j.status === "succeeded" ? bar(1, "100 %") : ""),
         h("td", { class: "num" }, secs(j.wait_seconds)), h("td", { class: "num" }, secs(j.run_seconds)),
         h("td", { class: "muted" }, new Date(j.created_at).toLocaleString())))));
   });
