@@ -24,7 +24,9 @@ const Charts = (() => {
     const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
     const ticks = [];
-    for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) ticks.push(+v.toPrecision(12));
+    // The last tick is at or above `hi`, so the axis always covers the tallest value.
+    const end = Math.ceil(hi / step - 1e-9) * step;
+    for (let v = Math.ceil(lo / step) * step; v <= end + step * 1e-6; v += step) ticks.push(+v.toPrecision(12));
     return ticks;
   }
 
@@ -72,6 +74,7 @@ const Charts = (() => {
     let y0 = opts.yMin !== undefined ? opts.yMin : Math.min(...all.map((p) => ty(p[1])));
     let y1 = opts.yMax !== undefined ? opts.yMax : Math.max(...all.map((p) => ty(p[1])));
     if (y1 === y0) { y1 = y0 + 1; }
+    if (opts.yMax === undefined && !opts.logY) y1 = niceTicks(y0, y1, 4).slice(-1)[0];
     const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
     const sy = (y) => T + (1 - (ty(y) - y0) / (y1 - y0)) * (H - T - B);
     for (const v of niceTicks(y0, y1, 4)) {
