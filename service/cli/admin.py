@@ -1,0 +1,161 @@
+"""The `gpulab` commands for the lab's shared view and its admins: queue, devices, top, usage,
+users and config. `service.cli.main` registers them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from service.cli import views
+from service.cli.console import client, err, out
+from service.settings import get_settings
+
+users_app = typer.Typer(help="Manage users (on the server: talks to the database).", no_args_is_help=True)
+devices_app = typer.Typer(help="See devices; drain and resume them (admins).", invoke_without_command=True)
+
+
+def queue(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Pending jobs in the order they will start, and why each waits."""
+    data = client().get("/queue")
+    if as_json:
+        out.print_json(data=data)
+        return
+    if not data["dispatcher_active"]:
+        err.print("[yellow]no dispatcher is active: nothing will start[/]")
+    table = Table("#", "job", "owner", "kind", "device", "prio", "waiting", "reason", box=None)
+    for e in data["items"]:
+        table.add_row(str(e["position"]), str(e["job_id"]), e["owner"], e["kind"], e["device_request"],
+                      str(e["priority"]), f"{e['waiting_s']:.0f}s", e["reason"] or f"starts on {e['next_device']}")
+    out.print(table)
+
+
+@devices_app.callback()
+def devices(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every device, its state and what runs on it."""
+    if ctx.invoked_subcommand:
+        return
+    data = client().get("/devices")
+    if as_json:
+        out.print_json(data=data)
+        return
+    out.print(views.devices_table(data))
+
+
+@devices_app.command("drain")
+def drain(device_id: str) -> None:
+    """Let running jobs finish and start nothing new on a device."""
+    d = client().post(f"/devices/{device_id}/drain")
+    out.print(f"{d['id']}: {d['state']}")
+
+
+@devices_app.command("resume")
+def resume(device_id: str) -> None:
+    """Take new jobs on a drained device again."""
+    d = client().post(f"/devices/{device_id}/resume")
+    out.print(f"{d['id']}: {d['state']}")
+
+
+def top(
+    interval: float = typer.Option(2.0, help="seconds between refreshes"),
+    once: bool = typer.Option(False, "--once", help="print one frame and exit"),
+) -> None:
+    """Devices, their jobs and the queue, refreshed live (Ctrl-C to leave)."""
+    import time
+
+    from rich.live import Live
+
+    api = client()
+
+    def frame() -> Any:
+        return views.top_view(api.get("/devices"), api.get("/queue"))
+
+    if once:
+        out.print(frame())
+        return
+    try:
+        with Live(frame(), console=out, screen=False, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def usage(
+    since: str = typer.Option("7d", help="a span back from now (24h, 7d) or an ISO datetime"),
+    group_by: str = typer.Option("member", "--by", help="member, device or kind"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Device-hours allocated and used, outcomes and waits over a window."""
+    data = client().get("/usage", params={"since": since, "group_by": group_by})
+    if as_json:
+        out.print_json(data=data)
+        return
+    out.print(f"usage since {data['since'][:19]} by {data['group_by']}")
+    out.print(views.usage_table(data))
+    for u in data["idle_jobs"]:
+        out.print(f"[yellow]idle:[/] job {u['job_id']} ({u['owner']}) holds {u['device_id']} "
+                  f"near 0 % for {data['idle_minutes']:.0f} min")
+
+
+@users_app.command("add")
+def users_add(name: str, admin: bool = typer.Option(False, "--admin")) -> None:
+    """Add a user and print their token (shown once)."""
+    from service.db import Database
+    from service.store.users import create_user
+
+    db = Database.from_settings(get_settings())
+    with db.writing() as session:
+        _, token = create_user(session=session, name=name, is_admin=admin)
+    out.print(token)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users."""
+    from service.db import Database
+    from service.store.users import list_users
+
+    db = Database.from_settings(get_settings())
+    with db.reading() as session:
+        for u in list_users(session=session):
+            out.print(f"{u.name}{' (admin)' if u.is_admin else ''}")
+
+
+@users_app.command("revoke")
+def users_revoke(name: str) -> None:
+    """Revoke every token of a user (they can no longer use the API)."""
+    from service.db import Database
+    from service.store.users import revoke_tokens
+
+    db = Database.from_settings(get_settings())
+    with db.writing() as session:
+        n = revoke_tokens(session=session, name=name)
+    out.print(f"revoked {n} token(s) of {name}")
+
+
+@users_app.command("token")
+def users_token(name: str) -> None:
+    """Issue another token for a user (shown once)."""
+    from service.db import Database
+    from service.store.users import issue_token
+
+    db = Database.from_settings(get_settings())
+    with db.writing() as session:
+        out.print(issue_token(session=session, name=name))
+
+
+def config(markdown: bool = typer.Option(False, "--markdown", help="the README's table of settings")) -> None:
+    """Show the effective settings (secrets left out), or every setting as a Markdown table."""
+    from service.settings import Settings
+
+    if not markdown:
+        out.print_json(data=get_settings().public())
+        return
+    out.print("| variable | default | meaning |\n|---|---|---|", markup=False)
+    for name, field in Settings.model_fields.items():
+        env = field.validation_alias if isinstance(field.validation_alias, str) else f"GPULAB_{name.upper()}"
+        default = "(hostname)" if field.default_factory else ("" if field.default is None else field.default)
+        out.print(f"| `{env}` | `{default}` | {field.description or ''} |", markup=False, soft_wrap=True)

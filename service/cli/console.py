@@ -1,0 +1,16 @@
+"""The CLI's two consoles and its API client factory, shared by its command modules."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from service.cli.client import Api
+from service.settings import get_settings
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def client() -> Api:
+    """A client of the API named by the settings, with the saved or given token."""
+    return Api(get_settings())
