@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jobs.base import JobContext, JobKind
-from jobs.common import seed_everything, torch_device
+from jobs.common import save_figure, seed_everything, torch_device
 
 
 class Params(BaseModel):
@@ -91,9 +91,7 @@ def plot(path: Any, x: Any, curves: dict[str, tuple[Any, Any]]) -> None:
         ax.axhline(0, color="grey", lw=0.5)
         ax.axvline(0, color="grey", lw=0.5)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, tight=True)
 
 
 def run(params: Params, ctx: JobContext) -> dict[str, Any]:

@@ -31,3 +31,13 @@ def torch_device(ctx: Any) -> Any:
     import torch
 
     return torch.device(ctx.device)
+
+
+def save_figure(fig: Any, path: Any, *, dpi: int = 100, tight: bool = False, pad: float | None = None) -> None:
+    """Write a matplotlib figure to an artifact path and free it (pyplot keeps every open figure)."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout(**({} if pad is None else {"pad": pad}))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.base import JobContext, JobKind
-from jobs.common import seed_everything, torch_device
+from jobs.common import save_figure, seed_everything, torch_device
 
 
 class Params(BaseModel):
@@ -83,9 +83,7 @@ def save_grid(path: Any, g: Any, noise: Any) -> None:
     for ax, img in zip(axes.flat, images, strict=False):
         ax.imshow(img, cmap="gray_r", vmin=-1, vmax=1)
         ax.axis("off")
-    fig.tight_layout(pad=0.2)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80, tight=True, pad=0.2)
 
 
 def run(params: Params, ctx: JobContext) -> dict[str, Any]:

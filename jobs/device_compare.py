@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.base import JobContext, JobKind
-from jobs.common import seed_everything, torch_device
+from jobs.common import save_figure, seed_everything, torch_device
 
 MIN_SAMPLE_S = 2e-3
 
@@ -129,9 +129,7 @@ def plot(path: Any, sizes: list[int], series: dict[str, dict[str, list[float]]])
         ax.set_xlabel("n (n x n, float32)")
         ax.set_title(title)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, tight=True)
 
 
 def run(params: Params, ctx: JobContext) -> dict[str, Any]:

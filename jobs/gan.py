@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.base import JobContext, JobKind
-from jobs.common import seed_everything, torch_device
+from jobs.common import save_figure, seed_everything, torch_device
 
 
 class Params(BaseModel):
@@ -126,8 +126,7 @@ def plot(path: Any, fake: Any, p: Params) -> None:
     ax.hist(fake.cpu().numpy(), bins=80, density=True, alpha=0.6, label="generated")
     ax.plot(xs, pdf, "k", label=f"target N({p.target_mean}, {p.target_std}²)")
     ax.legend()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(params: Params, ctx: JobContext) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.base import JobContext, JobKind
-from jobs.common import seed_everything, torch_device
+from jobs.common import save_figure, seed_everything, torch_device
 
 
 class Params(BaseModel):
@@ -98,8 +98,7 @@ def plot(ctx: JobContext, model: Any, data: dict[str, Any], losses: list[float],
     ax.plot(g, (torch.sin(2 * grid) + 0.3 * grid).cpu().squeeze(1).numpy(), "k--", label="true curve")
     ax.plot(g, pred.cpu().squeeze(1).numpy(), "r", label="MLP")
     ax.legend()
-    fig.savefig(ctx.artifact_path("fit.png", "image/png"), dpi=100)
-    plt.close(fig)
+    save_figure(fig, ctx.artifact_path("fit.png", "image/png"))
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(range(1, len(losses) + 1), losses, label="train loss")
     ax.plot([s for s, _ in vals], [v for _, v in vals], marker=".", label="val MSE")
@@ -107,8 +106,7 @@ def plot(ctx: JobContext, model: Any, data: dict[str, Any], losses: list[float],
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.legend()
-    fig.savefig(ctx.artifact_path("loss.png", "image/png"), dpi=100)
-    plt.close(fig)
+    save_figure(fig, ctx.artifact_path("loss.png", "image/png"))
 
 
 def run(params: Params, ctx: JobContext) -> dict[str, Any]:
