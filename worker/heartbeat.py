@@ -7,6 +7,7 @@ kill) is released at the next beat, long before the worker itself would be misse
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -136,8 +137,6 @@ class Watch:
         # TERM first; KILL at the next beat if the child is still there.
         sig = signal.SIGKILL if self.kill_sent.get(pid) == signal.SIGTERM else signal.SIGTERM
         log.warning("job %s: %s overdue, sending %s to pid %s", job_id, why, sig.name, pid)
-        try:
+        with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
             os.kill(pid, sig)
             self.kill_sent[pid] = sig
-        except ProcessLookupError:
-            pass

@@ -3,6 +3,7 @@ users and config. `service.cli.main` registers them."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import typer
@@ -74,13 +75,11 @@ def top(
     if once:
         out.print(frame())
         return
-    try:
-        with Live(frame(), console=out, screen=False, auto_refresh=False) as live:
-            while True:
-                time.sleep(interval)
-                live.update(frame(), refresh=True)
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt), Live(frame(), console=out, screen=False,
+                                                       auto_refresh=False) as live:
+        while True:  # until Ctrl-C
+            time.sleep(interval)
+            live.update(frame(), refresh=True)
 
 
 def usage(
