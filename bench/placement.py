@@ -23,10 +23,10 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
+from migrations.migrate import upgrade
 from service.db import Database
 from service.device_request import DeviceRequest, parse_device_request
 from service.fairshare import UsageCache, member_usage
-from service.migrate import upgrade
 from service.models import Device, Job, JobStatus, User, utcnow
 from service.placement import DeviceRoom, MemberLimits, QueuedJob, _Pass, place, start_order
 from service.queue_state import device_rooms, pending_jobs, plan_queue

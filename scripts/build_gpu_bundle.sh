@@ -220,7 +220,7 @@ done
 # gpulab from the working tree: the project is not installed there, only put on PYTHONPATH.
 cat >"$BUNDLE/bin/gpulab" <<'SH'
 #!/bin/sh
-exec python3 -c 'import sys; sys.argv[0] = "gpulab"; from service.cli.main import app; app()' "$@"
+exec python3 -c 'import sys; sys.argv[0] = "gpulab"; from cli.main import app; app()' "$@"
 SH
 chmod +x "$BUNDLE"/bin/*
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from migrations.migrate import upgrade
 from service.db import Database
-from service.migrate import upgrade
 from service.settings import Settings
 from tests.support import services
 from tests.support.stack import Stack

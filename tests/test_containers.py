@@ -72,7 +72,7 @@ def _gpulab() -> list[str]:
     script = Path(sys.executable).parent / "gpulab"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from service.cli.main import app; app()"]
+    return [sys.executable, "-c", "from cli.main import app; app()"]
 
 
 def _cuda_index(argv: list[str]) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, inspect
 
-from service.migrate import check, upgrade
+from migrations.migrate import check, upgrade
 from service.models import Base
 
 

@@ -25,7 +25,7 @@ def test_up_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         env.pop(key, None)
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
-        up = subprocess.Popen([sys.executable, "-m", "service.cli.main", "up", "--port", str(api_port)], env=env,
+        up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(api_port)], env=env,
                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -46,7 +46,7 @@ def test_up_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
             if any(d["kind"] == "cpu" and d["state"] == "online" for d in devices):
                 break
             time.sleep(0.2)
-        r = subprocess.run([sys.executable, "-m", "service.cli.main", "submit", "test-echo", "-p", "message=up"],
+        r = subprocess.run([sys.executable, "-m", "cli.main", "submit", "test-echo", "-p", "message=up"],
                            env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["message"] == "up"

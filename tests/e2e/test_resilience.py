@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli.local_redis import start_local_redis
+from cli.local_redis import start_local_redis
 from tests.support.stack import Stack, free_port
 
 
@@ -38,7 +38,7 @@ def test_cli_follow_survives_an_api_restart(own_redis_stack: tuple[Stack, dict])
     stack, _ = own_redis_stack
     job = stack.submit("test-sleep", {"seconds": 6})
     stack.wait_for(job["id"], ("running",))
-    follower = subprocess.Popen([sys.executable, "-m", "service.cli.main", "logs", str(job["id"]), "-f"],
+    follower = subprocess.Popen([sys.executable, "-m", "cli.main", "logs", str(job["id"]), "-f"],
                                 env={**stack.env, "GPULAB_TOKEN": stack.token}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)

@@ -127,7 +127,7 @@ def _api(tmp_path: Path, database_url: str, redis_url: str) -> tuple[subprocess.
     port = free_port()
     env = {"GPULAB_DATABASE_URL": database_url, "GPULAB_REDIS_URL": redis_url, "GPULAB_STATE_DIR": str(tmp_path),
            "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli.main", "api", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -158,12 +158,12 @@ def test_database_down_is_503_not_500(tmp_path: Path) -> None:
 
 def test_redis_down_keeps_submits_and_refuses_live_streams(tmp_path: Path) -> None:
     """The database is the record: a submit is accepted without Redis; live events need it."""
-    from service.migrate import upgrade
+    from migrations.migrate import upgrade
 
     db_url = f"sqlite:///{tmp_path / 'gpulab.sqlite3'}"
     upgrade(db_url)
     env = {"GPULAB_DATABASE_URL": db_url, "GPULAB_STATE_DIR": str(tmp_path)}
-    token = subprocess.run([sys.executable, "-m", "service.cli.main", "users", "add", "eve"], env=env,
+    token = subprocess.run([sys.executable, "-m", "cli.main", "users", "add", "eve"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     from service.db import Database
     from service.settings import Settings

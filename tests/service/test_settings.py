@@ -34,6 +34,6 @@ def test_cli_refuses_contradictory_settings_with_a_message(tmp_path: Path) -> No
     env = {"GPULAB_STATE_DIR": str(tmp_path), "GPULAB_MAX_TIMEOUT_S": "100", "GPULAB_VISIBILITY_TIMEOUT_S": "50",
            "GPULAB_DEFAULT_TIMEOUT_S": "60",
            "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "service.cli.main", "migrate"], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "cli.main", "migrate"], env=env, capture_output=True, text=True)
     assert r.returncode == 2
     assert "GPULAB_VISIBILITY_TIMEOUT_S=50" in r.stderr

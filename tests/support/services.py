@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.cli.local_redis import redis_answers, start_local_redis
+from cli.local_redis import redis_answers, start_local_redis
 
 PG_ADMIN_URL = os.environ.get("GPULAB_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE_URL = os.environ.get("GPULAB_TEST_REDIS_URL", "redis://127.0.0.1:6379")

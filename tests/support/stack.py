@@ -62,7 +62,7 @@ class Stack:
     def gpulab(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
                timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run one `gpulab` command to completion."""
-        result = subprocess.run([sys.executable, "-m", "service.cli.main", *args], env={**self.env, **(env or {})},
+        result = subprocess.run([sys.executable, "-m", "cli.main", *args], env={**self.env, **(env or {})},
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"gpulab {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -70,7 +70,7 @@ class Stack:
 
     def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with open(self.logs / f"{name.replace('/', '_')}.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "service.cli.main", *args],
+            proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args],
                                     env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.procs[name] = proc

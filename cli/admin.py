@@ -1,5 +1,5 @@
 """The `gpulab` commands for the lab's shared view and its admins: queue, devices, top, usage,
-users and config. `service.cli.main` registers them."""
+users and config. `cli.main` registers them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from service.cli import views
-from service.cli.console import client, err, out
+from cli import views
+from cli.console import client, err, out
 from service.settings import get_settings
 
 users_app = typer.Typer(help="Manage users (on the server: talks to the database).", no_args_is_help=True)

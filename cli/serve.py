@@ -16,8 +16,8 @@ import httpx
 import typer
 from rich.console import Console
 
-from service.cli.client import save_token
-from service.cli.local_redis import redis_answers, start_local_redis
+from cli.client import save_token
+from cli.local_redis import redis_answers, start_local_redis
 from service.db import Database
 from service.settings import Settings, get_settings
 
@@ -30,7 +30,7 @@ def _logging(level: str = "INFO") -> None:
 
 def migrate() -> None:
     """Bring the database schema to the newest version."""
-    from service.migrate import upgrade
+    from migrations.migrate import upgrade
 
     settings = get_settings()
     upgrade(settings.database_url)
@@ -99,7 +99,7 @@ def up(port: int = typer.Option(8000, help="the API's port"),
        host: str = typer.Option("127.0.0.1", help="the API's address (0.0.0.0 for the lab)"),
        cpu_worker: bool = typer.Option(False, help="also run a CPU worker when GPUs are seen")) -> None:
     """Start everything on this machine: Redis if none runs, the API, the dispatcher, workers."""
-    from service.migrate import upgrade
+    from migrations.migrate import upgrade
     from service.store.users import count_users, create_user
     from worker.device import count_gpus
 
@@ -127,7 +127,7 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     devices = [f"cuda:{i}" for i in range(gpus)] or ["cpu"]
     if gpus and cpu_worker:
         devices.append("cpu")
-    me = [sys.executable, "-m", "service.cli.main"]
+    me = [sys.executable, "-m", "cli.main"]
     parts = [Part("api", [*me, "api", "--host", host, "--port", str(port)]),
              Part("dispatcher", [*me, "dispatcher"])]
     parts += [Part(f"worker {d}", [*me, "worker", "--device", d]) for d in devices]

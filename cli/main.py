@@ -10,10 +10,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from service.cli import admin, serve
-from service.cli.client import EXIT_ERROR, Api, CliError, save_token
-from service.cli.console import client, err, out
-from service.cli.follow import exit_code_for, follow
+from cli import admin, serve
+from cli.client import EXIT_ERROR, Api, CliError, save_token
+from cli.console import client, err, out
+from cli.follow import exit_code_for, follow
 from service.settings import get_settings
 
 app = typer.Typer(help="gpulab: a job service for the lab's GPUs.", no_args_is_help=True,

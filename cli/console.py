@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from service.cli.client import Api
+from cli.client import Api
 from service.settings import get_settings
 
 out = Console()

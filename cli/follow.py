@@ -8,7 +8,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from service.cli.client import EXIT_JOB_FAILED, EXIT_OK, Api, CliError
+from cli.client import EXIT_JOB_FAILED, EXIT_OK, Api, CliError
 
 FINAL = {"succeeded", "failed", "cancelled"}
 
