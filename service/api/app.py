@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.api import problems
+from service.api import docs, problems
 from service.api.deps import AppState
-from service.api.routes import dashboard, devices, health, jobs, kinds, metrics, queue, usage, users, workers
+from service.api.routes import (
+    dashboard,
+    devices,
+    health,
+    job_views,
+    jobs,
+    kinds,
+    metrics,
+    queue,
+    usage,
+    users,
+    workers,
+)
+from service.api.routes import problems as problem_pages
 from service.db import Database
 from service.live import Publisher
 from service.settings import Settings, get_settings
@@ -16,7 +29,7 @@ gpulab runs lab members' training and tensor-experiment jobs on the lab's GPUs.
 
 Authenticate with `Authorization: Bearer <token>` (`gpulab users add NAME` prints one).
 Errors are `application/problem+json` with a stable `code`, and `field`/`value` naming
-what was wrong.
+what was wrong; each error's `type` links to its page under [/problems](/problems).
 """
 
 
@@ -26,10 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db = Database.from_settings(settings)
     publisher = Publisher(settings.redis_url)
     publisher.attach(db.read, db.write)
-    app = FastAPI(title="gpulab", version="0.1.0", description=DESCRIPTION)
+    # /docs and /redoc are served by docs.install from local files, not FastAPI's CDN pages.
+    app = FastAPI(title="gpulab", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None)
     app.state.gpulab = AppState(settings=settings, db=db, publisher=publisher)
     problems.install(app)
-    for module in (jobs, kinds, devices, queue, users, health, usage, workers, metrics):
+    for module in (jobs, job_views, kinds, devices, queue, users, health, usage, workers, metrics, problem_pages):
+        docs.declare_problems(module.router)
         app.include_router(module.router)
     dashboard.install(app)
+    docs.install(app)
     return app

@@ -22,6 +22,12 @@ def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    # Browsers ask for /favicon.ico before they read the page's <link rel="icon">.
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 def install(app: FastAPI) -> None:
     """Serve the page at `/` and its scripts and styles under `/dashboard/`."""
     app.include_router(router)

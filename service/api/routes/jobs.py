@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from jobs.context import is_safe_artifact_name, job_dir
 from service.api.deps import CurrentUser, ReadSession, State, WriteSession
+from service.api.problems import problem_responses
 from service.api.streams import follow_job, subscribe
 from service.errors import InvalidRequest, NotFound
 from service.models import Job, JobEvent, JobStatus, User, utcnow
@@ -50,7 +51,8 @@ def _last_progress(session: ReadSession, job_id: int) -> dict | None:
     return row
 
 
-@router.post("", status_code=201, response_model=JobPublic, summary="Submit a job")
+@router.post("", status_code=201, response_model=JobPublic, summary="Submit a job",
+             responses=problem_responses(403, 409, 429))
 def create_job(
     body: JobCreate,
     response: Response,
@@ -99,7 +101,8 @@ def get_job(job_id: int, user: CurrentUser, session: ReadSession) -> JobPublic:
     return job_public(job, names.get(job.owner_id, "?"), _last_progress(session, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a job")
+@router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a job",
+             responses=problem_responses(403, 409))
 def cancel_job(job_id: int, user: CurrentUser, session: WriteSession) -> JobPublic:
     job = job_store.request_cancel(session=session, job_id=job_id, user=user)
     names = _owner_names(session, [job])
