@@ -197,7 +197,8 @@ class JobEvent(Base):
     """A log line, a progress step, a metric value or a status change, in per-job order."""
 
     __tablename__ = "job_events"
-    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+    # (job_id, type, seq): a job page reads its last log lines without walking its metric events.
+    __table_args__ = (UniqueConstraint("job_id", "seq"), Index("ix_job_events_job_type_seq", "job_id", "type", "seq"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -211,7 +212,8 @@ class JobEvent(Base):
 
 class JobMetric(Base):
     __tablename__ = "job_metrics"
-    __table_args__ = (Index("ix_job_metrics_job_name", "job_id", "name", "step"),)
+    # Covering (value included): a chart's downsampling reads the index alone.
+    __table_args__ = (Index("ix_job_metrics_job_name_step_value", "job_id", "name", "step", "value"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))

@@ -76,6 +76,28 @@ class EventPage(BaseModel):
     last_seq: int
 
 
+class LogPage(BaseModel):
+    """A page of a job's log and status lines, oldest first, read from the end."""
+
+    job_id: int
+    status: str
+    items: list[EventPublic]
+    before: int | None = Field(description="pass as ?before= for the older page; null at the first line")
+    last_seq: int = Field(description="the job's newest event: follow live from here (Last-Event-ID)")
+
+
+class MetricSeriesPublic(BaseModel):
+    """One metric by step: every value, or when `downsampled` the mean of each bucket with its min and max."""
+
+    name: str
+    count: int = Field(description="how many values the job recorded")
+    downsampled: bool
+    step: list[int | None]
+    value: list[float]
+    min: list[float] | None = None
+    max: list[float] | None = None
+
+
 class MetricPoint(BaseModel):
     name: str
     step: int | None

@@ -1,0 +1,49 @@
+"""A job page's reads: the log paginated from the end, and metric series sized for charts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from service.api.deps import CurrentUser, ReadSession
+from service.schemas import EventPublic, LogPage, MetricSeriesPublic
+from service.store import jobs as job_store
+from service.store.job_views import log_tail, metric_series
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}/log", response_model=LogPage, summary="A job's log and status lines, newest page first")
+def job_log(
+    job_id: int,
+    user: CurrentUser,
+    session: ReadSession,
+    before: Annotated[int | None, Query(ge=1, description="the `before` of the newer page")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+) -> LogPage:
+    job = job_store.get_job(session=session, job_id=job_id)
+    items, cursor = log_tail(session=session, job_id=job_id, before_seq=before, limit=limit)
+    return LogPage(job_id=job_id, status=job.status, items=[EventPublic(**e) for e in items], before=cursor,
+                   last_seq=job.event_seq)
+
+
+@router.get(
+    "/{job_id}/metrics/series",
+    response_model=list[MetricSeriesPublic],
+    summary="A job's metrics by name, downsampled for charts",
+    description="Each metric with more than `points` values comes back as `points` buckets (mean, min, max); "
+    "`full=true` returns every value.",
+)
+def job_metric_series(
+    job_id: int,
+    user: CurrentUser,
+    session: ReadSession,
+    name: Annotated[list[str] | None, Query(description="only these metrics")] = None,
+    points: Annotated[int, Query(ge=10, le=10_000)] = 500,
+    full: bool = False,
+) -> list[MetricSeriesPublic]:
+    job_store.get_job(session=session, job_id=job_id)
+    series = metric_series(session=session, job_id=job_id, points=points, names=name, full=full)
+    return [MetricSeriesPublic(**asdict(s)) for s in series]
