@@ -100,15 +100,30 @@ def usage(
 
 
 @users_app.command("add")
-def users_add(name: str, admin: bool = typer.Option(False, "--admin")) -> None:
+def users_add(name: str, admin: bool = typer.Option(False, "--admin"),
+              unix_user: str | None = typer.Option(None, "--unix-user",
+                                                   help="the Unix account their command jobs run as")) -> None:
     """Add a user and print their token (shown once)."""
     from service.db import Database
     from service.store.users import create_user
 
     db = Database.from_settings(get_settings())
     with db.writing() as session:
-        _, token = create_user(session=session, name=name, is_admin=admin)
+        _, token = create_user(session=session, name=name, is_admin=admin, unix_user=unix_user)
     out.print(token)
+
+
+@users_app.command("set")
+def users_set(name: str, unix_user: str = typer.Option(..., "--unix-user",
+                                                       help="the Unix account; '' for the default one")) -> None:
+    """Change the Unix account a member's command jobs run as."""
+    from service.db import Database
+    from service.store.users import set_unix_user
+
+    db = Database.from_settings(get_settings())
+    with db.writing() as session:
+        user = set_unix_user(session=session, name=name, unix_user=unix_user or None)
+        out.print(f"{user.name} runs commands as {user.unix_user or 'the default account (GPULAB_COMMAND_USER)'}")
 
 
 @users_app.command("list")
@@ -120,7 +135,8 @@ def users_list() -> None:
     db = Database.from_settings(get_settings())
     with db.reading() as session:
         for u in list_users(session=session):
-            out.print(f"{u.name}{' (admin)' if u.is_admin else ''}")
+            out.print(f"{u.name}{' (admin)' if u.is_admin else ''}"
+                      + (f" unix:{u.unix_user}" if u.unix_user else ""))
 
 
 @users_app.command("revoke")

@@ -31,7 +31,7 @@ BUILTIN: dict[str, str] = {
     "dcgan": "jobs.dcgan",
     "finetune": "jobs.finetune",
     "features": "jobs.features",
-    "script": "jobs.script",
+    "command": "jobs.command",
 }
 
 

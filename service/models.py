@@ -84,6 +84,8 @@ class FailReason(enum.StrEnum):
     invalid_params = "invalid_params"
     device_gone = "device_gone"
     cancelled = "cancelled"
+    # A command job's requirements.txt could not be installed into its environment.
+    env_build_failed = "env_build_failed"
 
 
 class DeviceState(enum.StrEnum):
@@ -98,6 +100,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The Unix account a root worker runs this member's commands as (None: the default account).
+    unix_user: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -265,3 +269,29 @@ class DeviceSample(Base):
     external_mb: Mapped[float | None] = mapped_column(Float)
     # [{pid, used_mb, gpulab, job_id}] for the raw samples of a GPU.
     processes: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
+class Bundle(Base):
+    """A member's uploaded working directory: the file is stored once per sha256, a row per owner."""
+
+    __tablename__ = "bundles"
+    __table_args__ = (UniqueConstraint("sha256", "owner_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    files: Mapped[int] = mapped_column(Integer)
+    unpacked_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PythonEnv(Base):
+    """A Python environment an admin registered (a venv or conda prefix on the workers' disk)."""
+
+    __tablename__ = "python_envs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -175,6 +175,7 @@ class UserPublic(BaseModel):
     id: int
     name: str
     is_admin: bool
+    unix_user: str | None = Field(None, description="the account a root worker runs their commands as")
 
 
 class Health(BaseModel):
@@ -255,3 +256,19 @@ class QueueTimeline(BaseModel):
     until: datetime
     step_s: float
     points: list[TimelinePointPublic]
+
+
+class BundlePublic(BaseModel):
+    sha256: str
+    size_bytes: int
+    files: int
+    unpacked_bytes: int
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime = Field(description="removed then unless a job uses it first")
+
+
+class PythonEnvPublic(BaseModel):
+    name: str
+    path: str
+    created_at: datetime

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,7 +56,18 @@ class Settings(BaseSettings):
 
     # Workers.
     torch_threads: int = Field(0, ge=0, description="torch threads per CPU job child (0: torch's default)")
-    enable_script_kind: bool = Field(False, description="allow the `script` kind (runs members' own code)")
+    # The old name of the switch (the `script` kind this replaced) is still read.
+    enable_command_kind: bool = Field(False, validation_alias=AliasChoices("GPULAB_ENABLE_COMMAND_KIND",
+                                                                          "GPULAB_ENABLE_SCRIPT_KIND"),
+                                      description="allow the `command` kind (members' own code)")
+
+    # Command jobs: bundles, run folders, outputs, accounts.
+    bundles_dir: Path | None = Field(None, description="uploaded bundles; default: state_dir/bundles")
+    runs_dir: Path | None = Field(None, description="command jobs' working folders; default: state_dir/runs")
+    max_bundle_mb: int = Field(200, ge=1, description="the largest bundle (packed) a member may upload")
+    bundle_keep_s: float = Field(7 * 86400, gt=0, description="a bundle no job used for this long is removed")
+    max_output_mb: int = Field(2048, ge=0, description="a command job's outputs kept as artifacts, at most")
+    command_user: str = Field("nobody", description="Unix account for members without one (root workers)")
 
     # Device samples and usage.
     sample_s: float = Field(5.0, gt=0, description="how often a worker records its device's readings")
@@ -80,6 +91,11 @@ class Settings(BaseSettings):
         if self.artifacts_dir is None:
             self.artifacts_dir = self.state_dir / "artifacts"
         self.artifacts_dir = self.artifacts_dir.expanduser()
+        self.bundles_dir = (self.bundles_dir or self.state_dir / "bundles").expanduser()
+        self.runs_dir = (self.runs_dir or self.state_dir / "runs").expanduser()
+        if self.command_user in ("root", "0"):
+            raise ValueError("GPULAB_COMMAND_USER=root: members' commands never run as root; "
+                             "name an unprivileged account (nobody)")
         if self.default_timeout_s > self.max_timeout_s:
             raise ValueError(
                 f"GPULAB_DEFAULT_TIMEOUT_S={self.default_timeout_s} is longer than "
@@ -102,6 +118,16 @@ class Settings(BaseSettings):
     def artifacts_root(self) -> Path:
         """Where job artifacts live (resolved at start from state_dir when not set)."""
         return self.artifacts_dir or self.state_dir / "artifacts"
+
+    @property
+    def bundles_root(self) -> Path:
+        """Where uploaded bundles live (resolved at start)."""
+        return self.bundles_dir or self.state_dir / "bundles"
+
+    @property
+    def runs_root(self) -> Path:
+        """Where command jobs' working folders live (resolved at start)."""
+        return self.runs_dir or self.state_dir / "runs"
 
     @property
     def is_sqlite(self) -> bool:

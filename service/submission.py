@@ -18,6 +18,7 @@ from service.errors import (
     InvalidRequest,
     JobNotFound,
     KindDisabled,
+    NotFound,
     UnknownDevice,
     UnknownKind,
 )
@@ -25,6 +26,8 @@ from service.limits import check_pending_limit
 from service.models import Device, Job, JobStatus, User
 from service.schemas import JobCreate
 from service.settings import Settings
+from service.store.bundles import use_bundle
+from service.store.envs import get_env
 from service.store.jobs import insert_job
 
 MEMBER_MAX_PRIORITY = 0
@@ -33,7 +36,7 @@ MEMBER_MAX_PRIORITY = 0
 def kind_enabled(name: str, settings: Settings) -> bool:
     """Whether members may submit this kind here (the script kind is off unless enabled)."""
     kind = get_kind(name)
-    return not kind.admin_enabled_only or settings.enable_script_kind
+    return not kind.admin_enabled_only or settings.enable_command_kind
 
 
 def validate_params(kind_name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +111,11 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
         check_declared_memory(request, body.gpu_memory_gb, session)
     check_pending_limit(session=session, settings=settings, user=user)
     from_job_id = _from_job(session, body.kind, params, user)
+    max_attempts = body.max_attempts or settings.max_attempts
+    if body.kind == "command":
+        _check_command(session, params, user)
+        # A member's code may not be safe to run twice: a lost worker re-runs it only if asked.
+        max_attempts = max_attempts if params.get("requeue") else 1
     job = Job(
         owner_id=user.id,
         kind=body.kind,
@@ -117,7 +125,7 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
         gpu_memory_gb=body.gpu_memory_gb,
         timeout_s=timeout_s,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
-        max_attempts=body.max_attempts or settings.max_attempts,
+        max_attempts=max_attempts,
         idempotency_key=idempotency_key,
         from_job_id=from_job_id,
         status=JobStatus.pending,
@@ -139,3 +147,15 @@ def _from_job(session: Session, kind_name: str, params: dict[str, Any], user: Us
         raise InvalidParams(f"{field}: job {source_id} is {source.status}, not succeeded",
                             field=field, value=source_id)
     return source_id
+
+
+def _check_command(session: Session, params: dict[str, Any], user: User) -> None:
+    """A command job's bundle is the member's own and its Python environment exists."""
+    if params.get("bundle"):
+        use_bundle(session=session, sha256=params["bundle"], user=user)
+    if params.get("python_env"):
+        try:
+            get_env(session=session, name=params["python_env"])
+        except NotFound as exc:
+            raise InvalidParams(f"params.python_env: {exc.detail}", field="params.python_env",
+                                value=params["python_env"]) from None

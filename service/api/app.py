@@ -7,8 +7,10 @@ from fastapi import FastAPI
 from service.api import docs, problems
 from service.api.deps import AppState
 from service.api.routes import (
+    bundles,
     dashboard,
     devices,
+    envs,
     health,
     job_views,
     jobs,
@@ -43,7 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="gpulab", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None)
     app.state.gpulab = AppState(settings=settings, db=db, publisher=publisher)
     problems.install(app)
-    for module in (jobs, job_views, kinds, devices, queue, users, health, usage, workers, metrics, problem_pages):
+    for module in (jobs, job_views, bundles, envs, kinds, devices, queue, users, health, usage, workers, metrics,
+                   problem_pages):
         docs.declare_problems(module.router)
         app.include_router(module.router)
     dashboard.install(app)

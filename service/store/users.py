@@ -14,17 +14,33 @@ from service.models import Token, User, utcnow
 from service.security import hash_token, new_token
 
 NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
+UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
-def create_user(*, session: Session, name: str, is_admin: bool = False) -> tuple[User, str]:
+def check_unix_user(unix_user: str | None) -> str | None:
+    """A Unix account name a member may be mapped to (never root); None clears the mapping."""
+    if unix_user in (None, ""):
+        return None
+    if not UNIX_NAME.match(unix_user):
+        raise InvalidRequest(f"unix_user {unix_user!r} is not a Unix account name", field="unix_user",
+                             value=unix_user)
+    if unix_user == "root":
+        raise InvalidRequest("unix_user 'root': members' commands never run as root; map an ordinary account",
+                             field="unix_user", value=unix_user)
+    return unix_user
+
+
+def create_user(*, session: Session, name: str, is_admin: bool = False,
+                unix_user: str | None = None) -> tuple[User, str]:
     """Add a member (or admin) and return them with their first token, shown only now."""
+    unix_user = check_unix_user(unix_user)
     if not NAME.match(name):
         raise InvalidRequest(
             f"user name {name!r} must be lower-case letters, digits, '_', '.' or '-'",
             field="name",
             value=name,
         )
-    user = User(name=name, is_admin=is_admin)
+    user = User(name=name, is_admin=is_admin, unix_user=unix_user)
     session.add(user)
     try:
         session.flush()
@@ -34,6 +50,17 @@ def create_user(*, session: Session, name: str, is_admin: bool = False) -> tuple
     token = _add_token(session, user)
     session.commit()
     return user, token
+
+
+def set_unix_user(*, session: Session, name: str, unix_user: str | None) -> User:
+    """Map a member to a Unix account (None: the default unprivileged one) for their command jobs."""
+    unix_user = check_unix_user(unix_user)
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFound(f"no user is called {name!r}", field="name", value=name)
+    user.unix_user = unix_user
+    session.commit()
+    return user
 
 
 def issue_token(*, session: Session, name: str) -> str:

@@ -14,7 +14,7 @@ def test_listing_kinds_does_not_import_torch() -> None:
         "import json, sys\n"
         "from jobs.registry import list_kinds\n"
         "kinds = [k.name for k in list_kinds()]\n"
-        "minimal = {'script': {'path': '/lab/train.py'}}\n"
+        "minimal = {'command': {'argv': ['python', 'train.py']}}\n"
         "for k in list_kinds():\n"
         "    k.validate(minimal.get(k.name) or ({k.from_job_param: 1} if k.from_job_param else {}))\n"
         "print(json.dumps({'kinds': kinds, 'heavy': sorted(m for m in ('torch', 'numpy',"
@@ -33,10 +33,10 @@ def test_builtin_kind_is_well_formed(name: str) -> None:
     assert kind.name == name
     assert kind.params.model_config.get("extra") == "forbid"
     # The defaults are valid; a kind that starts from another job only needs that job's id,
-    # and the script kind only the member's file.
+    # and the command kind only its argv.
     required = {kind.from_job_param: 1} if kind.from_job_param else {}
-    if name == "script":
-        required = {"path": "/lab/train.py"}
+    if name == "command":
+        required = {"argv": ["python", "train.py"]}
     assert isinstance(kind.validate(required), BaseModel)
 
 

@@ -1,0 +1,84 @@
+"""Bundle rows: who uploaded which content, and when a job last used it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.errors import InvalidParams, NotFound
+from service.models import Bundle, Job, JobStatus, User, utcnow
+
+ACTIVE = (JobStatus.pending, JobStatus.dispatched, JobStatus.running)
+
+
+def record_bundle(*, session: Session, sha256: str, owner_id: int, size_bytes: int, files: int,
+                  unpacked_bytes: int) -> tuple[Bundle, bool]:
+    """The owner's row for this content, made if new; returns it and whether it is new."""
+    existing = session.scalar(select(Bundle).where(Bundle.sha256 == sha256, Bundle.owner_id == owner_id))
+    if existing is not None:
+        existing.last_used_at = utcnow()
+        session.commit()
+        return existing, False
+    bundle = Bundle(sha256=sha256, owner_id=owner_id, size_bytes=size_bytes, files=files,
+                    unpacked_bytes=unpacked_bytes)
+    session.add(bundle)
+    try:
+        session.commit()
+    except IntegrityError:  # the same member uploaded the same content twice at once
+        session.rollback()
+        return record_bundle(session=session, sha256=sha256, owner_id=owner_id, size_bytes=size_bytes,
+                             files=files, unpacked_bytes=unpacked_bytes)
+    return bundle, True
+
+
+def get_bundle(*, session: Session, sha256: str, user: User) -> Bundle:
+    """A bundle the user uploaded (admins: anyone's); raises NotFound."""
+    stmt = select(Bundle).where(Bundle.sha256 == sha256)
+    if not user.is_admin:
+        stmt = stmt.where(Bundle.owner_id == user.id)
+    bundle = session.scalars(stmt.limit(1)).first()
+    if bundle is None:
+        raise NotFound(f"you have no bundle {sha256}; upload it with POST /bundles", field="sha256", value=sha256)
+    return bundle
+
+
+def use_bundle(*, session: Session, sha256: str, user: User) -> Bundle:
+    """Check a submitted job may use this bundle and mark it used (in the submit's transaction)."""
+    try:
+        bundle = get_bundle(session=session, sha256=sha256, user=user)
+    except NotFound:
+        raise InvalidParams(f"params.bundle: you have no bundle {sha256} (it expired or was never uploaded); "
+                            "upload it again", field="params.bundle", value=sha256) from None
+    bundle.last_used_at = utcnow()
+    return bundle
+
+
+def bundle_of_job(*, session: Session, sha256: str, owner_id: int) -> Bundle | None:
+    """The row of the bundle a job names (for the worker and for showing the job)."""
+    return session.scalars(select(Bundle).where(Bundle.sha256 == sha256, Bundle.owner_id == owner_id)).first()
+
+
+def expire_bundles(*, session: Session, keep_s: float) -> list[str]:
+    """Drop rows unused for `keep_s` (none a waiting or running job needs); the shas whose file may go."""
+    cutoff = utcnow() - timedelta(seconds=keep_s)
+    old = list(session.scalars(select(Bundle).where(Bundle.last_used_at < cutoff)))
+    if not old:
+        return []
+    needed = {(job.owner_id, (job.params or {}).get("bundle")) for job in
+              session.scalars(select(Job).where(Job.kind == "command", Job.status.in_(ACTIVE)))}
+    gone = [b for b in old if (b.owner_id, b.sha256) not in needed]
+    if not gone:
+        return []
+    session.execute(delete(Bundle).where(Bundle.id.in_([b.id for b in gone])))
+    shas = {b.sha256 for b in gone}
+    still = set(session.scalars(select(Bundle.sha256).where(Bundle.sha256.in_(shas))))
+    session.commit()
+    return sorted(shas - still)
+
+
+def count_bundles(*, session: Session, sha256: str) -> int:
+    """How many members hold this content."""
+    return session.scalar(select(func.count(Bundle.id)).where(Bundle.sha256 == sha256)) or 0
