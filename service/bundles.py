@@ -28,11 +28,17 @@ MAX_FILES = 100_000
 
 
 class BundleTooLarge(GpulabError):
+    """The uploaded bundle is larger than the server's `GPULAB_MAX_BUNDLE_MB`."""
+
     code, status = "bundle_too_large", 413
+    help = "Leave data and outputs out of the working directory (list them in `.gpulabignore`), or ask an admin."
 
 
 class InvalidBundle(GpulabError):
+    """The uploaded bundle is not a tar archive, or holds an entry that could escape its folder."""
+
     code, status = "invalid_bundle", 422
+    help = "Pack the folder with `gpulab submit --working-dir DIR`; remove links that point outside it."
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import bundles as bundle_files
 from service.api.deps import CurrentUser, ReadSession, State
+from service.api.problems import problem_responses
 from service.models import Bundle
 from service.schemas import BundlePublic
 from service.store import bundles as bundle_store
@@ -26,7 +27,7 @@ def bundle_public(bundle: Bundle, keep_s: float) -> BundlePublic:
                         expires_at=bundle.last_used_at + timedelta(seconds=keep_s))
 
 
-@router.post("", status_code=201, response_model=BundlePublic,
+@router.post("", status_code=201, response_model=BundlePublic, responses=problem_responses(413, 422),
              summary="Upload a bundle (a tar archive, gzip allowed, as the raw body)",
              description="Streamed to disk under its sha256; the same content again answers 200. "
              "Over GPULAB_MAX_BUNDLE_MB: 413. Entries that are absolute, contain `..`, are devices or "
