@@ -51,10 +51,6 @@ class Publisher:
             )
         return self._client
 
-    def reset(self) -> None:
-        """Drop the connection (after a fork)."""
-        self._client = None
-
     def publish(self, channel: str, payload: Any) -> None:
         try:
             self.client.publish(channel, json.dumps(payload, default=str))

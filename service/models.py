@@ -82,7 +82,6 @@ class FailReason(enum.StrEnum):
     timeout = "timeout"
     worker_lost = "worker_lost"
     invalid_params = "invalid_params"
-    device_gone = "device_gone"
     cancelled = "cancelled"
     # A command job's requirements.txt could not be installed into its environment.
     env_build_failed = "env_build_failed"

@@ -42,7 +42,6 @@ class WorkerContext(FileContext):
         self._last_flush = time.monotonic()
         self._last_poll = 0.0
         self._stop = False
-        self.stop_forced = False  # set when the time limit or a cancel ends the job
 
     # -- what the job reports ---------------------------------------------------------------
 
