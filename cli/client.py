@@ -9,15 +9,14 @@ from typing import Any
 
 import httpx
 
+from cli.errors import EXIT_FAILURE, EXIT_OK, CliError, UsageError
 from service.settings import Settings
 
-EXIT_OK = 0
-EXIT_JOB_FAILED = 1  # the job ended failed or cancelled
-EXIT_ERROR = 2  # the CLI was misused, or the service refused or could not be reached
+__all__ = ["EXIT_JOB_FAILED", "EXIT_OK", "Api", "CliError", "UsageError", "load_token", "save_token"]
 
-
-class CliError(Exception):
-    """An error to print and exit with EXIT_ERROR."""
+EXIT_JOB_FAILED = EXIT_FAILURE  # the job ended failed or cancelled
+# Problems that say the command line asked for something impossible: a usage error (exit 2).
+USAGE_CODES = {"invalid_params", "unknown_kind", "invalid_request", "unknown_device", "kind_disabled"}
 
 
 def credentials_file(settings: Settings) -> Path:
@@ -40,18 +39,28 @@ def load_token(settings: Settings) -> str:
     path = credentials_file(settings)
     if path.is_file():
         return path.read_text().strip()
-    raise CliError(f"no token: set GPULAB_TOKEN or run `gpulab login TOKEN` (looked in {path})")
+    raise CliError(f"no token: run `gpulab login TOKEN` or set GPULAB_TOKEN (looked in {path})")
 
 
-def describe_problem(response: httpx.Response) -> str:
-    """A one-line message from a problem+json (or any error) response."""
+def problem_error(response: httpx.Response) -> CliError:
+    """A one-line error from a problem+json (or any error) response, with what to do."""
     try:
         body = response.json()
     except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:200]}"
-    if isinstance(body, dict) and "code" in body:
-        return f"{body['code']}: {body.get('detail', '')}"
-    return f"HTTP {response.status_code}: {body}"
+        return CliError(f"HTTP {response.status_code} from gpulab: {response.text[:200]}")
+    if not (isinstance(body, dict) and "code" in body):
+        return CliError(f"HTTP {response.status_code} from gpulab: {body}")
+    code, detail = body["code"], body.get("detail", "")
+    if code == "unauthorized":
+        return CliError(f"{code}: {detail}: run `gpulab login TOKEN` with a valid token")
+    if code in USAGE_CODES:
+        hint = {"unknown_kind": " (`gpulab kinds` lists them)",
+                "invalid_params": " (`gpulab kinds` shows each kind's parameters)",
+                "unknown_device": " (`gpulab devices` lists them)"}.get(code, "")
+        return UsageError(f"{code}: {detail}{hint}")
+    if response.status_code == 503:
+        return CliError(f"{code}: {detail} (retry in {response.headers.get('Retry-After', 'a few')} s)")
+    return CliError(f"{code}: {detail}")
 
 
 class Api:
@@ -65,9 +74,10 @@ class Api:
         try:
             response = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
-            raise CliError(f"cannot reach gpulab at {self.base} ({exc}); is it running? (gpulab up)") from exc
+            raise CliError(f"cannot reach gpulab at {self.base} ({exc}): start it with `gpulab up`, "
+                           f"or set GPULAB_API_URL") from exc
         if response.status_code >= 400:
-            raise CliError(describe_problem(response))
+            raise problem_error(response)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response
@@ -82,7 +92,7 @@ class Api:
         with self.http.stream("GET", path) as response:
             if response.status_code >= 400:
                 response.read()
-                raise CliError(describe_problem(response))
+                raise problem_error(response)
             size = 0
             with open(dest, "wb") as f:
                 for chunk in response.iter_bytes():
@@ -99,7 +109,7 @@ class Api:
                               timeout=httpx.Timeout(10.0, read=60.0)) as response:
             if response.status_code >= 400:
                 response.read()
-                raise CliError(describe_problem(response))
+                raise problem_error(response)
             data: list[str] = []
             for line in response.iter_lines():
                 if line.startswith("data:"):

@@ -14,3 +14,10 @@ err = Console(stderr=True, soft_wrap=True)
 def client() -> Api:
     """A client of the API named by the settings, with the saved or given token."""
     return Api(get_settings())
+
+
+def print_error(message: str) -> None:
+    """One line on stderr: `error: ` and the message, never read as markup."""
+    from rich.text import Text
+
+    err.print(Text.assemble(("error: ", "red"), message), highlight=False)

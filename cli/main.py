@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,12 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cli import admin, serve
-from cli.client import EXIT_ERROR, Api, CliError, save_token
-from cli.console import client, err, out
+from cli import admin, local_run, serve, views
+from cli.client import Api, save_token
+from cli.console import client, err, out, print_error
+from cli.errors import one_line
 from cli.follow import exit_code_for, follow
+from cli.params import build_params
 from service.settings import get_settings
 
 app = typer.Typer(help="gpulab: a job service for the lab's GPUs.", no_args_is_help=True,
@@ -22,24 +23,34 @@ app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.devices_app, name="devices")
 
 for command in (serve.up, serve.api, serve.dispatcher, serve.worker, serve.migrate,
-                admin.queue, admin.top, admin.usage, admin.config):
+                admin.queue, admin.top, admin.usage, admin.config, local_run.run):
     app.command()(command)
+
+# Set by --debug: an unexpected error then shows its traceback instead of one line.
+_debug = False
 
 
 @app.callback()
-def _main() -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks of unexpected errors")) -> None:
+    global _debug
+    _debug = debug
     serve.check_settings()
 
 
-def parse_param(text: str) -> tuple[str, Any]:
-    """`key=value`; the value is JSON when it parses (numbers, lists, true), else a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise CliError(f"-p {text!r}: write parameters as key=value")
+def params_schema(api: Api | None, kind: str) -> dict[str, Any] | None:
+    """The JSON Schema of a kind's params: from this install's registry, else from the service."""
+    from jobs.registry import UnknownKind, get_kind
+
     try:
-        return key, json.loads(raw)
-    except ValueError:
-        return key, raw
+        return get_kind(kind).params.model_json_schema()
+    except UnknownKind:
+        pass
+    if api is None:
+        return None
+    for k in api.get("/job-kinds"):
+        if k["name"] == kind:
+            return k["params_schema"]
+    return None  # the service names the unknown kind when the job is submitted
 
 
 @app.command()
@@ -57,7 +68,7 @@ def submit(
 ) -> None:
     """Submit a job, then follow its log and progress until it ends (exit 0 only if it succeeded)."""
     api = client()
-    params = dict(parse_param(p) for p in param)
+    params = build_params(param, params_schema(api, kind))
     body: dict[str, Any] = {"kind": kind, "params": params, "device": device, "priority": priority}
     for key, value in (("gpu_memory_gb", gpu_memory_gb), ("timeout_s", timeout), ("seed", seed)):
         if value is not None:
@@ -67,7 +78,7 @@ def submit(
         out.print(job["id"])
         return
     err.print(f"job {job['id']} submitted ({kind} on {job['device_request']})")
-    status = follow(api, job["id"], err)
+    status = follow(api, job["id"])
     final = api.get(f"/jobs/{job['id']}")
     if as_json:
         out.print_json(data=final)
@@ -108,25 +119,35 @@ def _num(v: float | None) -> str:
 
 
 @app.command()
-def show(job_id: int) -> None:
-    """Show one job as JSON."""
-    out.print_json(data=client().get(f"/jobs/{job_id}"))
+def show(job_id: int, as_json: bool = typer.Option(False, "--json", help="the job as JSON, for scripts")) -> None:
+    """Show one job: status and reason, times, device, params and result."""
+    job = client().get(f"/jobs/{job_id}")
+    if as_json:
+        out.print_json(data=job)
+        return
+    out.print(views.job_summary(job))
 
 
 @app.command()
 def logs(job_id: int, follow_: bool = typer.Option(False, "--follow", "-f", help="keep following")) -> None:
-    """Print a job's log (and follow it with -f)."""
+    """Print a job's log to stdout (and follow it with -f); status lines go to stderr."""
     api = client()
     if follow_:
-        raise typer.Exit(exit_code_for(follow(api, job_id, err, show_progress=False)))
+        raise typer.Exit(exit_code_for(follow(api, job_id, log_to=sys.stdout, show_progress=False)))
     after = 0
     while True:
         page = api.get(f"/jobs/{job_id}/events", params={"after": after, "type": ["log", "status"]})
         for e in page["items"]:
-            out.print(e["message"] if e["type"] == "log" else f"● {e['message']}", markup=False, highlight=False)
+            # Log text is written as it is, never wrapped: a pipe gets the job's own lines.
+            if e["type"] == "log":
+                sys.stdout.write(e["message"] + "\n")
+            else:
+                sys.stdout.flush()
+                err.print(f"● {e['message']}", markup=False, highlight=False)
         if not page["items"]:
             break
         after = page["last_seq"]
+    sys.stdout.flush()
 
 
 @app.command()
@@ -173,31 +194,41 @@ def login(token: str = typer.Argument(..., help="your token")) -> None:
     err.print(f"logged in as {me['name']}; token saved to {path}")
 
 
-@app.command()
-def run(
-    kind: str,
-    param: list[str] = typer.Option([], "-p", "--param"),
-    device: str = typer.Option("cpu", "--device", "-d", help="cpu or cuda:0"),
-    seed: int = typer.Option(0),
-    artifacts_dir: Path = typer.Option(Path("gpulab-run"), help="where artifacts go"),
-) -> None:
-    """Run one job in this process, without the service, and print its result as JSON."""
-    from jobs.context import LocalContext
-    from jobs.registry import get_kind
-
-    kind_obj = get_kind(kind)
-    params = kind_obj.validate(dict(parse_param(p) for p in param))
-    ctx = LocalContext(artifacts_root=artifacts_dir, job_id="run", device=device, seed=seed, echo=True)
-    result = kind_obj.run(params, ctx)
-    out.print_json(data=result)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: usage errors exit 2, failures exit 1, each as one line on stderr."""
     try:
-        app()
-    except CliError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
-        sys.exit(EXIT_ERROR)
+        code = app(args=argv, prog_name="gpulab", standalone_mode=False)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except typer.TyperException as exc:  # click's usage errors (typer carries its own click)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        exit_code = getattr(exc, "exit_code", 2)
+        if message:  # empty when the help was shown for a bare `gpulab`
+            print_error(f"{message} (see `gpulab {_command_path(exc)}--help`)" if exit_code == 2 else message)
+        sys.exit(exit_code)
+    except Exception as exc:
+        if _debug:
+            raise
+        settings = _settings_or_none()
+        message, code = one_line(exc, database_url=settings.database_url if settings else "",
+                                 redis_url=settings.redis_url if settings else "")
+        print_error(message)
+        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _command_path(exc: Any) -> str:
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path.split(" ", 1)[1] if ctx is not None and " " in ctx.command_path else ""
+    return f"{path} " if path else ""
+
+
+def _settings_or_none() -> Any:
+    try:
+        return get_settings()
+    except Exception:  # the settings themselves are what failed; the message needs no URL
+        return None
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ class Part:
 
 def up(port: int = typer.Option(8000, help="the API's port"),
        host: str = typer.Option("127.0.0.1", help="the API's address (0.0.0.0 for the lab)"),
-       cpu_worker: bool = typer.Option(False, help="also run a CPU worker when GPUs are seen")) -> None:
+       cpu_worker: bool = typer.Option(False, help="also run a CPU worker when GPUs are seen"),
+       ready_timeout: float = typer.Option(180.0, help="seconds to wait for the API and every worker")) -> None:
     """Start everything on this machine: Redis if none runs, the API, the dispatcher, workers."""
     from migrations.migrate import upgrade
     from service.store.users import count_users, create_user
@@ -142,14 +143,27 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
-    if _wait_ready(url, 60):
-        console.print(f"[green]gpulab is up[/] at {url} (API docs {url}/docs) with devices: {', '.join(devices)}\n"
-                      f"  try: gpulab submit regression -p epochs=200")
+    workers = [p for p in parts if p.name.startswith("worker")]
+    # "Up" means a submit succeeds now: the API answers and every worker started here has
+    # registered its device (a submit before that is refused as an unknown device).
+    db = Database.from_settings(settings)
+    deadline = time.monotonic() + ready_timeout
+    announced = warned = False
     try:
         while not stopping:
             for part in parts:
                 if part.proc and part.proc.poll() is not None and not stopping:
                     _restart(part)
+            if not announced:
+                waiting = _not_ready(url, db, settings.host, workers)
+                if not waiting:
+                    announced = True
+                    console.print(f"[green]gpulab is up[/] at {url} (API docs {url}/docs) with devices: "
+                                  f"{', '.join(devices)}\n  try: gpulab submit regression -p steps=200")
+                elif not warned and time.monotonic() > deadline:
+                    warned = True
+                    console.print(f"[red]gpulab is not up after {ready_timeout:.0f} s: {waiting}[/]; see the "
+                                  f"output above, fix it and restart (Ctrl-C stops everything)")
             time.sleep(0.5)
     finally:
         console.print("stopping gpulab…")
@@ -162,6 +176,7 @@ def up(port: int = typer.Option(8000, help="the API's port"),
                     part.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     part.proc.kill()
+        db.engine.dispose()
         if redis_proc:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)
@@ -180,15 +195,28 @@ def _restart(part: Part) -> None:
     part.start()
 
 
-def _wait_ready(url: str, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):  # not listening yet
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return True
-        time.sleep(0.3)
-    console.print(f"[red]the API did not become ready at {url} within {timeout_s:.0f} s[/]")
-    return False
+def _not_ready(url: str, db: Database, host: str, workers: list[Part]) -> str:
+    """What still keeps gpulab from taking jobs ("" once nothing does)."""
+    from sqlalchemy import select
+
+    from service.models import Worker
+
+    try:
+        if httpx.get(f"{url}/readyz", timeout=2).status_code != 200:
+            return f"the API at {url} is not ready (its database or Redis does not answer)"
+    except httpx.HTTPError:
+        return f"the API does not answer at {url}"
+    pids = {p.proc.pid: p.name for p in workers if p.proc}
+    try:
+        with db.reading() as session:
+            registered = set(session.scalars(select(Worker.pid).where(
+                Worker.host == host, Worker.stopped_at.is_(None), Worker.pid.in_(list(pids)))))
+    except Exception as exc:  # the database may be briefly locked by the parts starting up
+        return f"cannot read the workers' registrations ({type(exc).__name__})"
+    missing = [name for pid, name in pids.items() if pid not in registered]
+    if len(pids) < len(workers):
+        missing += [p.name for p in workers if not p.proc]
+    return f"{', '.join(missing)} has not registered its device" if missing else ""
 
 
 def _safe_url(url: str) -> str:

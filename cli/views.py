@@ -80,3 +80,61 @@ def usage_table(report: dict[str, Any]) -> Table:
         table.add_row(r["key"], str(r["jobs"]), outcomes, f"{r['gpu_hours']:.2f}", f"{r['gpu_used_hours']:.2f}",
                       f"{r['cpu_hours']:.2f}", wait)
     return table
+
+
+def _cell(value: Any) -> str:
+    """A result value for a table cell: numbers short, lists and dicts as compact JSON."""
+    import json
+
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict | list):
+        text = json.dumps(value, separators=(", ", ": "))
+        return text if len(text) <= 100 else text[:97] + "…"
+    return str(value)
+
+
+def job_summary(job: dict[str, Any]) -> Group:
+    """`gpulab show`: status and reason, times, device, params and result as tables."""
+    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(job["status"], "cyan")
+    head = Text(f"job {job['id']} ", style="bold").append(job["kind"]).append("  ")
+    head.append(job["status"], style=f"bold {colour}")
+    if job.get("reason"):
+        head.append(f" ({job['reason']})")
+    facts = Table(box=None, show_header=False, pad_edge=False)
+    facts.add_column(style="dim")
+    facts.add_column()
+    rows: list[tuple[str, Any]] = [
+        ("owner", job["owner"]),
+        ("device", job.get("device_id") or f"{job['device_request']} (requested)"),
+        ("submitted", (job.get("created_at") or "")[:19].replace("T", " ")),
+        ("started", (job.get("started_at") or "–")[:19].replace("T", " ")),
+        ("finished", (job.get("finished_at") or "–")[:19].replace("T", " ")),
+        ("waited", "–" if job.get("wait_seconds") is None else f"{job['wait_seconds']:.1f} s"),
+        ("ran", "–" if job.get("run_seconds") is None else f"{job['run_seconds']:.1f} s"),
+        ("attempt", f"{job['attempt']} of at most {job['max_attempts']}"),
+        ("seed", job["seed"]),
+    ]
+    if job.get("peak_memory_mb") is not None:
+        rows.append(("peak GPU memory", _mib(job["peak_memory_mb"])))
+    if job.get("cancelled_by"):
+        rows.append(("cancelled by", job["cancelled_by"]))
+    progress = job.get("progress") or {}
+    if progress.get("total"):
+        rows.append(("progress", f"{progress.get('step', 0)}/{progress['total']}"))
+    for name, value in rows:
+        facts.add_row(name, str(value))
+    parts: list[Any] = [head, facts]
+    if job.get("params"):
+        params = Table("param", "value", box=None, pad_edge=False, title="params", title_justify="left")
+        for k, v in job["params"].items():
+            params.add_row(k, _cell(v))
+        parts.append(params)
+    if job.get("result"):
+        result = Table("result", "value", box=None, pad_edge=False, title="result", title_justify="left")
+        for k, v in job["result"].items():
+            result.add_row(k, _cell(v))
+        parts.append(result)
+    if job.get("error"):
+        parts.append(Text(f"error: {job['error']}", style="red"))
+    return Group(*parts)

@@ -181,6 +181,8 @@ class UserPublic(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+    # /readyz: devices whose worker is online (a submit for another device is refused).
+    devices_online: list[str] | None = None
 
 
 class DeviceSamplePoint(BaseModel):

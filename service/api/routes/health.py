@@ -1,13 +1,15 @@
-"""/healthz (the process answers) and /readyz (its database and Redis answer)."""
+"""/healthz (the process answers) and /readyz (its database and Redis answer, and which
+devices are online to take jobs)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import select, text
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import State
+from service.models import Device, DeviceState
 from service.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -18,14 +20,19 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, summary="Readiness: database and Redis",
+@router.get("/readyz", response_model=Health, summary="Readiness: database and Redis; devices online",
             responses={503: {"model": Health}})
 async def readyz(state: State) -> JSONResponse:
+    """503 when the database or Redis does not answer. `devices_online` lists the devices that
+    take jobs now; an empty list is no 503, since a submit for a known device still queues."""
     checks: dict[str, str] = {}
+    online: list[str] = []
 
     def database() -> None:
         with state.db.reading() as session:
             session.execute(text("SELECT 1"))
+            online.extend(session.scalars(select(Device.id).where(Device.state == DeviceState.online)
+                                          .order_by(Device.id)))
 
     def broker() -> None:
         state.publisher.client.ping()
@@ -37,6 +44,7 @@ async def readyz(state: State) -> JSONResponse:
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    body = Health(status="ok" if ok else "unavailable", checks=checks,
+                  devices_online=online if checks["database"] == "ok" else None)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503,
                         headers={} if ok else {"Retry-After": "5"})
