@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import logging
 import re
@@ -159,7 +158,8 @@ def up(port: int = typer.Option(8000, help="the API's port"),
                 if not waiting:
                     announced = True
                     console.print(f"[green]gpulab is up[/] at {url} (API docs {url}/docs) with devices: "
-                                  f"{', '.join(devices)}\n  try: gpulab submit regression -p steps=200")
+                                  f"{', '.join(devices)}\n  try: gpulab submit regression -p steps=200"
+                                  f"{'' if 'cpu' in devices else ' --device gpu'}")
                 elif not warned and time.monotonic() > deadline:
                     warned = True
                     console.print(f"[red]gpulab is not up after {ready_timeout:.0f} s: {waiting}[/]; see the "

@@ -45,8 +45,11 @@ def make_celery(settings: Settings) -> Celery:
             "socket_connect_timeout": 3,
         },
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        worker_enable_remote_control=False,
+        # Remote control lets admins use `celery -A worker.app inspect ...` and Flower see
+        # the workers and their queues; task events (for Flower's task views) are a setting.
+        worker_enable_remote_control=True,
+        worker_send_task_events=settings.celery_events,
+        task_send_sent_event=settings.celery_events,
         enable_utc=True,
     )
     return app

@@ -7,6 +7,7 @@ connections and CUDA context, and keeps them between jobs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import uuid
@@ -145,6 +146,23 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     app = build_app(settings)
     app.worker_main([
         "worker", "-Q", device_queue(info.id), "-c", str(slots), "-P", "prefork",
-        "--without-mingle", "--without-gossip", "--without-heartbeat",
+        # Mingle and gossip sync worker state that gpulab keeps in its database; they only slow
+        # a start. The event heartbeat goes with task events (Flower shows workers from it).
+        "--without-mingle", "--without-gossip", *([] if settings.celery_events else ["--without-heartbeat"]),
         "-n", f"gpulab-{info.id.replace('/', '-')}@{info.host}", "-l", loglevel,
     ])
+
+
+def __getattr__(name: str) -> Any:
+    """`celery -A worker.app inspect ping|active|stats` (and Flower) find an app here, built on
+    first use from the settings, so importing this module reads no settings."""
+    if name in ("app", "celery"):
+        return _admin_app()
+    raise AttributeError(name)
+
+
+@functools.cache
+def _admin_app() -> Celery:
+    from service.settings import get_settings
+
+    return build_app(get_settings())

@@ -1,0 +1,77 @@
+"""Celery's own tools on gpulab's broker: `celery -A worker.app inspect …` and Flower see the
+real workers, their queues, and (with GPULAB_CELERY_EVENTS) the tasks they ran."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.stack import Stack, free_port
+
+pytestmark = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+
+
+def celery(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "worker.app", *args], env=stack.env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_inspect_ping_active_and_stats_see_the_worker(stack: Stack) -> None:
+    name = "gpulab-testhost-cpu@testhost"
+    ping = celery(stack, "inspect", "ping", "--timeout", "5", "--json")
+    assert ping.returncode == 0, ping.stderr
+    assert json.loads(ping.stdout)[name] == {"ok": "pong"}
+    queues = celery(stack, "inspect", "active_queues", "--timeout", "5", "--json")
+    assert [q["name"] for q in json.loads(queues.stdout)[name]] == ["gpulab.dev.testhost_cpu"]
+    active = celery(stack, "inspect", "active", "--timeout", "5", "--json")
+    assert json.loads(active.stdout)[name] == []
+    stats = celery(stack, "inspect", "stats", "--timeout", "5", "--json")
+    assert json.loads(stats.stdout)[name]["pool"]["max-concurrency"] == 1
+
+
+def test_flower_sees_the_workers_queues_and_tasks(stack: Stack) -> None:
+    device = stack.add_worker("cpu", host="flowerhost", env={"GPULAB_CELERY_EVENTS": "true"})
+    port = free_port()
+    env = {**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}
+    with open(stack.logs / "flower.log", "wb") as log:
+        flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", "flower",
+                                   f"--port={port}", "--address=127.0.0.1"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    seen: dict[str, Any] = {}
+
+    def get(path: str) -> Any:
+        try:
+            r = httpx.get(url + path, timeout=10)
+        except httpx.HTTPError:
+            return None
+        return r.json() if r.status_code == 200 else None
+
+    try:
+        def workers_seen() -> bool:
+            seen["workers"] = get("/api/workers?refresh=1") or {}
+            return {"gpulab-testhost-cpu@testhost", "gpulab-flowerhost-cpu@flowerhost"} <= set(seen["workers"])
+
+        stack.wait(workers_seen, 60, f"Flower to list both workers (saw {list(seen.get('workers', {}))})")
+        job = stack.wait_for(stack.submit("test-echo", {"message": "to flower"}, device=device)["id"])
+        assert job["status"] == "succeeded"
+
+        def queues_and_task_seen() -> bool:
+            seen["queues"] = get("/api/queues/length") or {}
+            seen["tasks"] = get("/api/tasks") or {}
+            names = {q["name"] for q in seen["queues"].get("active_queues", [])}
+            ran = [t for t in seen["tasks"].values() if t.get("name") == "gpulab.run_job"
+                   and t.get("args", "").startswith(f"[{job['id']},")]
+            return {"gpulab.dev.testhost_cpu", "gpulab.dev.flowerhost_cpu"} <= names and bool(ran)
+
+        stack.wait(queues_and_task_seen, 60, f"Flower to see gpulab's queues and the task (saw {seen})")
+    finally:
+        os.killpg(flower.pid, signal.SIGTERM)
+        flower.wait(timeout=30)
