@@ -25,11 +25,11 @@ from sqlalchemy import insert
 
 from migrations.migrate import upgrade
 from service.db import Database
-from service.device_request import DeviceRequest, parse_device_request
-from service.fairshare import UsageCache, member_usage
 from service.models import Device, Job, JobStatus, User, utcnow
-from service.placement import DeviceRoom, MemberLimits, QueuedJob, _Pass, place, start_order
-from service.queue_state import device_rooms, pending_jobs, plan_queue
+from service.scheduling.device_request import DeviceRequest, parse_device_request
+from service.scheduling.fairshare import UsageCache, member_usage
+from service.scheduling.placement import DeviceRoom, MemberLimits, QueuedJob, _Pass, place, start_order
+from service.scheduling.queue_state import device_rooms, pending_jobs, plan_queue
 from service.settings import Settings
 
 GB = 1024

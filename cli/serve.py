@@ -50,7 +50,7 @@ def api(host: str = typer.Option("127.0.0.1", help="address to listen on"),
 
 def dispatcher() -> None:
     """Run the dispatcher (one is active at a time; others stand by)."""
-    from service.dispatcher import Dispatcher
+    from service.scheduling.dispatcher import Dispatcher
 
     _logging()
     d = Dispatcher(get_settings())

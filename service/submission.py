@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from jobs.registry import UnknownKind as UnknownKindName
 from jobs.registry import get_kind, list_kinds
-from service.device_request import DeviceRequest, parse_device_request
 from service.errors import (
     Forbidden,
     InvalidParams,
@@ -22,8 +21,9 @@ from service.errors import (
     UnknownDevice,
     UnknownKind,
 )
-from service.limits import check_pending_limit
 from service.models import Device, Job, JobStatus, User
+from service.scheduling.device_request import DeviceRequest, parse_device_request
+from service.scheduling.limits import check_pending_limit
 from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.bundles import use_bundle

@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from service.device_request import device_id
+from service.scheduling.device_request import device_id
 
 
 @dataclass

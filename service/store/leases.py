@@ -11,6 +11,9 @@ from sqlalchemy.orm import Session
 from service.db import changed
 from service.models import Lease, utcnow
 
+# The active dispatcher's lease: the dispatcher takes it, `/queue` reads whether anyone holds it.
+DISPATCHER_LEASE = "dispatcher"
+
 
 def acquire_lease(*, session: Session, name: str, holder: str, seconds: float) -> bool:
     """Take or renew `name` for `holder` if free, expired or already ours. Commits."""
@@ -39,3 +42,9 @@ def release_lease(*, session: Session, name: str, holder: str) -> None:
         update(Lease).where(Lease.name == name, Lease.holder == holder).values(expires_at=utcnow())
     )
     session.commit()
+
+
+def lease_held(*, session: Session, name: str) -> bool:
+    """Whether someone holds `name` now (taken and not expired)."""
+    lease = session.get(Lease, name)
+    return lease is not None and lease.expires_at > utcnow()

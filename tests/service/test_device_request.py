@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.device_request import DeviceRequest, parse_device_request
 from service.errors import InvalidRequest
+from service.scheduling.device_request import DeviceRequest, parse_device_request
 
 
 @pytest.mark.parametrize(

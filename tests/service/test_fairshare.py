@@ -8,11 +8,11 @@ import pytest
 
 from service.db import Database
 from service.errors import LimitExceeded
-from service.fairshare import HORIZON_HALF_LIVES, UsageCache, member_usage
-from service.limits import check_pending_limit, member_loads
 from service.models import Device, Job, JobStatus, User, utcnow
-from service.placement import WaitReason
-from service.queue_state import plan_queue
+from service.scheduling.fairshare import HORIZON_HALF_LIVES, UsageCache, member_usage
+from service.scheduling.limits import check_pending_limit, member_loads
+from service.scheduling.placement import WaitReason
+from service.scheduling.queue_state import plan_queue
 from service.settings import Settings
 
 DAY = 24 * 3600.0

@@ -7,8 +7,8 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.device_request import DeviceRequest
-from service.placement import (
+from service.scheduling.device_request import DeviceRequest
+from service.scheduling.placement import (
     CUDA_CONTEXT_MB,
     DeviceRoom,
     MemberLimits,

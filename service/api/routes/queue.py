@@ -6,11 +6,11 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from service.api.deps import CurrentUser, ReadSession, State
-from service.dispatcher import LEASE_NAME
-from service.models import Lease, User, utcnow
-from service.placement import WaitReason
-from service.queue_state import plan_queue
+from service.models import User, utcnow
+from service.scheduling.placement import WaitReason
+from service.scheduling.queue_state import plan_queue
 from service.schemas import QueueEntry, QueuePublic
+from service.store.leases import DISPATCHER_LEASE, lease_held
 
 router = APIRouter(prefix="/queue", tags=["queue"])
 
@@ -18,8 +18,7 @@ router = APIRouter(prefix="/queue", tags=["queue"])
 @router.get("", response_model=QueuePublic, summary="The queue in start order, with wait reasons")
 def queue(user: CurrentUser, session: ReadSession, state: State) -> QueuePublic:
     view = plan_queue(session, settings=state.settings)
-    lease = session.get(Lease, LEASE_NAME)
-    active = lease is not None and lease.expires_at > utcnow()
+    active = lease_held(session=session, name=DISPATCHER_LEASE)
     names = dict(session.execute(select(User.id, User.name)).all())
     placed = dict(view.plan.placements)
     now = utcnow()

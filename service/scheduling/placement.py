@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from service.accounting import device_share
-from service.device_request import DeviceRequest
+from service.scheduling.device_request import DeviceRequest
 
 CUDA_CONTEXT_MB = 512  # a CUDA context per job process, outside any memory cap
 _EPS = 1e-9

@@ -20,15 +20,14 @@ from sqlalchemy import select
 from service.db import Database
 from service.live import WAKE_CHANNEL, Publisher
 from service.models import Device, DeviceState, Job, JobStatus, utcnow
-from service.queue_state import plan_queue
 from service.queues import RUN_JOB, device_queue, make_celery
+from service.scheduling.queue_state import plan_queue
 from service.settings import Settings
 from service.store.devices import declare_worker_lost, find_silent_workers
 from service.store.jobs import mark_dispatched, release_lost_job, undispatch
-from service.store.leases import acquire_lease, release_lease
+from service.store.leases import DISPATCHER_LEASE, acquire_lease, release_lease
 
 log = logging.getLogger("gpulab.dispatcher")
-LEASE_NAME = "dispatcher"
 
 
 class Dispatcher:
@@ -53,7 +52,7 @@ class Dispatcher:
         # woken by a submit then costs one transaction, not three.
         if now >= self._lease_until - 2 * self.settings.lease_s / 3:
             with self.db.writing() as session:
-                if not acquire_lease(session=session, name=LEASE_NAME, holder=self.holder,
+                if not acquire_lease(session=session, name=DISPATCHER_LEASE, holder=self.holder,
                                      seconds=self.settings.lease_s):
                     self._lease_until = 0.0
                     return 0
@@ -152,4 +151,4 @@ class Dispatcher:
                 self.stop.wait(1.0)
             self.wake.wait(timeout=self.settings.dispatcher_tick_s)
         with self.db.writing() as session:
-            release_lease(session=session, name=LEASE_NAME, holder=self.holder)
+            release_lease(session=session, name=DISPATCHER_LEASE, holder=self.holder)

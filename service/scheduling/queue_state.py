@@ -13,12 +13,12 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from service.device_request import DeviceRequest, parse_device_request
 from service.errors import GpulabError
-from service.fairshare import UsageCache
-from service.limits import member_limits, member_loads
 from service.models import Device, Job, JobStatus, utcnow
-from service.placement import DeviceRoom, Plan, QueuedJob, place, start_order
+from service.scheduling.device_request import DeviceRequest, parse_device_request
+from service.scheduling.fairshare import UsageCache
+from service.scheduling.limits import member_limits, member_loads
+from service.scheduling.placement import DeviceRoom, Plan, QueuedJob, place, start_order
 from service.settings import Settings
 from service.store.samples import latest_samples
 
