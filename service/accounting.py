@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+from service.models import DeviceKind
+
 
 def device_share(*, device_kind: str, slots: int, memory_total_mb: int | None, gpu_memory_gb: float | None) -> float:
     """The fraction of its device that one job holds, in (0, 1]."""
-    if device_kind != "cuda":
+    if device_kind != DeviceKind.cuda:
         return 1.0 / max(1, slots)
     if gpu_memory_gb is None or not memory_total_mb:
         return 1.0

@@ -19,7 +19,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from service.db import Database
-from service.models import Device, Job, JobStatus, User, Worker, utcnow
+from service.models import Device, DeviceKind, Job, JobStatus, User, Worker, utcnow
 from service.settings import Settings
 from service.store.samples import latest_samples
 from service.usage import idle_jobs
@@ -116,7 +116,7 @@ class GpulabCollector(Collector):
             s = samples.get(d.id)
             if s is None or s.t < fresh:
                 continue
-            if d.kind == "cuda":
+            if d.kind == DeviceKind.cuda:
                 labels = [str(d.index), d.uuid or "", d.id, d.name, d.host]
                 used, total = s.memory_used_mb, s.memory_total_mb or d.memory_total_mb
                 values = {"util": s.utilization_pct, "used": used,

@@ -87,6 +87,13 @@ class FailReason(enum.StrEnum):
     env_build_failed = "env_build_failed"
 
 
+class DeviceKind(enum.StrEnum):
+    """What a device is: a CUDA GPU or a CPU. A StrEnum, so rows and JSON keep the plain word."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class DeviceState(enum.StrEnum):
     online = "online"
     offline = "offline"
@@ -123,7 +130,7 @@ class Device(Base):
     # "<host>/cpu" or "<host>/cuda:<N>": stable across restarts.
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     host: Mapped[str] = mapped_column(String(128), index=True)
-    kind: Mapped[str] = mapped_column(String(8))  # "cpu" | "cuda"
+    kind: Mapped[str] = mapped_column(String(8))  # a DeviceKind
     index: Mapped[int | None]
     name: Mapped[str] = mapped_column(String(200), default="")
     uuid: Mapped[str | None] = mapped_column(String(64))

@@ -21,7 +21,7 @@ from service.errors import (
     UnknownDevice,
     UnknownKind,
 )
-from service.models import Device, Job, JobStatus, User
+from service.models import Device, DeviceKind, Job, JobStatus, User
 from service.scheduling.device_request import DeviceRequest, parse_device_request
 from service.scheduling.limits import check_pending_limit
 from service.schemas import JobCreate
@@ -104,7 +104,7 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
                              field="timeout_s", value=timeout_s)
     request = parse_device_request(body.device, default_host=settings.host)
     check_device(request, body.device, session)
-    if body.gpu_memory_gb is not None and request.kind == "cpu":
+    if body.gpu_memory_gb is not None and request.kind == DeviceKind.cpu:
         raise InvalidRequest("gpu_memory_gb is for GPU jobs; this job asks for the CPU",
                              field="gpu_memory_gb", value=body.gpu_memory_gb)
     if body.gpu_memory_gb is not None:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from service.accounting import allocated_seconds, device_share, run_seconds
 from service.errors import InvalidRequest
-from service.models import FINAL_STATUSES, Device, DeviceSample, Job, JobStatus, User, utcnow
+from service.models import FINAL_STATUSES, Device, DeviceKind, DeviceSample, Job, JobStatus, User, utcnow
 
 GROUPS = ("member", "device", "kind")
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
@@ -122,7 +122,7 @@ def _job_rows(session: Session, where: Any) -> list[Any]:
 
 def _job_usage(row: Any, series: dict[str, UtilizationSeries], since: datetime | None, now: datetime) -> JobUsage:
     job: Job = row.Job
-    share = device_share(device_kind=row.device_kind or "cpu", slots=row.slots or 1,
+    share = device_share(device_kind=row.device_kind or DeviceKind.cpu, slots=row.slots or 1,
                          memory_total_mb=row.memory_total_mb, gpu_memory_gb=job.gpu_memory_gb)
     start = job.started_at
     if start is not None and since is not None and start < since:
@@ -172,7 +172,7 @@ def idle_jobs(session: Session, *, idle_minutes: float, idle_pct: float, now: da
     window = timedelta(minutes=idle_minutes)
     since = now - window
     rows = _job_rows(session, and_(Job.status == JobStatus.running, Job.started_at <= since,
-                                   Device.kind == "cuda"))
+                                   Device.kind == DeviceKind.cuda))
     series = utilization_series(session, {r.Job.device_id for r in rows}, since, now)
     out = []
     for row in rows:
@@ -222,7 +222,7 @@ def usage_report(session: Session, *, since: datetime, group_by: str, now: datet
         g.jobs += 1
         g.outcomes[job.status] = g.outcomes.get(job.status, 0) + 1
         hours, used = u.allocated_seconds / 3600, (u.used_seconds or 0.0) / 3600
-        if u.device_kind == "cuda":
+        if u.device_kind == DeviceKind.cuda:
             g.gpu_hours += hours
             g.gpu_used_hours += used
         elif u.device_kind is not None:

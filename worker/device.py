@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from service.models import DeviceKind
 from service.scheduling.device_request import device_id
 
 
@@ -20,7 +21,7 @@ from service.scheduling.device_request import device_id
 class DeviceInfo:
     id: str
     host: str
-    kind: str  # "cpu" | "cuda"
+    kind: DeviceKind
     index: int | None
     name: str
     uuid: str | None
@@ -29,7 +30,7 @@ class DeviceInfo:
     @property
     def torch_device(self) -> str:
         """The device string a job uses: the pinned GPU is always cuda:0."""
-        return "cuda:0" if self.kind == "cuda" else "cpu"
+        return "cuda:0" if self.kind == DeviceKind.cuda else "cpu"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +51,7 @@ def cpu_info(host: str) -> DeviceInfo:
     memory_mb = None
     with contextlib.suppress(ValueError, OSError):
         memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return DeviceInfo(id=device_id(host, "cpu"), host=host, kind="cpu", index=None,
+    return DeviceInfo(id=device_id(host, "cpu"), host=host, kind=DeviceKind.cpu, index=None,
                       name=f"{name} ({os.cpu_count()} threads)", uuid=None, memory_total_mb=memory_mb)
 
 
@@ -89,7 +90,7 @@ def gpu_info(host: str, index: int, visible: str = "") -> DeviceInfo:
     name = nvml.nvmlDeviceGetName(handle)
     uuid = nvml.nvmlDeviceGetUUID(handle)
     mem = nvml.nvmlDeviceGetMemoryInfo(handle)
-    return DeviceInfo(id=device_id(host, f"cuda:{index}"), host=host, kind="cuda", index=index,
+    return DeviceInfo(id=device_id(host, f"cuda:{index}"), host=host, kind=DeviceKind.cuda, index=index,
                       name=name if isinstance(name, str) else name.decode(),
                       uuid=uuid if isinstance(uuid, str) else uuid.decode(),
                       memory_total_mb=int(mem.total // 2**20))
@@ -119,4 +120,4 @@ def pin_process(info: DeviceInfo) -> None:
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     # Lets torch answer is_available() from NVML, so nothing in the parent creates a context.
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
-    os.environ["CUDA_VISIBLE_DEVICES"] = info.uuid if info.kind == "cuda" and info.uuid else ""
+    os.environ["CUDA_VISIBLE_DEVICES"] = info.uuid if info.kind == DeviceKind.cuda and info.uuid else ""

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from jobs.base import JobError
 from jobs.registry import UnknownKind, get_kind
 from service.db import Database
-from service.models import FailReason, JobStatus
+from service.models import DeviceKind, FailReason, JobStatus
 from service.settings import Settings
 from service.store.jobs import claim_job, finish_job
 from worker.context import WorkerContext
@@ -128,7 +128,7 @@ class JobRunner:
             return Outcome(JobStatus.failed, reason, error=error, poisoned=_is_cuda_fault(exc))
 
     def _prepare_device(self, gpu_memory_gb: float | None) -> None:
-        if self.device.kind != "cuda":
+        if self.device.kind != DeviceKind.cuda:
             return
         import torch
 
@@ -140,7 +140,7 @@ class JobRunner:
         torch.cuda.reset_peak_memory_stats(0)
 
     def _release_device(self) -> float | None:
-        if self.device.kind != "cuda":
+        if self.device.kind != DeviceKind.cuda:
             return None
         import torch
 

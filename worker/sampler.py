@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from service.models import DeviceKind
 from worker.device import DeviceInfo, nvml_index
 
 log = logging.getLogger("gpulab.worker")
@@ -73,7 +74,7 @@ class GpuSampler:
 
 def make_sampler(info: DeviceInfo, visible: str, ours: Callable[[int], int | None]) -> Callable[[], dict[str, Any]]:
     """A function returning one reading of this worker's device."""
-    if info.kind == "cuda":
+    if info.kind == DeviceKind.cuda:
         return GpuSampler(info, visible, ours)
     return sample_cpu
 

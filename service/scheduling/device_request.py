@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from service.errors import InvalidRequest
+from service.models import DeviceKind
 
 _CUDA = re.compile(r"^cuda:(\d{1,3})$")
 _DEVICE_ID = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})/(cpu|cuda:\d{1,3})$")
@@ -28,7 +29,7 @@ def device_id(host: str, local: str) -> str:
 
 @dataclass(frozen=True)
 class DeviceRequest:
-    kind: str  # "cpu" | "cuda"
+    kind: DeviceKind
     device_id: str | None = None
     model: str | None = None
     min_memory_gb: float | None = None
@@ -37,7 +38,7 @@ class DeviceRequest:
         """The request written back in one normal form (what the job row stores)."""
         if self.device_id:
             return self.device_id
-        if self.kind == "cpu":
+        if self.kind == DeviceKind.cpu:
             return "cpu"
         parts = []
         if self.model:
@@ -64,14 +65,14 @@ def parse_device_request(text: str, *, default_host: str) -> DeviceRequest:
     raw = text.strip()
     low = raw.lower()
     if low == "cpu":
-        return DeviceRequest(kind="cpu")
+        return DeviceRequest(kind=DeviceKind.cpu)
     if low in ("gpu", "cuda", "any-gpu"):
-        return DeviceRequest(kind="cuda")
+        return DeviceRequest(kind=DeviceKind.cuda)
     if m := _CUDA.match(low):
-        return DeviceRequest(kind="cuda", device_id=device_id(default_host, f"cuda:{int(m[1])}"))
+        return DeviceRequest(kind=DeviceKind.cuda, device_id=device_id(default_host, f"cuda:{int(m[1])}"))
     if m := _DEVICE_ID.match(raw):
         local = m[2].lower()
-        return DeviceRequest(kind="cpu" if local == "cpu" else "cuda", device_id=f"{m[1]}/{local}")
+        return DeviceRequest(kind=DeviceKind.cpu if local == "cpu" else DeviceKind.cuda, device_id=f"{m[1]}/{local}")
     if "=" in raw:
         return _parse_constraints(raw)
     raise InvalidRequest(
@@ -107,4 +108,4 @@ def _parse_constraints(raw: str) -> DeviceRequest:
                 field="device",
                 value=raw,
             )
-    return DeviceRequest(kind="cuda", model=model, min_memory_gb=min_gb)
+    return DeviceRequest(kind=DeviceKind.cuda, model=model, min_memory_gb=min_gb)

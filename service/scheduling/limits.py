@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.accounting import device_share
 from service.errors import LimitExceeded
-from service.models import Device, Job, JobStatus, User
+from service.models import Device, DeviceKind, Job, JobStatus, User
 from service.scheduling.placement import MemberLimits, MemberLoad
 from service.settings import Settings
 
@@ -32,7 +32,7 @@ def member_loads(*, session: Session) -> dict[int, MemberLoad]:
     for row in rows:
         load = loads.setdefault(row.owner_id, MemberLoad())
         load.jobs += 1
-        if row.kind == "cuda":
+        if row.kind == DeviceKind.cuda:
             load.gpus += device_share(device_kind=row.kind, slots=row.slots, memory_total_mb=row.memory_total_mb,
                                       gpu_memory_gb=row.gpu_memory_gb)
     return loads

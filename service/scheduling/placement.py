@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from service.accounting import device_share
+from service.models import DeviceKind
 from service.scheduling.device_request import DeviceRequest
 
 CUDA_CONTEXT_MB = 512  # a CUDA context per job process, outside any memory cap
@@ -112,7 +113,7 @@ class DeviceRoom:
             return WaitReason.DEVICE_DRAINING
         if self.exclusive or self.jobs >= self.slots:
             return WaitReason.DEVICE_BUSY
-        if self.kind == "cpu":
+        if self.kind == DeviceKind.cpu:
             return None
         want_mb = _declared_mb(job)
         if want_mb is None and self.jobs > 0:
@@ -121,7 +122,7 @@ class DeviceRoom:
 
     def could_hold(self, job: QueuedJob) -> bool:
         """Whether the job would fit here on an empty device (else waiting for it is pointless)."""
-        if self.kind != "cuda":
+        if self.kind != DeviceKind.cuda:
             return True
         return (self.memory_total_mb or 0) - CUDA_CONTEXT_MB >= _needed_mb(job)
 
@@ -133,7 +134,7 @@ class DeviceRoom:
     def take(self, job: QueuedJob) -> None:
         want_mb = _declared_mb(job)
         self.jobs += 1
-        if self.kind == "cuda" and want_mb is None:
+        if self.kind == DeviceKind.cuda and want_mb is None:
             self.exclusive = True
         else:
             self.declared_mb += want_mb or 0.0
@@ -232,7 +233,7 @@ class _Pass:
         if best is not None:
             self.first_in_line.setdefault(best.id, job)
             load.jobs += 1
-            if best.kind == "cuda":
+            if best.kind == DeviceKind.cuda:
                 load.gpus += best.share(job)
             best.take(job)
             self.version += 1
@@ -269,7 +270,7 @@ class _Pass:
         if (reason in (WaitReason.DEVICE_BUSY, WaitReason.NO_MEMORY) and device.id in self.first_in_line
                 and self.before[device.id].fit(job) is None):
             return self.behind(job, device)
-        if reason is None and self.limits.max_gpus and device.kind == "cuda" and (
+        if reason is None and self.limits.max_gpus and device.kind == DeviceKind.cuda and (
                 load.gpus + device.share(job) > self.limits.max_gpus + _EPS):
             return WaitReason.MEMBER_LIMIT
         return reason

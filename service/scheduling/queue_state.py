@@ -14,7 +14,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from service.errors import GpulabError
-from service.models import Device, Job, JobStatus, utcnow
+from service.models import Device, DeviceKind, Job, JobStatus, utcnow
 from service.scheduling.device_request import DeviceRequest, parse_device_request
 from service.scheduling.fairshare import UsageCache
 from service.scheduling.limits import member_limits, member_loads
@@ -36,7 +36,7 @@ def _request(text: str) -> DeviceRequest:
     try:
         return parse_device_request(text, default_host="")
     except GpulabError:
-        return DeviceRequest(kind="none", device_id="")
+        return DeviceRequest(kind=DeviceKind.cpu, device_id="")  # matches no device
 
 
 def external_memory_mb(session: Session) -> dict[str, int]:
@@ -80,7 +80,7 @@ def device_rooms(session: Session) -> list[DeviceRoom]:
                 memory_total_mb=d.memory_total_mb,
                 external_mb=external.get(d.id, 0),
                 jobs=row.jobs if row else 0,
-                exclusive=bool(row and row.exclusive and d.kind == "cuda"),
+                exclusive=bool(row and row.exclusive and d.kind == DeviceKind.cuda),
                 declared_mb=float(row.declared_gb) * 1024 if row else 0.0,
             )
         )
