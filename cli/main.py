@@ -9,8 +9,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cli import admin, local_run, serve, views
-from cli.client import Api, save_token
+from cli import admin, bundles, envs, local_run, serve, views
+from cli.client import Api, UsageError, save_token
 from cli.console import client, err, out, print_error
 from cli.errors import one_line
 from cli.follow import exit_code_for, follow
@@ -21,6 +21,7 @@ app = typer.Typer(help="gpulab: a job service for the lab's GPUs.", no_args_is_h
                   pretty_exceptions_enable=False)
 app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.devices_app, name="devices")
+app.add_typer(envs.envs_app, name="envs")
 
 for command in (serve.up, serve.api, serve.dispatcher, serve.worker, serve.migrate,
                 admin.queue, admin.top, admin.usage, admin.config, local_run.run):
@@ -55,8 +56,13 @@ def params_schema(api: Api | None, kind: str) -> dict[str, Any] | None:
 
 @app.command()
 def submit(
-    kind: str = typer.Argument(..., help="the job kind (gpulab kinds lists them)"),
+    kind: str | None = typer.Argument(None, help="the job kind (gpulab kinds lists them), or -- CMD ARG..."),
+    _command: list[str] | None = typer.Argument(None, hidden=True),
     param: list[str] = typer.Option([], "-p", "--param", help="key=value, repeatable"),
+    working_dir: Path | None = typer.Option(None, "--working-dir", help="command jobs: the folder to upload"),
+    env: list[str] = typer.Option([], "--env", help="command jobs: NAME=VALUE, repeatable"),
+    python_env: str | None = typer.Option(None, "--python-env", help="command jobs: a registered environment"),
+    requeue: bool = typer.Option(False, "--requeue", help="command jobs: rerun if the worker is lost"),
     device: str = typer.Option("cpu", "--device", "-d",
                                help="cpu, gpu, cuda:N, HOST/cuda:N, model=NAME, min_memory_gb=GB"),
     gpu_memory_gb: float | None = typer.Option(None, help="declared GPU memory (lets the job share a GPU)"),
@@ -66,9 +72,17 @@ def submit(
     no_wait: bool = typer.Option(False, "--no-wait", help="print the job id and return"),
     as_json: bool = typer.Option(False, "--json", help="print the finished job as JSON"),
 ) -> None:
-    """Submit a job, then follow its log and progress until it ends (exit 0 only if it succeeded)."""
+    """Submit a job (a kind, or your own command after --), then follow it until it ends (exit 0 if it succeeded)."""
     api = client()
-    params = build_params(param, params_schema(api, kind))
+    command = bundles.command_argv()
+    if command is not None:  # gpulab submit [--working-dir DIR] ... -- CMD ARG...
+        kind, params = "command", bundles.command_params(api, command, working_dir=working_dir,
+                                                         env=bundles.parse_env(env), python_env=python_env,
+                                                         requeue=requeue, say=err.print)
+    elif kind is None:
+        raise UsageError("name a job kind (gpulab kinds), or a command after --: gpulab submit -- python train.py")
+    else:
+        params = build_params(param, params_schema(api, kind))
     body: dict[str, Any] = {"kind": kind, "params": params, "device": device, "priority": priority}
     for key, value in (("gpu_memory_gb", gpu_memory_gb), ("timeout_s", timeout), ("seed", seed)):
         if value is not None:

@@ -21,6 +21,7 @@ from service.live import Publisher
 from service.queues import RUN_JOB, device_queue, make_celery
 from service.settings import Settings
 from service.store.devices import register_worker, stop_worker
+from worker.command_account import announce as announce_command_account
 from worker.device import DeviceInfo, pin_process, resolve_device
 from worker.heartbeat import Watch
 from worker.runner import JobRunner
@@ -135,6 +136,7 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     global _state
     info = resolve_device(device, settings.host, settings.nvidia_visible_devices)
     pin_process(info)
+    announce_command_account(settings)
     if preload_torch:
         # Children inherit the imported module: a job never pays torch's import.
         import torch  # noqa: F401

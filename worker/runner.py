@@ -25,6 +25,7 @@ from service.db import Database
 from service.models import DeviceKind, FailReason, JobStatus
 from service.settings import Settings
 from service.store.jobs import claim_job, finish_job
+from worker.command import COMMAND_KIND, run_command
 from worker.context import WorkerContext
 from worker.device import DeviceInfo
 
@@ -114,12 +115,16 @@ class JobRunner:
         except (UnknownKind, ValidationError) as exc:
             return Outcome(JobStatus.failed, FailReason.invalid_params, error=str(exc))
         try:
-            result = kind.run(params, ctx)
+            if kind.name == COMMAND_KIND:  # a member's program: a subprocess, never in this process
+                result = run_command(params, ctx, settings=self.settings, device=self.device)  # type: ignore[arg-type]
+            else:
+                result = kind.run(params, ctx)
             return Outcome(JobStatus.succeeded, result=jsonable(result or {}))
         except SoftTimeLimitExceeded:
             return Outcome(JobStatus.failed, FailReason.timeout, error="the job ran past its time limit")
         except JobError as exc:
-            return Outcome(JobStatus.failed, FailReason.user_error, error=str(exc))
+            # A command's failure names its own reason (oom, env_build_failed, ...).
+            return Outcome(JobStatus.failed, getattr(exc, "reason", FailReason.user_error), error=str(exc))
         except Exception as exc:
             # The traceback is kept as text; the exception (and the tensors its frames hold)
             # is dropped when this block ends, before the cache is emptied.

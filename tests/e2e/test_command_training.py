@@ -1,0 +1,157 @@
+"""A member's own training program, uploaded from a folder with the CLI and run as a command job.
+
+It parses arguments, reads its data by a relative path, reports a loss with gpulab_report,
+draws a progress bar (tqdm's format) and saves a checkpoint with torch.save; the checkpoint
+comes back with `gpulab get`. A cancel reaches its KeyboardInterrupt handler, and what it
+saved then is collected too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.support.commands import command_stack, with_lab_env
+from tests.support.stack import Stack
+
+TRAIN = textwrap.dedent('''
+    import argparse, sys, time
+    import torch
+    import gpulab_report
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default="./data/points.csv")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--out", default="model.pt")
+    args = parser.parse_args()
+
+    rows = [tuple(map(float, line.split(","))) for line in open(args.data).read().split()]
+    x = torch.tensor([[a] for a, _ in rows])
+    y = torch.tensor([[b] for _, b in rows])
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def bar(i, n):
+        # tqdm's own line format, redrawn with \\r (tqdm itself is not installed here)
+        sys.stderr.write(f"\\rtrain: {100 * i // n:3d}%|{'#' * (10 * i // n):10s}| {i}/{n} [00:00<00:00]")
+        sys.stderr.flush()
+
+    step = 0
+    try:
+        for step in range(1, args.steps + 1):
+            loss = ((model(x) - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar(step, args.steps)
+            gpulab_report.metric("loss", loss.item(), step)
+            time.sleep(args.sleep)
+        sys.stderr.write("\\n")
+        torch.save({"model": model.state_dict(), "step": step}, args.out)
+        gpulab_report.result({"final_loss": loss.item()})
+        print("done after", step, "steps")
+    except KeyboardInterrupt:
+        torch.save({"model": model.state_dict(), "step": step}, "interrupted.pt")
+        print("interrupted at step", step, flush=True)
+        sys.exit(130)
+''')
+
+
+@pytest.fixture(scope="module")
+def cmd_stack() -> Iterator[Stack]:
+    # A grace long enough for SIGINT → SIGTERM → SIGKILL before the worker kills its child.
+    for stack in command_stack("sqlite", env={"GPULAB_CANCEL_GRACE_S": "15"}):
+        with_lab_env(stack)
+        yield stack
+
+
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    (root / "train.py").write_text(TRAIN)
+    # y = 2x + 1: a linear model fits it exactly.
+    (root / "data" / "points.csv").write_text("\n".join(f"{x / 10},{2 * x / 10 + 1}" for x in range(-10, 11)))
+    (root / ".gitignore").write_text("runs/\n*.log\n")
+    (root / "runs").mkdir()
+    (root / "runs" / "old.ckpt").write_bytes(b"x" * 1000)
+    (root / "notes.log").write_text("not packed")
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (root / ".venv").mkdir()
+    (root / ".venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    return root
+
+
+def cli(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return stack.gpulab(*args, env={"GPULAB_TOKEN": stack.token}, check=check)
+
+
+def test_training_program_runs_and_its_checkpoint_comes_back(cmd_stack: Stack, tmp_path: Path) -> None:
+    root = project(tmp_path)
+    done = cli(cmd_stack, "submit", "--working-dir", str(root), "--env", "RUN_NAME=first", "--json",
+               "--python-env", "lab", "--", "python", "train.py", "--steps", "40")
+    job = json.loads(done.stdout)
+    assert job["status"] == "succeeded", (job, done.stderr)
+    # train.py, the data and .gitignore: not runs/, *.log, __pycache__ or the venv.
+    assert "3 files" in done.stderr, done.stderr
+    result = job["result"]
+    assert result["exit_code"] == 0 and result["unix_user"] == "nobody"
+    assert result["bundle"]["files"] == 3 and result["outputs"] == ["model.pt"]
+    assert result["final_loss"] < 0.05
+    # The tqdm-style bar became the job's progress, its last step is 40 of 40.
+    progress = cmd_stack.api("GET", f"/jobs/{job['id']}/events", params={"type": "progress"})["items"]
+    assert progress and progress[-1]["data"] == {"step": 40, "total": 40}
+    assert len(cmd_stack.api("GET", f"/jobs/{job['id']}/metrics")) == 40
+    dest = tmp_path / "back.pt"
+    cli(cmd_stack, "get", str(job["id"]), "model.pt", "-o", str(dest))
+    state = torch.load(dest, weights_only=True)
+    assert state["step"] == 40
+    assert state["model"]["weight"].item() == pytest.approx(2.0, abs=0.2)
+    # The same folder again: the server has the bundle, nothing is uploaded.
+    again = cli(cmd_stack, "submit", "--working-dir", str(root), "--no-wait", "--python-env", "lab",
+                "--", "python", "train.py")
+    assert "uploading" not in again.stderr
+    second = cmd_stack.api("GET", f"/jobs/{again.stdout.strip()}")
+    assert second["params"]["bundle"] == result["bundle"]["sha256"]
+    cmd_stack.wait_for(int(again.stdout.strip()))
+
+
+def test_cancel_reaches_the_programs_interrupt_handler(cmd_stack: Stack, tmp_path: Path) -> None:
+    root = project(tmp_path)
+    job_id = int(cli(cmd_stack, "submit", "--working-dir", str(root), "--no-wait", "--python-env", "lab",
+                     "--", "python", "train.py", "--steps", "100000", "--sleep", "0.05").stdout.strip())
+
+    def started() -> bool:
+        items = cmd_stack.api("GET", f"/jobs/{job_id}/events", params={"type": "progress"})["items"]
+        return bool(items)
+
+    cmd_stack.wait(started, 60, f"job {job_id} to report progress")
+    cli(cmd_stack, "cancel", str(job_id))
+    done = cmd_stack.wait_for(job_id, timeout=60)
+    assert done["status"] == "cancelled", done
+    assert done["result"]["stopped_early"] is True and done["result"]["exit_code"] == 130
+    names = [a["name"] for a in cmd_stack.api("GET", f"/jobs/{job_id}/artifacts")]
+    assert names == ["interrupted.pt"]
+    logs = [e["message"] for e in cmd_stack.api("GET", f"/jobs/{job_id}/events", params={"type": "log"})["items"]]
+    assert any(m.startswith("interrupted at step") for m in logs), logs
+
+
+def test_a_failing_command_fails_with_its_code_and_last_lines(cmd_stack: Stack, tmp_path: Path) -> None:
+    job = json.loads(cli(cmd_stack, "submit", "--json", "--", "bash", "-c", "echo about to fail; exit 3",
+                         check=False).stdout)
+    assert (job["status"], job["reason"]) == ("failed", "user_error")
+    assert "exited with code 3" in job["error"] and "about to fail" in job["error"]
+    oom = json.loads(cli(cmd_stack, "submit", "--json", "--", "bash", "-c",
+                         "echo 'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB'; exit 1",
+                         check=False).stdout)
+    assert (oom["status"], oom["reason"]) == ("failed", "oom")
+    missing = json.loads(cli(cmd_stack, "submit", "--json", "--", "no-such-program", check=False).stdout)
+    assert missing["reason"] == "user_error" and "cannot start 'no-such-program'" in missing["error"]

@@ -1,0 +1,132 @@
+"""Who a command job runs as, and what it must not read.
+
+A worker running as root starts a member's command as the Unix account an admin mapped them to
+(`gpulab users add NAME --unix-user ACCOUNT`), an unmapped member's as GPULAB_COMMAND_USER
+(`nobody` by default), and never as root. A worker that is not root cannot switch users: it
+runs commands as itself, and says so when it starts.
+
+Everything the service keeps in its state dir is made private to the service's own account
+(files 0600, folders 0700); only the runs folder (0711: pass through, no listing) and the
+library folder holding `gpulab_report` (0755) stay reachable, so a job can reach its own run
+folder and nothing else. The modes are set again at every command start, because the
+database's WAL files and new artifact folders appear while the service runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.base import JobError
+from service.settings import Settings
+
+log = logging.getLogger("gpulab.worker")
+
+LIB_DIR = ".lib"
+REPORT_MODULE = Path(__file__).resolve().parent.parent / "jobs" / "gpulab_report.py"
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    switch: bool  # whether the worker switches to it (it is root)
+
+    def describe(self) -> str:
+        return f"{self.name} (uid {self.uid})" + ("" if self.switch else ", the worker's own account")
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def resolve_account(settings: Settings, unix_user: str | None) -> Account:
+    """The account this member's command runs as on this worker; raises JobError when it cannot."""
+    if not is_root():
+        me = pwd.getpwuid(os.geteuid())
+        return Account(me.pw_name, me.pw_uid, me.pw_gid, tuple(os.getgroups()), me.pw_dir, switch=False)
+    name = unix_user or settings.command_user
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise JobError(f"the Unix account {name!r} does not exist on {settings.host}; an admin creates it "
+                       "or maps the member to another (gpulab users set NAME --unix-user ACCOUNT)") from None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise JobError(f"the Unix account {name!r} is root (uid or gid 0): members' commands never run as root")
+    groups = tuple(g for g in os.getgrouplist(name, entry.pw_gid) if g != 0)
+    return Account(name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir, switch=True)
+
+
+def announce(settings: Settings) -> None:
+    """Say at the worker's start whom command jobs will run as, and secure the state dir."""
+    if is_root():
+        try:
+            default = pwd.getpwnam(settings.command_user)
+            log.info("command jobs run as their members' mapped Unix accounts; unmapped members as %s "
+                     "(uid %s)", settings.command_user, default.pw_uid)
+        except KeyError:
+            log.warning("GPULAB_COMMAND_USER=%s does not exist here: unmapped members' command jobs will "
+                        "fail until an admin creates it", settings.command_user)
+    else:
+        me = pwd.getpwuid(os.geteuid())
+        log.warning("this worker is not root: command jobs run as %s, the worker's own account, and can "
+                    "read whatever it can (its state dir, database and tokens). Run workers as root to "
+                    "run members' commands as their own accounts.", me.pw_name)
+    secure_state(settings)
+
+
+def _private(path: Path) -> None:
+    """Make a file 0600 or a folder 0700 (without following a link)."""
+    with contextlib.suppress(FileNotFoundError):
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            return
+        os.chmod(path, 0o700 if stat.S_ISDIR(mode) else 0o600)
+
+
+def secure_state(settings: Settings) -> Path:
+    """Set the modes that keep job processes out of the service's files; returns the lib folder."""
+    state = settings.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    runs = settings.runs_root
+    runs.mkdir(parents=True, exist_ok=True)
+    os.chmod(runs, 0o711)
+    lib = runs / LIB_DIR
+    lib.mkdir(exist_ok=True)
+    os.chmod(lib, 0o755)
+    target = lib / "gpulab_report.py"
+    if not target.exists() or target.read_bytes() != REPORT_MODULE.read_bytes():
+        tmp = lib / ".gpulab_report.py.tmp"
+        shutil.copyfile(REPORT_MODULE, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    os.chmod(state, 0o711)  # pass through to runs/, list nothing
+    keep_open = {runs.resolve()}
+    for entry in state.iterdir():
+        if entry.resolve() not in keep_open:
+            _private(entry)
+    for path in (settings.artifacts_root, settings.bundles_root, settings.credentials_file.expanduser()):
+        _private(path)
+    if settings.is_sqlite:
+        db_file = Path(settings.database_url.split("///", 1)[-1])
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            _private(db_file.with_name(db_file.name + suffix))
+    return lib
+
+
+def account_groups_name(account: Account) -> str:
+    """The account's primary group name, for the job's log."""
+    try:
+        return grp.getgrgid(account.gid).gr_name
+    except KeyError:
+        return str(account.gid)
