@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cli.client import Api, CliError
+from cli.client import Api, UsageError
 
 NEVER = frozenset({".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", ".mypy_cache", ".pytest_cache",
                    ".ruff_cache", "node_modules"})
@@ -122,7 +122,7 @@ def pack(root: Path) -> Packed:
     """A reproducible .tar.gz of the working directory in a temporary file."""
     root = root.resolve()
     if not root.is_dir():
-        raise CliError(f"--working-dir {root}: not a folder")
+        raise UsageError(f"--working-dir {root}: not a folder; name the folder holding your code")
     fd, name = tempfile.mkstemp(prefix="gpulab-bundle-", suffix=".tar.gz")
     os.close(fd)
     files = 0
@@ -157,11 +157,9 @@ def pack(root: Path) -> Packed:
 
 def upload(api: Api, packed: Packed, *, show_progress: bool = True) -> dict[str, Any]:
     """Send the bundle unless the server has it for us already; returns the server's record."""
-    try:
+    # A 404 only means "send it"; any other answer is read (and refused) as usual.
+    if api.http.get(f"/bundles/{packed.sha256}").status_code != 404:
         return dict(api.get(f"/bundles/{packed.sha256}"))
-    except CliError as exc:
-        if "not_found" not in str(exc):
-            raise
 
     def chunks() -> Iterator[bytes]:
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -191,9 +189,9 @@ def parse_env(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         match = ENV_ITEM.match(item)
         if not match:
-            raise CliError(f"--env {item!r}: write NAME=VALUE")
+            raise UsageError(f"--env {item!r}: write NAME=VALUE")
         if match.group(1) in env:
-            raise CliError(f"--env {match.group(1)} is given twice")
+            raise UsageError(f"--env {match.group(1)} is given twice; give each name once")
         env[match.group(1)] = match.group(2)
     return env
 
@@ -211,7 +209,7 @@ def command_params(api: Api, argv: Sequence[str], *, working_dir: Path | None = 
                    say: Any = None) -> dict[str, Any]:
     """The params of a command job: the working directory packed and uploaded first."""
     if not argv:
-        raise CliError("nothing to run after `--`: write the command, e.g. gpulab submit -- python train.py")
+        raise UsageError("nothing to run after `--`: write the command, e.g. gpulab submit -- python train.py")
     params: dict[str, Any] = {"argv": list(argv), "env": env or {}, "requeue": requeue}
     if python_env:
         params["python_env"] = python_env
