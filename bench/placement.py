@@ -26,7 +26,7 @@ from sqlalchemy import insert
 from migrations.migrate import upgrade
 from service.db import Database
 from service.models import Device, Job, JobStatus, User, utcnow
-from service.scheduling.device_request import DeviceRequest, parse_device_request
+from service.scheduling.device_request import DeviceRequest, parse_device_request, request_fields
 from service.scheduling.fairshare import UsageCache, member_usage
 from service.scheduling.placement import DeviceRoom, MemberLimits, QueuedJob, _Pass, place, start_order
 from service.scheduling.queue_state import device_rooms, pending_jobs, plan_queue
@@ -129,17 +129,17 @@ def db_bench(n_jobs: int, n_devices: int, history: int, repeat: int, seed: int) 
         for _ in range(history):  # finished jobs over the last four weeks: the fair-share history
             d = rng.choice(specs)
             end = now - timedelta(seconds=rng.uniform(0, 28 * 86400))
-            rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, device_request="gpu",
+            rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, **request_fields("gpu"),
                              timeout_s=3600, status=JobStatus.succeeded, device_id=d["id"],
                              gpu_memory_gb=rng.choice([None, 8.0]), created_at=end,
                              started_at=end - timedelta(seconds=rng.uniform(10, 7200)), finished_at=end))
         for d in specs[::3]:  # something runs on a third of the devices
-            rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, device_request=d["id"],
+            rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, **request_fields(d["id"]),
                              timeout_s=3600, status=JobStatus.running, device_id=d["id"], gpu_memory_gb=8.0,
                              created_at=now, started_at=now - timedelta(seconds=60)))
         for _ in range(n_jobs):
             text, memory = make_request(specs, rng)
-            rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, device_request=text,
+            rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, **request_fields(text),
                              timeout_s=3600, status=JobStatus.pending, gpu_memory_gb=memory, created_at=now,
                              priority=rng.choice([0] * 9 + [10])))
         s.execute(insert(Job), rows)

@@ -170,7 +170,12 @@ class Job(Base):
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     kind: Mapped[str] = mapped_column(String(64), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    device_request: Mapped[str] = mapped_column(String(200))
+    device_request: Mapped[str] = mapped_column(String(200))  # the request as shown (canonical text)
+    # The request parsed once at submit: the dispatcher reads these, never the text.
+    request_kind: Mapped[str] = mapped_column(String(8))  # a DeviceKind
+    request_device_id: Mapped[str | None] = mapped_column(String(200))
+    request_model: Mapped[str | None] = mapped_column(String(64))
+    request_min_memory_gb: Mapped[float | None] = mapped_column(Float)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     gpu_memory_gb: Mapped[float | None] = mapped_column(Float)
     timeout_s: Mapped[int]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from service.errors import InvalidRequest
 from service.models import DeviceKind
-from service.scheduling.device_request import device_id
+from service.scheduling.device_request import device_id, parse_worker_device
 
 
 @dataclass
@@ -40,8 +40,12 @@ class DeviceError(RuntimeError):
     """The device a worker was asked to serve does not exist or cannot be read."""
 
 
-def cpu_info(host: str) -> DeviceInfo:
-    """The CPU as a device: its model name and the machine's memory."""
+def cpu_info(host: str, index: int | None = None) -> DeviceInfo:
+    """The CPU as a device: its model name and the machine's memory.
+
+    `cpu:N` lets one host expose several CPU devices (a gang of CPU ranks, say); each is
+    the same CPU under its own id, and the job's threads are what divides it.
+    """
     name = "CPU"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
@@ -51,7 +55,8 @@ def cpu_info(host: str) -> DeviceInfo:
     memory_mb = None
     with contextlib.suppress(ValueError, OSError):
         memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return DeviceInfo(id=device_id(host, "cpu"), host=host, kind=DeviceKind.cpu, index=None,
+    local = "cpu" if index is None else f"cpu:{index}"
+    return DeviceInfo(id=device_id(host, local), host=host, kind=DeviceKind.cpu, index=index,
                       name=f"{name} ({os.cpu_count()} threads)", uuid=None, memory_total_mb=memory_mb)
 
 
@@ -105,14 +110,15 @@ def count_gpus() -> int:
 
 
 def resolve_device(spec: str, host: str, visible: str = "") -> DeviceInfo:
-    """`cpu` or `cuda:N` → the device's description."""
-    spec = spec.strip().lower()
-    if spec == "cpu":
-        return cpu_info(host)
-    m = re.fullmatch(r"cuda:(\d+)", spec)
-    if not m:
-        raise DeviceError(f"--device {spec!r}: use cpu or cuda:N")
-    return gpu_info(host, int(m[1]), visible)
+    """`cpu`, `cpu:N` or `cuda:N` (the device-request grammar, one device of this host) → its description."""
+    try:
+        kind, index = parse_worker_device(spec, host=host)
+    except InvalidRequest as exc:
+        raise DeviceError(exc.detail) from None
+    if kind == DeviceKind.cpu:
+        return cpu_info(host, index)
+    assert index is not None  # a GPU is always named by its index
+    return gpu_info(host, index, visible)
 
 
 def pin_process(info: DeviceInfo) -> None:

@@ -13,9 +13,8 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from service.errors import GpulabError
 from service.models import Device, DeviceKind, Job, JobStatus, utcnow
-from service.scheduling.device_request import DeviceRequest, parse_device_request
+from service.scheduling.device_request import DeviceRequest
 from service.scheduling.fairshare import UsageCache
 from service.scheduling.limits import member_limits, member_loads
 from service.scheduling.placement import DeviceRoom, Plan, QueuedJob, place, start_order
@@ -29,14 +28,6 @@ class QueueView:
     devices: list[DeviceRoom]
     plan: Plan
     usage: dict[tuple[int, str], float]  # fair-share usage per (member id, device kind)
-
-
-def _request(text: str) -> DeviceRequest:
-    # Stored requests are canonical and host-qualified, so no default host is needed.
-    try:
-        return parse_device_request(text, default_host="")
-    except GpulabError:
-        return DeviceRequest(kind=DeviceKind.cpu, device_id="")  # matches no device
 
 
 def external_memory_mb(session: Session) -> dict[str, int]:
@@ -92,7 +83,8 @@ def pending_jobs(session: Session) -> list[Any]:
     return list(
         session.execute(
             select(Job.id, Job.owner_id, Job.attempt, Job.device_request, Job.gpu_memory_gb,
-                   Job.priority, Job.timeout_s, Job.created_at, Job.kind)
+                   Job.priority, Job.timeout_s, Job.created_at, Job.kind, Job.request_kind,
+                   Job.request_device_id, Job.request_model, Job.request_min_memory_gb)
             .where(Job.status == JobStatus.pending)
             .order_by(Job.id)
         )
@@ -115,12 +107,15 @@ def plan_queue(session: Session, *, settings: Settings, now: datetime | None = N
     rows = pending_jobs(session)
     devices = device_rooms(session)
     usage = usage_cache(settings).usage(session=session, now=now) if rows else {}
-    requests: dict[str, DeviceRequest] = {}
+    # Many jobs ask for the same thing: one DeviceRequest per distinct stored request.
+    requests: dict[tuple[Any, ...], DeviceRequest] = {}
     queued = []
-    for job_id, owner_id, _, text, memory, priority, *_ in rows:
-        request = requests.get(text)
+    for row in rows:
+        job_id, owner_id, memory, priority = row.id, row.owner_id, row.gpu_memory_gb, row.priority
+        key = (row.request_kind, row.request_device_id, row.request_model, row.request_min_memory_gb)
+        request = requests.get(key)
         if request is None:
-            request = requests[text] = _request(text)
+            request = requests[key] = DeviceRequest.from_columns(*key)
         queued.append(QueuedJob(id=job_id, owner_id=owner_id, request=request, gpu_memory_gb=memory,
                                 priority=priority, usage=usage.get((owner_id, request.kind), 0.0)))
     ordered = start_order(queued)

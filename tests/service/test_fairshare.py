@@ -9,6 +9,7 @@ import pytest
 from service.db import Database
 from service.errors import LimitExceeded
 from service.models import Device, Job, JobStatus, User, utcnow
+from service.scheduling.device_request import request_fields
 from service.scheduling.fairshare import HORIZON_HALF_LIVES, UsageCache, member_usage
 from service.scheduling.limits import check_pending_limit, member_loads
 from service.scheduling.placement import WaitReason
@@ -45,7 +46,7 @@ def add_job(db: Database, owner: int, *, status: JobStatus, device: str | None =
     elif finished is not None and ran_s:
         started = finished - timedelta(seconds=ran_s)
     with db.writing() as s:
-        job = Job(owner_id=owner, kind="test-echo", params={}, device_request=request, timeout_s=60,
+        job = Job(owner_id=owner, kind="test-echo", params={}, **request_fields(request), timeout_s=60,
                   gpu_memory_gb=memory, status=status, device_id=device if status != JobStatus.pending else None,
                   started_at=started, finished_at=finished)
         s.add(job)

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from service.db import Database
 from service.models import Job
+from service.scheduling.device_request import request_fields
 from service.store.events import append_events, status_event
 from service.store.job_views import log_tail, metric_series
 from service.store.jobs import insert_job
@@ -21,7 +22,7 @@ def job_id(db: Database) -> int:
     """A job with 30 log lines, two status changes and 2,000 metric values around them."""
     with db.writing() as s:
         user, _ = create_user(session=s, name="ann")
-        job, _ = insert_job(session=s, job=Job(owner_id=user.id, kind="test-echo", params={}, device_request="cpu",
+        job, _ = insert_job(session=s, job=Job(owner_id=user.id, kind="test-echo", params={}, **request_fields("cpu"),
                                                timeout_s=60))
         s.commit()
         jid = job.id

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.api.app import create_app
 from service.db import Database
 from service.models import Device, Job, utcnow
+from service.scheduling.device_request import request_fields
 from service.settings import Settings
 from service.store.samples import record_sample
 from service.store.users import create_user
@@ -42,7 +43,7 @@ def seed(db: Database) -> str:
                       sample={"utilization_pct": 12.5, "memory_used_mb": 8000.0})
 
         def job(status: str, created_s: float, started_s: float | None, run_s: float | None) -> Job:
-            return Job(owner_id=ada.id, kind="regression", params={}, device_request="gpu", timeout_s=60,
+            return Job(owner_id=ada.id, kind="regression", params={}, **request_fields("gpu"), timeout_s=60,
                        status=status, created_at=now - timedelta(seconds=created_s), device_id="lab1/cuda:1",
                        started_at=None if started_s is None else now - timedelta(seconds=started_s),
                        run_seconds=run_s)

@@ -9,6 +9,7 @@ import pytest
 from service.db import Database
 from service.errors import Forbidden, IdempotencyConflict, JobFinished
 from service.models import Job, JobStatus
+from service.scheduling.device_request import request_fields
 from service.store.devices import register_worker
 from service.store.events import list_events
 from service.store.jobs import (
@@ -39,7 +40,7 @@ def users(db: Database):
 def new_job(db: Database, owner_id: int, key: str | None = None, params: dict | None = None) -> Job:
     with db.writing() as s:
         job, _ = insert_job(session=s, job=Job(owner_id=owner_id, kind="test-echo", params=params or {},
-                                                device_request="cpu", timeout_s=60, max_attempts=2,
+                                                **request_fields("cpu"), timeout_s=60, max_attempts=2,
                                                 idempotency_key=key))
     return job
 
@@ -118,12 +119,12 @@ def test_idempotency_key_returns_the_first_job(db: Database, users) -> None:
     first = new_job(db, users[0].id, key="k1", params={"message": "a"})
     with db.writing() as s:
         again, created = insert_job(session=s, job=Job(owner_id=users[0].id, kind="test-echo",
-                                                        params={"message": "a"}, device_request="cpu",
+                                                        params={"message": "a"}, **request_fields("cpu"),
                                                         timeout_s=60, idempotency_key="k1"))
     assert (again.id, created) == (first.id, False)
     with db.writing() as s, pytest.raises(IdempotencyConflict):
         insert_job(session=s, job=Job(owner_id=users[0].id, kind="test-echo", params={"message": "b"},
-                                      device_request="cpu", timeout_s=60, idempotency_key="k1"))
+                                      **request_fields("cpu"), timeout_s=60, idempotency_key="k1"))
     other = new_job(db, users[1].id, key="k1", params={"message": "a"})  # keys are per member
     assert other.id != first.id
 

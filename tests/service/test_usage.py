@@ -12,6 +12,7 @@ from service.api.app import create_app
 from service.db import Database
 from service.errors import InvalidRequest
 from service.models import Device, DeviceSample, Job, User, Worker, utcnow
+from service.scheduling.device_request import request_fields
 from service.settings import Settings
 from service.store.samples import downsample_and_prune, latest_samples, record_sample
 from service.store.users import create_user
@@ -37,7 +38,7 @@ def seed_devices(session) -> None:  # type: ignore[no-untyped-def]
 def add_job(session, owner: User, *, device: str | None, status: str, created: datetime,  # type: ignore[no-untyped-def]
             started: datetime | None = None, finished: datetime | None = None, kind: str = "regression",
             gpu_memory_gb: float | None = None, peak: float | None = None) -> Job:
-    job = Job(owner_id=owner.id, kind=kind, params={}, device_request=device or "gpu", timeout_s=3600,
+    job = Job(owner_id=owner.id, kind=kind, params={}, **request_fields(device or "gpu"), timeout_s=3600,
               status=status, device_id=device, created_at=created, started_at=started, finished_at=finished,
               gpu_memory_gb=gpu_memory_gb, peak_memory_mb=peak,
               run_seconds=(finished - started).total_seconds() if started and finished else None)
