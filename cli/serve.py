@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import typer
@@ -32,6 +33,13 @@ def migrate() -> None:
     from migrations.migrate import upgrade
 
     settings = get_settings()
+    if settings.is_sqlite:
+        # A fresh state dir does not exist yet: SQLite would say "unable to open database file".
+        from sqlalchemy.engine import make_url
+
+        path = make_url(settings.database_url).database
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     console.print(f"database at {_safe_url(settings.database_url)} is up to date")
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.artifacts import record_artifacts
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -75,14 +77,11 @@ class FileContext:
             raise FileNotFoundError(f"job {job_id} left no checkpoint at {path}")
         return _load_checkpoint(path)
 
-    def existing_artifacts(self) -> list[tuple[Artifact, int]]:
-        """The artifacts the job announced and actually wrote, with their sizes."""
-        out = []
-        for art in self.artifacts.values():
-            path = self.dir / art.name
-            if path.is_file():
-                out.append((art, path.stat().st_size))
-        return out
+    def existing_artifacts(self, *, disk_full: bool = False) -> list[tuple[Artifact, int]]:
+        """The artifacts the job announced and actually wrote, with their sizes: regular files
+        in the job's folder only (never a link), and none after a full disk (see record_artifacts)."""
+        recorded = record_artifacts(self.dir, self.artifacts, disk_full=disk_full)
+        return [(self.artifacts[name], size) for name, size in recorded]
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:

@@ -17,21 +17,32 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from service.settings import Settings
 
 BUSY_TIMEOUT_MS = 30_000
+# The API runs sync routes in a threadpool of 40 threads, each holding at most one session
+# (one connection) at a time: a pool that can reach 40 never makes a request wait for a
+# connection while holding another (two per request froze 16 concurrent submits for 30 s).
+POOL_SIZE = 10
+POOL_OVERFLOW = 30
+POOL_TIMEOUT_S = 10
 
 
 def _sqlite_engine(url: str, echo: bool, pooled: bool) -> Engine:
     path = make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pool: dict[str, Any] = (
+        {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT_S}
+        if pooled else {"poolclass": NullPool}
+    )
     engine = create_engine(
-        url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-        **({} if pooled else {"poolclass": NullPool}),
+        url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **pool,
     )
 
     @event.listens_for(engine, "connect")
@@ -58,6 +69,32 @@ def changed(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
+# SQLSTATE classes and codes that mean the server is gone or not accepting connections:
+# 08 connection exception, 57P01..03 admin/crash shutdown and "cannot connect now" (a
+# restarting server), 53300 too many connections.
+_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+_LOST_SQLITE = ("unable to open database file", "database is locked", "disk i/o error")
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether a database error means the database is unreachable (retry later), not a bad query."""
+    if isinstance(exc, SQLAlchemyTimeoutError):
+        return True  # no pooled connection came free in time: the database is saturated
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return any(sqlstate.startswith(code) for code in _LOST_SQLSTATES)
+    module = type(orig).__module__ or ""
+    if module.startswith("psycopg"):
+        # A psycopg OperationalError without a SQLSTATE never reached the server (refused, reset).
+        return isinstance(exc, OperationalError)
+    return isinstance(exc, OperationalError) and any(m in str(orig).lower() for m in _LOST_SQLITE)
+
+
 def make_engine(settings: Settings, *, pooled: bool = True) -> Engine:
     """An engine for the configured database, with the pragmas and pool it needs."""
     if settings.is_sqlite:
@@ -67,8 +104,9 @@ def make_engine(settings: Settings, *, pooled: bool = True) -> Engine:
     return create_engine(
         settings.database_url,
         echo=settings.sql_echo,
-        pool_size=5,
-        max_overflow=10,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT_S,
         pool_pre_ping=True,
         pool_recycle=1800,
     )

@@ -151,6 +151,13 @@ class JobFinished(Conflict):
     help = "Nothing to do: read its outcome with `GET /jobs/{id}`."
 
 
+class PayloadTooLarge(GpulabError):
+    """The request's body is larger than the API accepts (uploads have their own limits)."""
+
+    code, status = "payload_too_large", 413
+    help = "Send a smaller body: `limit_bytes` says how large it may be."
+
+
 class LimitExceeded(GpulabError):
     """A lab limit refused the request: the member already has the most pending jobs allowed."""
 
@@ -178,3 +185,10 @@ class BrokerUnavailable(Unavailable):
 
     code = "broker_unavailable"
     help = "Retry after `Retry-After` seconds; if it lasts, an admin should check Redis."
+
+
+class InternalError(GpulabError):
+    """A fault of gpulab itself: the body carries an id that the API's log carries too."""
+
+    code, status = "internal_error", 500
+    help = "Tell an admin the `error_id`: the API's log has the cause under that id."

@@ -85,6 +85,7 @@ class FailReason(enum.StrEnum):
     cancelled = "cancelled"
     # A command job's requirements.txt could not be installed into its environment.
     env_build_failed = "env_build_failed"
+    disk_full = "disk_full"  # the job's folder ran out of space; no artifact of it is recorded
 
 
 class DeviceKind(enum.StrEnum):

@@ -13,6 +13,7 @@ from jobs.registry import UnknownKind as UnknownKindName
 from jobs.registry import get_kind, list_kinds
 from service.errors import (
     Forbidden,
+    IdempotencyConflict,
     InvalidParams,
     InvalidRequest,
     JobNotFound,
@@ -109,6 +110,17 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
                              field="gpu_memory_gb", value=body.gpu_memory_gb)
     if body.gpu_memory_gb is not None:
         check_declared_memory(request, body.gpu_memory_gb, session)
+    # Everything below reads and then writes: a member's submissions go one at a time (a row
+    # lock on PostgreSQL; the IMMEDIATE write transaction on SQLite), so two racing submits
+    # cannot both see room under the pending limit.
+    lock_member(session=session, user=user)
+    if idempotency_key:
+        existing = job_by_idempotency_key(session=session, owner_id=user.id, key=idempotency_key)
+        if existing is not None:
+            # Before the limit: a retried submit at the limit gets its job back, not a 429.
+            check_replay(existing, body=body, params=params, device_request=request.canonical(),
+                         timeout_s=timeout_s, max_attempts=body.max_attempts or settings.max_attempts)
+            return existing, False
     check_pending_limit(session=session, settings=settings, user=user)
     from_job_id = _from_job(session, body.kind, params, user)
     max_attempts = body.max_attempts or settings.max_attempts
@@ -131,6 +143,40 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
         status=JobStatus.pending,
     )
     return insert_job(session=session, job=job)
+
+
+def lock_member(*, session: Session, user: User) -> None:
+    """Hold this member's row until the transaction ends (a no-op on SQLite, already serialized)."""
+    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+
+
+def job_by_idempotency_key(*, session: Session, owner_id: int, key: str) -> Job | None:
+    """The job a member submitted earlier under this Idempotency-Key, if any."""
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def check_replay(existing: Job, *, body: JobCreate, params: dict[str, Any], device_request: str,
+                 timeout_s: int, max_attempts: int) -> None:
+    """Refuse a retry whose contents differ from the first request in any field (409)."""
+    asked: dict[str, Any] = {
+        "kind": body.kind, "params": params, "device": device_request, "priority": body.priority,
+        "gpu_memory_gb": body.gpu_memory_gb, "timeout_s": timeout_s, "max_attempts": max_attempts,
+    }
+    stored: dict[str, Any] = {
+        "kind": existing.kind, "params": existing.params, "device": existing.device_request,
+        "priority": existing.priority, "gpu_memory_gb": existing.gpu_memory_gb,
+        "timeout_s": existing.timeout_s, "max_attempts": existing.max_attempts,
+    }
+    if body.seed is not None:  # no seed asked: the first request's random seed stands
+        asked["seed"], stored["seed"] = body.seed, existing.seed
+    changed = sorted(name for name in asked if asked[name] != stored[name])
+    if changed:
+        raise IdempotencyConflict(
+            f"Idempotency-Key {existing.idempotency_key!r} was used for job {existing.id} with other "
+            f"{', '.join(changed)}: use a new key for a new request",
+            field="Idempotency-Key", value=existing.idempotency_key,
+            extra={"job_id": existing.id, "changed": changed},
+        )
 
 
 def _from_job(session: Session, kind_name: str, params: dict[str, Any], user: User) -> int | None:

@@ -19,6 +19,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 
+from jobs.artifacts import is_disk_full
 from jobs.base import JobError
 from jobs.registry import UnknownKind, get_kind
 from service.db import Database
@@ -105,7 +106,8 @@ class JobRunner:
             finish_job(session=session, job_id=job_id, attempt=attempt, status=outcome.status,
                        reason=outcome.reason, error=outcome.error, result=outcome.result,
                        peak_memory_mb=peak,
-                       artifacts=[(a.name, a.content_type, size) for a, size in ctx.existing_artifacts()])
+                       artifacts=[(a.name, a.content_type, size) for a, size in
+                                  ctx.existing_artifacts(disk_full=outcome.reason == FailReason.disk_full)])
         return outcome
 
     def _call(self, kind_name: str, raw_params: dict[str, Any], ctx: WorkerContext) -> Outcome:
@@ -130,6 +132,10 @@ class JobRunner:
             # is dropped when this block ends, before the cache is emptied.
             reason = FailReason.oom if _is_oom(exc) else FailReason.user_error
             error = "".join(traceback.format_exception(exc)).strip()
+            if is_disk_full(exc):
+                reason = FailReason.disk_full
+                error = ("disk full: the job's folder has no space left; its artifacts were not recorded "
+                         "(they may be cut short)\n" + error)
             return Outcome(JobStatus.failed, reason, error=error, poisoned=_is_cuda_fault(exc))
 
     def _prepare_device(self, gpu_memory_gb: float | None) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from service.api import docs, problems
@@ -22,6 +25,8 @@ from service.api.routes import (
     workers,
 )
 from service.api.routes import problems as problem_pages
+from service.api.guard import RequestGuard
+from service.api.redact import install_redaction
 from service.db import Database
 from service.live import Publisher
 from service.settings import Settings, get_settings
@@ -41,9 +46,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db = Database.from_settings(settings)
     publisher = Publisher(settings.redis_url)
     publisher.attach(db.read, db.write)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # uvicorn sets up its log handlers after the app is built: mask credentials in them now.
+        install_redaction()
+        yield
+
     # /docs and /redoc are served by docs.install from local files, not FastAPI's CDN pages.
-    app = FastAPI(title="gpulab", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None)
+    app = FastAPI(title="gpulab", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
     app.state.gpulab = AppState(settings=settings, db=db, publisher=publisher)
+    install_redaction()
+    app.add_middleware(RequestGuard)
     problems.install(app)
     for module in (jobs, job_views, bundles, envs, kinds, devices, queue, users, health, usage, workers, metrics,
                    problem_pages):

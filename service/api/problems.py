@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import uuid
 from typing import Any
 
 import redis
@@ -10,14 +12,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from service.db import is_connection_lost
 from service.errors import (
     BrokerUnavailable,
     DatabaseUnavailable,
     GpulabError,
     HttpError,
+    InternalError,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -25,6 +30,10 @@ from service.errors import (
 
 log = logging.getLogger("gpulab.api")
 PROBLEM = "application/problem+json"
+# A problem body names the refused value; a long one is cut, so a 50 MB body never comes
+# back as a 150 MB 422.
+VALUE_CHARS = 200
+VALUE_ITEMS = 10
 
 # What each status means on any route, for the OpenAPI description of its problem response.
 STATUS_MEANING = {
@@ -34,9 +43,10 @@ STATUS_MEANING = {
     404: "No such resource.",
     405: "The path does not accept this method.",
     409: "The request conflicts with the resource's state.",
-    413: "The upload is larger than the service accepts.",
+    413: "The body or upload is larger than the service accepts.",
     422: "A field or a job parameter was refused; `field` and `value` name it.",
     429: "A lab limit refused the request.",
+    500: "A fault of gpulab itself; `error_id` is in the API's log.",
     503: "The database or Redis is down for a moment; retry after `Retry-After` seconds.",
 }
 
@@ -66,16 +76,30 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def problem_response(exc: GpulabError) -> JSONResponse:
-    headers = {}
+def problem_response(exc: GpulabError, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
     if exc.status == 503:
         headers["Retry-After"] = str(getattr(exc, "retry_after", 5))
-    return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM, headers=headers)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="gpulab"'
+    body = exc.problem()
+    for key in ("value", "errors"):  # what the client sent: cut short, made JSON-safe
+        if key in body:
+            body[key] = _plain(body[key])
+    return JSONResponse(body, status_code=exc.status, media_type=PROBLEM, headers=headers)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+def internal_error(exc: BaseException, what: str) -> JSONResponse:
+    """A 500 whose id is logged with the traceback, so a member's report finds the cause."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("%s (error_id=%s)", what, error_id, exc_info=exc)
+    return problem_response(InternalError(
+        f"gpulab failed on this request; tell an admin the error id {error_id}", extra={"error_id": error_id}))
 
 
 def install(app: FastAPI) -> None:
@@ -87,43 +111,70 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"field": _field_path(tuple(e["loc"])), "value": e.get("input"), "message": e["msg"]}
-            for e in exc.errors()
+            for e in exc.errors()[:VALUE_ITEMS]
         ]
         first = errors[0] if errors else {"field": "body", "value": None, "message": "invalid"}
+        shown = _plain(first["value"])
         err = InvalidRequest(
-            f"{first['field']}: {first['message']} (got {first['value']!r})",
-            field=first["field"], value=_plain(first["value"]), extra={"errors": _plain(errors)},
+            f"{first['field']}: {first['message']} (got {_short(repr(shown))})",
+            field=first["field"], value=shown, extra={"errors": errors},
         )
         return problem_response(err)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         cls = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code, HttpError)
         err = cls(str(exc.detail))
         err.status = exc.status_code
-        response = problem_response(err)
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Allow lists every method the path takes: Starlette names only the first route's.
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+        return problem_response(err, headers=headers)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(DBAPIError)
-    async def _database(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return problem_response(DatabaseUnavailable("the database is unavailable; retry shortly"))
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # Only a lost connection is worth retrying; any other database error is a fault of
+        # gpulab's (a bad query, a value the database refused) and a retry would fail again.
+        if is_connection_lost(exc):
+            log.warning("database unavailable: %s", _short(str(exc).splitlines()[0] if str(exc) else repr(exc)))
+            return problem_response(DatabaseUnavailable("the database is unavailable; retry shortly"))
+        return internal_error(exc, "database error")
 
     @app.exception_handler(redis.RedisError)
     async def _redis(_: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unavailable: %s", exc)
         return problem_response(BrokerUnavailable("Redis is unavailable; retry shortly"))
 
+    @app.exception_handler(Exception)
+    async def _anything(_: Request, exc: Exception) -> JSONResponse:
+        return internal_error(exc, "unexpected error")
 
-def _plain(value: Any) -> Any:
-    """Make a value JSON-safe for a problem body."""
+
+def _short(text: str) -> str:
+    return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS] + f"… ({len(text)} characters)"
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Make a value JSON-safe and short for a problem body: strings cut, containers trimmed,
+    text that UTF-8 cannot carry (a lone surrogate) escaped."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        if depth > 4:
+            return "{…}"
+        items = list(value.items())[:VALUE_ITEMS * 5]
+        return {_plain(str(k), depth + 1): _plain(v, depth + 1) for k, v in items}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
+        if depth > 4:
+            return "[…]"
+        return [_plain(v, depth + 1) for v in value[:VALUE_ITEMS]]
+    if isinstance(value, bytes):
+        value = value[: VALUE_CHARS * 4].decode("utf-8", "replace")
+    if isinstance(value, str):
+        return _short(value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00"))
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return f"an integer of {len(str(abs(value))) if abs(value) < 10**4000 else 'over 4000'} digits"
+    if value is None or isinstance(value, bool | int | float):
         return value
-    return repr(value)
+    return _short(repr(value))

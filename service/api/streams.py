@@ -23,9 +23,11 @@ from service.live import job_channel
 from service.models import FINAL_STATUSES, JobStatus
 from service.store import events as event_store
 from service.store import jobs as job_store
+from service.store.users import authenticate_hash
 
 KEEPALIVE_S = 15.0
 RESYNC_S = 5.0  # read the database again this often, in case a publish was lost
+AUTH_CHECK_S = 2.0  # a stream whose token was revoked ends within this
 
 
 def sse(event: dict[str, Any]) -> str:
@@ -48,9 +50,16 @@ async def subscribe(state: AppState, job_id: int) -> tuple[aioredis.Redis, Any]:
     return client, pubsub
 
 
+def _token_active(state: AppState, token_hash: str) -> bool:
+    with state.db.reading() as session:
+        return authenticate_hash(session=session, token_hash=token_hash) is not None
+
+
 async def follow_job(
-    state: AppState, request: Request, job_id: int, after: int, subscription: tuple[aioredis.Redis, Any]
+    state: AppState, request: Request, job_id: int, after: int, subscription: tuple[aioredis.Redis, Any],
+    *, token_hash: str,
 ) -> AsyncIterator[str]:
+    """Stream one job's events until it ends, the client leaves, or the token is revoked."""
     client, pubsub = subscription
     try:
         last = after
@@ -63,6 +72,7 @@ async def follow_job(
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + RESYNC_S
         next_keepalive = loop.time() + KEEPALIVE_S
+        next_auth = loop.time() + AUTH_CHECK_S
         pending: list[dict[str, Any]] = []
         first = True
         while True:
@@ -84,6 +94,11 @@ async def follow_job(
             pending = []
             if await request.is_disconnected():
                 return
+            if loop.time() >= next_auth:
+                if not await run_in_threadpool(_token_active, state, token_hash):
+                    yield "event: revoked\ndata: {\"detail\": \"the token was revoked\"}\n\n"
+                    return
+                next_auth = loop.time() + AUTH_CHECK_S
             message = await pubsub.get_message(timeout=1.0)
             if message is not None and message.get("type") == "message":
                 pending.extend(json.loads(message["data"]))

@@ -1,6 +1,6 @@
 // The gpulab dashboard: plain JS over the same HTTP API as the CLI. The token lives in
-// localStorage; every call sends it as a Bearer header, except EventSource (which cannot set
-// headers) and so passes it as ?token=.
+// localStorage; every call sends it as a Bearer header. EventSource cannot set headers, and a
+// token in a URL ends up in logs: the live log opens with a single-use stream ticket instead.
 "use strict";
 
 const TOKEN_KEY = "gpulab.token";
@@ -276,29 +276,47 @@ async function jobPage(id) {
   }
 
   await refresh();
-  // The live log: EventSource cannot send headers, so the token goes in the query string.
+  // The live log: EventSource cannot send headers, so it opens with a single-use ticket that
+  // the Bearer token buys (POST .../events/tickets); a reconnect buys a new one and resumes
+  // after the last event seen.
   const log = document.getElementById("job-log");
-  const source = new EventSource(`/jobs/${id}/events?token=${encodeURIComponent(token())}`);
-  page.streams.push(source);
+  let lastSeq = 0;
+  let ended = false;
   let pending = false;
   const later = () => { if (!pending) { pending = true; setTimeout(() => { pending = false; refresh(); }, 700); } };
-  source.addEventListener("log", (ev) => {
-    const e = JSON.parse(ev.data);
-    log.append(e.message + "\n");
-    log.scrollTop = log.scrollHeight;
-  });
-  source.addEventListener("progress", (ev) => {
-    const e = JSON.parse(ev.data);
-    if (e.data && e.data.total) fill("job-progress", bar(e.data.step / e.data.total, `${e.data.step} / ${e.data.total}`));
-  });
-  source.addEventListener("metric", later);
-  source.addEventListener("status", (ev) => {
-    const e = JSON.parse(ev.data);
-    log.append(`● ${e.message}\n`);
-    refresh();
-    if (e.data && FINAL.includes(e.data.status)) source.close();
-  });
-  source.onerror = () => { if (job && FINAL.includes(job.status)) source.close(); };
+  const seen = (ev) => { lastSeq = Math.max(lastSeq, Number(ev.lastEventId) || 0); return JSON.parse(ev.data); };
+  const attach = (source) => {
+    source.addEventListener("log", (ev) => {
+      const e = seen(ev);
+      log.append(e.message + "\n");
+      log.scrollTop = log.scrollHeight;
+    });
+    source.addEventListener("progress", (ev) => {
+      const e = seen(ev);
+      if (e.data && e.data.total) fill("job-progress", bar(e.data.step / e.data.total, `${e.data.step} / ${e.data.total}`));
+    });
+    source.addEventListener("metric", (ev) => { seen(ev); later(); });
+    source.addEventListener("status", (ev) => {
+      const e = seen(ev);
+      log.append(`● ${e.message}\n`);
+      refresh();
+      if (e.data && FINAL.includes(e.data.status)) { ended = true; source.close(); }
+    });
+    source.addEventListener("revoked", () => { ended = true; source.close(); showLogin("Your token was revoked; sign in again."); });
+    source.onerror = () => {
+      if (job && FINAL.includes(job.status)) ended = true;
+      // A ticket opens one stream: the browser's own reconnect is refused, so buy a new one.
+      if (ended || source.readyState !== EventSource.CLOSED) { if (ended) source.close(); return; }
+      setTimeout(() => { if (page.streams.includes(source)) openStream(); }, 2000);
+    };
+  };
+  const openStream = async () => {
+    const t = await api(`/jobs/${id}/events/tickets`, { method: "POST" });
+    const source = new EventSource(`${t.url}&after=${lastSeq}`);
+    page.streams.push(source);
+    attach(source);
+  };
+  await openStream();
   every(5000, async () => { if (job && !FINAL.includes(job.status)) await refresh(); });
 }
 

@@ -81,12 +81,16 @@ def _add_token(session: Session, user: User) -> str:
 
 def authenticate(*, session: Session, token: str) -> User | None:
     """The user a token belongs to, or None for an unknown or revoked token."""
-    row = session.execute(
-        select(User, Token)
+    return authenticate_hash(session=session, token_hash=hash_token(token))
+
+
+def authenticate_hash(*, session: Session, token_hash: str) -> User | None:
+    """The user of a token known only by its stored hash, or None when unknown or revoked."""
+    return session.scalar(
+        select(User)
         .join(Token, Token.user_id == User.id)
-        .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None))
-    ).first()
-    return None if row is None else row[0]
+        .where(Token.token_hash == token_hash, Token.revoked_at.is_(None))
+    )
 
 
 def count_users(*, session: Session) -> int:

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import Path as FastPath
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
+from jobs.artifacts import ArtifactRefused, open_artifact
 from jobs.context import is_safe_artifact_name, job_dir
-from service.api.deps import CurrentUser, ReadSession, State, WriteSession
+from service.api.deps import (
+    MAX_ID,
+    CurrentUser,
+    JobId,
+    ReadSession,
+    State,
+    WriteSession,
+    bearer_token,
+    unauthorized,
+    user_by_token_hash,
+)
 from service.api.problems import problem_responses
 from service.api.streams import follow_job, subscribe
+from service.api.tickets import TICKET_TTL_S, issue_ticket, redeem_ticket
 from service.errors import InvalidRequest, NotFound
 from service.models import Job, JobEvent, JobStatus, User, utcnow
 from service.schemas import (
@@ -23,6 +39,7 @@ from service.schemas import (
     JobPublic,
     MetricPoint,
 )
+from service.security import hash_token
 from service.store import events as event_store
 from service.store import jobs as job_store
 from service.submission import submit
@@ -75,10 +92,10 @@ def list_jobs(
     session: ReadSession,
     state: State,
     status: Annotated[list[JobStatus] | None, Query()] = None,
-    owner: str | None = None,
+    owner: Annotated[str | None, Query(max_length=64)] = None,
     me: bool = False,
-    kind: str | None = None,
-    cursor: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
     owner_id = None
@@ -95,7 +112,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="One job")
-def get_job(job_id: int, user: CurrentUser, session: ReadSession) -> JobPublic:
+def get_job(job_id: JobId, user: CurrentUser, session: ReadSession) -> JobPublic:
     job = job_store.get_job(session=session, job_id=job_id)
     names = _owner_names(session, [job])
     return job_public(job, names.get(job.owner_id, "?"), _last_progress(session, job_id))
@@ -103,10 +120,29 @@ def get_job(job_id: int, user: CurrentUser, session: ReadSession) -> JobPublic:
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a job",
              responses=problem_responses(403, 409))
-def cancel_job(job_id: int, user: CurrentUser, session: WriteSession) -> JobPublic:
+def cancel_job(job_id: JobId, user: CurrentUser, session: WriteSession) -> JobPublic:
     job = job_store.request_cancel(session=session, job_id=job_id, user=user)
     names = _owner_names(session, [job])
     return job_public(job, names.get(job.owner_id, "?"))
+
+
+class StreamTicket(BaseModel):
+    ticket: str = Field(description="pass as ?ticket= to the events URL within expires_in_s; works once")
+    expires_in_s: int
+    url: str = Field(description="the events URL with the ticket, for an EventSource")
+
+
+@router.post("/{job_id}/events/tickets", status_code=201, response_model=StreamTicket,
+             summary="A single-use ticket to follow a job's events from a browser",
+             description="EventSource cannot send an Authorization header, and tokens never go in URLs "
+             "(logs keep URLs): exchange the Bearer token for a ticket that opens one stream.",
+             responses=problem_responses(401, 404, 422, 503))
+def stream_ticket(job_id: JobId, request: Request, user: CurrentUser, session: ReadSession,
+                  state: State) -> StreamTicket:
+    job_store.get_job(session=session, job_id=job_id)
+    ticket = issue_ticket(state.publisher.client, token_hash=request.state.token_hash, job_id=job_id)
+    return StreamTicket(ticket=ticket, expires_in_s=TICKET_TTL_S,
+                        url=f"/jobs/{job_id}/events?ticket={ticket}")
 
 
 @router.get(
@@ -114,22 +150,33 @@ def cancel_job(job_id: int, user: CurrentUser, session: WriteSession) -> JobPubl
     response_model=EventPage,
     summary="A job's log, progress, metrics and status changes",
     description="JSON by default; Server-Sent Events with `Accept: text/event-stream` "
-    "(resumable with `Last-Event-ID`, which is the event's `seq`).",
+    "(resumable with `Last-Event-ID`, which is the event's `seq`). Authenticate with the Bearer "
+    "header, or with `?ticket=` from `POST /jobs/{job_id}/events/tickets` (a browser's EventSource). "
+    "A stream ends within seconds of its token being revoked.",
+    responses={**problem_responses(401, 404, 422, 503),
+               200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                     "description": "the events, as JSON or as a stream"}},
 )
 async def job_events(
-    job_id: int,
+    job_id: JobId,
     request: Request,
-    user: CurrentUser,
     state: State,
-    after: Annotated[int, Query(ge=0, description="only events with seq above this")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="only events with seq above this")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
     type: Annotated[list[str] | None, Query()] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    ticket: Annotated[str | None, Query(max_length=100, description="a stream ticket (instead of a token)")] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ):
-    from starlette.concurrency import run_in_threadpool
+    if ticket:
+        token_hash = await run_in_threadpool(redeem_ticket, state.publisher.client, ticket=ticket, job_id=job_id)
+        if token_hash is None:
+            raise unauthorized("the stream ticket is unknown, used or expired: ask for a new one")
+    else:
+        token_hash = hash_token(bearer_token(request))
 
     def read() -> tuple[Job, list[dict]]:
         with state.db.reading() as session:
+            user_by_token_hash(session, token_hash)
             job = job_store.get_job(session=session, job_id=job_id)
             items = event_store.list_events(session=session, job_id=job_id, after_seq=after,
                                             limit=limit, types=type or ())
@@ -140,13 +187,13 @@ async def job_events(
         start = after
         if last_event_id:
             try:
-                start = max(start, int(last_event_id))
+                start = max(start, min(int(last_event_id), MAX_ID))
             except ValueError:
                 raise InvalidRequest("Last-Event-ID must be an event's seq", field="Last-Event-ID",
                                      value=last_event_id) from None
         subscription = await subscribe(state, job_id)
         return StreamingResponse(
-            follow_job(state, request, job_id, start, subscription),
+            follow_job(state, request, job_id, start, subscription, token_hash=token_hash),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -155,28 +202,42 @@ async def job_events(
 
 
 @router.get("/{job_id}/metrics", response_model=list[MetricPoint], summary="A job's metric values")
-def job_metrics(job_id: int, user: CurrentUser, session: ReadSession, name: str | None = None) -> list[MetricPoint]:
+def job_metrics(job_id: JobId, user: CurrentUser, session: ReadSession,
+                name: Annotated[str | None, Query(max_length=128)] = None) -> list[MetricPoint]:
     job_store.get_job(session=session, job_id=job_id)
     return [MetricPoint(name=m.name, step=m.step, value=m.value, attempt=m.attempt)
             for m in event_store.list_metrics(session=session, job_id=job_id, name=name)]
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactPublic], summary="A job's artifacts")
-def job_artifacts(job_id: int, user: CurrentUser, session: ReadSession) -> list[ArtifactPublic]:
+def job_artifacts(job_id: JobId, user: CurrentUser, session: ReadSession) -> list[ArtifactPublic]:
     job_store.get_job(session=session, job_id=job_id)
     return [ArtifactPublic(name=a.name, content_type=a.content_type, size_bytes=a.size_bytes,
                            created_at=a.created_at, url=f"/jobs/{job_id}/artifacts/{a.name}")
             for a in event_store.list_artifacts(session=session, job_id=job_id)]
 
 
-@router.get("/{job_id}/artifacts/{name}", summary="Download one artifact", response_class=FileResponse)
-def job_artifact(job_id: int, name: str, user: CurrentUser, session: ReadSession, state: State) -> FileResponse:
+@router.get("/{job_id}/artifacts/{name}", summary="Download one artifact", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "the file, with the content type it was recorded with"}})
+def job_artifact(job_id: JobId, name: Annotated[str, FastPath(max_length=128)], user: CurrentUser,
+                 session: ReadSession, state: State) -> StreamingResponse:
     if not is_safe_artifact_name(name):
         raise InvalidRequest(f"artifact name {name!r} is not a plain file name", field="name", value=name)
     art = event_store.get_artifact(session=session, job_id=job_id, name=name)
-    path = job_dir(state.settings.artifacts_root, job_id) / name
-    if art is None or not path.is_file():
-        raise NotFound(f"job {job_id} has no artifact {name!r}", field="name", value=name)
-    return FileResponse(path, media_type=art.content_type, filename=name)
+    missing = NotFound(f"job {job_id} has no artifact {name!r}", field="name", value=name)
+    if art is None:
+        raise missing
+    try:
+        # Opened without following links: a link the job left never reaches a file outside.
+        file, size = open_artifact(job_dir(state.settings.artifacts_root, job_id), name)
+    except ArtifactRefused:
+        raise missing from None
+    return StreamingResponse(_chunks(file), media_type=art.content_type, headers={
+        "Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'})
 
 
+def _chunks(file: BinaryIO) -> Iterator[bytes]:
+    with file:
+        while chunk := file.read(1 << 16):
+            yield chunk
