@@ -25,6 +25,9 @@ from sqlalchemy.pool import NullPool
 from service.settings import Settings
 
 BUSY_TIMEOUT_MS = 30_000
+# Ids and sequence numbers are INTEGER columns: PostgreSQL refuses a larger number as "out of
+# range" (and SQLite beyond 64 bits), so inputs are bounded by this before any query.
+MAX_INTEGER = 2**31 - 1
 # The API runs sync routes in a threadpool of 40 threads, each holding at most one session
 # (one connection) at a time: a pool that can reach 40 never makes a request wait for a
 # connection while holding another (two per request froze 16 concurrent submits for 30 s).

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from jobs.registry import UnknownKind as UnknownKindName
 from jobs.registry import get_kind, list_kinds
+from service.db import MAX_INTEGER
 from service.errors import (
     Forbidden,
     IdempotencyConflict,
@@ -185,8 +186,9 @@ def _from_job(session: Session, kind_name: str, params: dict[str, Any], user: Us
     if not param or params.get(param) is None:
         return None
     source_id = int(params[param])
-    source = session.get(Job, source_id)
     field = f"params.{param}"
+    # An id past the column's range names no job; asking the database would be an error.
+    source = session.get(Job, source_id) if 0 < source_id <= MAX_INTEGER else None
     if source is None:
         raise JobNotFound(f"{field}: no job has id {source_id}", field=field, value=source_id)
     if source.status != JobStatus.succeeded:

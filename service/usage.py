@@ -23,6 +23,7 @@ from service.models import FINAL_STATUSES, Device, DeviceKind, DeviceSample, Job
 
 GROUPS = ("member", "device", "kind")
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+MAX_SPAN_S = 100 * 365 * 86400
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -32,7 +33,11 @@ def parse_span(text: str, *, field_name: str) -> float:
     if not m:
         raise InvalidRequest(f"{field_name}={text!r}: write a span like 15m, 24h or 7d",
                              field=field_name, value=text)
-    return float(m[1]) * _UNIT_S[m[2]]
+    seconds = float(m[1]) * _UNIT_S[m[2]]
+    if seconds > MAX_SPAN_S:  # further back than any date: `now - span` would overflow
+        raise InvalidRequest(f"{field_name}={text[:40]!r}: at most 100 years back", field=field_name,
+                             value=text[:40])
+    return seconds
 
 
 def parse_since(text: str | None, *, default: str = "7d", now: datetime | None = None) -> datetime:

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
-from service.db import Database
+from service.db import MAX_INTEGER, Database
 from service.errors import Forbidden, Unauthorized
 from service.live import Publisher
 from service.models import User
@@ -18,9 +18,8 @@ from service.settings import Settings
 from service.store.users import authenticate, authenticate_hash
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Ids are BIGINT-sized in the database: a larger number is refused here (422), never sent
-# to the database (PostgreSQL raises "out of range", SQLite "int too large").
-MAX_ID = 2**63 - 1
+# A larger id is refused here (422), never sent to the database (see MAX_INTEGER).
+MAX_ID = MAX_INTEGER
 
 
 @dataclass

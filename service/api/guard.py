@@ -69,6 +69,10 @@ def json_problem(body: bytes) -> GpulabError | None:
     """Why a JSON body cannot be accepted, naming the field; None when it can (or when it is not
     JSON at all: FastAPI reports that)."""
     try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidRequest(f"body: not UTF-8 (byte {exc.start})", field="body", value=None)
+    try:
         data = json.loads(body, parse_constant=_NotJson, parse_float=_parse_float, parse_int=_parse_int)
     except RecursionError:
         return InvalidRequest(f"body: JSON nested deeper than {MAX_DEPTH} levels", field="body", value=None)

@@ -151,6 +151,16 @@ def install(app: FastAPI) -> None:
         return internal_error(exc, "unexpected error")
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """The methods some route fully matches at this path (asked per method: routers nest)."""
+    return {method for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                   for route in request.app.routes)}
+
+
 def _short(text: str) -> str:
     return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS] + f"… ({len(text)} characters)"
 

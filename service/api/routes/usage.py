@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import CurrentUser, ReadSession, State
+from service.api.deps import CurrentUser, JobId, ReadSession, State
 from service.errors import JobNotFound
 from service.models import utcnow
 from service.schemas import JobUsagePublic, QueueTimeline, TimelinePointPublic, UsageReport, UsageRowPublic
@@ -55,7 +55,7 @@ def timeline(
 
 
 @router.get("/jobs/{job_id}", response_model=JobUsagePublic, summary="One job's accounting and efficiency")
-def one_job(job_id: int, user: CurrentUser, session: ReadSession, state: State) -> JobUsagePublic:
+def one_job(job_id: JobId, user: CurrentUser, session: ReadSession, state: State) -> JobUsagePublic:
     settings = state.settings
     u = job_usage(session, job_id=job_id, idle_minutes=settings.idle_minutes, idle_pct=settings.idle_utilization_pct)
     if u is None:

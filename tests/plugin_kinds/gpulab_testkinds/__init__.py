@@ -74,9 +74,28 @@ def run_fail(params: FailParams, ctx: JobContext) -> dict[str, Any]:
     raise ValueError(params.message)
 
 
+class FilesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    link_to: str | None = Field(None, max_length=4096)  # leave leak.txt as a symlink to this path
+    write_mb: float = Field(0, ge=0, le=1024)  # then write big.bin of this size (a disk can fill)
+
+
+def run_files(params: FilesParams, ctx: JobContext) -> dict[str, Any]:
+    ctx.artifact_path("note.txt", "text/plain").write_text("a regular artifact")
+    if params.link_to:
+        os.symlink(params.link_to, ctx.artifact_path("leak.txt", "text/plain"))
+    if params.write_mb:
+        with open(ctx.artifact_path("big.bin"), "wb") as f:
+            for _ in range(int(params.write_mb * 16)):
+                f.write(b"x" * (1 << 16))
+    return {"written": True}
+
+
 ECHO = JobKind(name="test-echo", params=EchoParams, run=run_echo, summary="logs, metrics, progress (tests)")
 SLEEP = JobKind(name="test-sleep", params=SleepParams, run=run_sleep, summary="sleeps, honouring cancel (tests)")
 FAIL = JobKind(name="test-fail", params=FailParams, run=run_fail, summary="fails in a chosen way (tests)")
+FILES = JobKind(name="test-files", params=FilesParams, run=run_files,
+                summary="leaves artifacts: a regular one, a symlink, a large one (tests)")
 
 
 class AllocParams(BaseModel):
