@@ -9,6 +9,8 @@ from fastapi import FastAPI
 
 from service.api import docs, problems
 from service.api.deps import AppState
+from service.api.guard import RequestGuard
+from service.api.redact import install_redaction
 from service.api.routes import (
     bundles,
     dashboard,
@@ -25,8 +27,6 @@ from service.api.routes import (
     workers,
 )
 from service.api.routes import problems as problem_pages
-from service.api.guard import RequestGuard
-from service.api.redact import install_redaction
 from service.db import Database
 from service.live import Publisher
 from service.settings import Settings, get_settings

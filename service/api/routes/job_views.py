@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import CurrentUser, ReadSession
+from service.api.deps import MAX_ID, CurrentUser, JobId, ReadSession
 from service.schemas import EventPublic, LogPage, MetricSeriesPublic
 from service.store import jobs as job_store
 from service.store.job_views import log_tail, metric_series
@@ -17,10 +17,10 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 @router.get("/{job_id}/log", response_model=LogPage, summary="A job's log and status lines, newest page first")
 def job_log(
-    job_id: int,
+    job_id: JobId,
     user: CurrentUser,
     session: ReadSession,
-    before: Annotated[int | None, Query(ge=1, description="the `before` of the newer page")] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="the `before` of the newer page")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> LogPage:
     job = job_store.get_job(session=session, job_id=job_id)
@@ -37,10 +37,10 @@ def job_log(
     "`full=true` returns every value.",
 )
 def job_metric_series(
-    job_id: int,
+    job_id: JobId,
     user: CurrentUser,
     session: ReadSession,
-    name: Annotated[list[str] | None, Query(description="only these metrics")] = None,
+    name: Annotated[list[str] | None, Query(max_length=128, description="only these metrics")] = None,
     points: Annotated[int, Query(ge=10, le=10_000)] = 500,
     full: bool = False,
 ) -> list[MetricSeriesPublic]:
