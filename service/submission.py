@@ -114,21 +114,22 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
     # Everything below reads and then writes: a member's submissions go one at a time (a row
     # lock on PostgreSQL; the IMMEDIATE write transaction on SQLite), so two racing submits
     # cannot both see room under the pending limit.
+    max_attempts = body.max_attempts or settings.max_attempts
+    if body.kind == "command" and not params.get("requeue"):
+        # A member's code may not be safe to run twice: a lost worker re-runs it only if asked.
+        max_attempts = 1
     lock_member(session=session, user=user)
     if idempotency_key:
         existing = job_by_idempotency_key(session=session, owner_id=user.id, key=idempotency_key)
         if existing is not None:
             # Before the limit: a retried submit at the limit gets its job back, not a 429.
             check_replay(existing, body=body, params=params, device_request=request.canonical(),
-                         timeout_s=timeout_s, max_attempts=body.max_attempts or settings.max_attempts)
+                         timeout_s=timeout_s, max_attempts=max_attempts)
             return existing, False
     check_pending_limit(session=session, settings=settings, user=user)
     from_job_id = _from_job(session, body.kind, params, user)
-    max_attempts = body.max_attempts or settings.max_attempts
     if body.kind == "command":
         _check_command(session, params, user)
-        # A member's code may not be safe to run twice: a lost worker re-runs it only if asked.
-        max_attempts = max_attempts if params.get("requeue") else 1
     job = Job(
         owner_id=user.id,
         kind=body.kind,
