@@ -1,9 +1,12 @@
 """/metrics in the Prometheus text format, read from the database at each scrape.
 
 Device gauges carry the names and labels of NVIDIA's DCGM exporter (DCGM_FI_DEV_GPU_UTIL with
-gpu, UUID, device, modelName, Hostname), so existing GPU dashboards work unchanged; the CPU
-device and gpulab's own numbers are `gpulab_*`. The histograms are computed in SQL over every
-job the database keeps, so they only grow, as Prometheus counters must.
+gpu, UUID, device, modelName, Hostname), so existing GPU dashboards work unchanged, plus the
+jobs and members running on each GPU (`hpc_job`, `member`, as DCGM exporter's HPC job mapping
+labels them); with GPULAB_METRICS_DCGM_NAMES=false they are `gpulab_gpu_*` instead, for a lab
+that runs the DCGM exporter too. The CPU device and gpulab's own numbers are `gpulab_*`.
+The counters and histograms are computed in SQL over every job the database keeps (gpulab
+deletes no job), so they only grow, as Prometheus counters must, and rate() works on them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -28,7 +31,18 @@ DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120, 600, 3600)
 # A reading older than this is not shown: its worker is gone or stuck.
 STALE = timedelta(minutes=5)
-DCGM_LABELS = ["gpu", "UUID", "device", "modelName", "Hostname"]
+DCGM_LABELS = ["gpu", "UUID", "device", "modelName", "Hostname", "hpc_job", "member"]
+# Our GPU gauges' names: DCGM exporter's, or gpulab's own when the exporter runs beside us.
+GPU_NAMES = {
+    "util": ("DCGM_FI_DEV_GPU_UTIL", "gpulab_gpu_utilization_percent"),
+    "used": ("DCGM_FI_DEV_FB_USED", "gpulab_gpu_memory_used_mib"),
+    "free": ("DCGM_FI_DEV_FB_FREE", "gpulab_gpu_memory_free_mib"),
+    "temp": ("DCGM_FI_DEV_GPU_TEMP", "gpulab_gpu_temperature_celsius"),
+    "power": ("DCGM_FI_DEV_POWER_USAGE", "gpulab_gpu_power_watts"),
+}
+GPU_DOCS = {"util": "GPU utilization (in %).", "used": "Framebuffer memory used (in MiB).",
+            "free": "Framebuffer memory free (in MiB).", "temp": "GPU temperature (in C).",
+            "power": "Power draw (in W)."}
 
 
 def _seconds_between(session: Session, start: Any, end: Any) -> Any:
@@ -62,7 +76,30 @@ class GpulabCollector(Collector):
             yield from self._devices(session)
             yield from self._workers(session)
 
+    def _counters(self, session: Session) -> Iterator[Metric]:
+        submitted = CounterMetricFamily("gpulab_jobs_submitted", "Jobs submitted", labels=["kind"])
+        started = CounterMetricFamily("gpulab_jobs_started", "Jobs that started running", labels=["kind"])
+        run_seconds = CounterMetricFamily("gpulab_job_run_seconds", "Run time of finished jobs (in s)",
+                                          labels=["kind"])
+        for kind, n, n_started, seconds in session.execute(
+            select(Job.kind, func.count(Job.id), func.count(Job.started_at),
+                   func.coalesce(func.sum(Job.run_seconds), 0.0)).group_by(Job.kind).order_by(Job.kind)
+        ):
+            submitted.add_metric([kind], n)
+            started.add_metric([kind], n_started)
+            run_seconds.add_metric([kind], float(seconds))
+        finished = CounterMetricFamily("gpulab_jobs_finished", "Jobs that ended, by kind, status and reason",
+                                       labels=["kind", "status", "reason"])
+        for kind, status, reason, n in session.execute(
+            select(Job.kind, Job.status, Job.reason, func.count(Job.id))
+            .where(Job.status.in_([s.value for s in JobStatus if s.is_final]))
+            .group_by(Job.kind, Job.status, Job.reason).order_by(Job.kind, Job.status, Job.reason)
+        ):
+            finished.add_metric([kind, status, reason or ""], n)
+        yield from (submitted, started, finished, run_seconds)
+
     def _jobs(self, session: Session) -> Iterator[Metric]:
+        yield from self._counters(session)
         counts = dict(session.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all())
         jobs = GaugeMetricFamily("gpulab_jobs", "Jobs by status", labels=["status"])
         for status in JobStatus:
@@ -97,13 +134,15 @@ class GpulabCollector(Collector):
         fresh = utcnow() - STALE
         up = GaugeMetricFamily("gpulab_device_up", "1 when the device's worker is online",
                                labels=["device", "host", "state"])
-        gauges = {
-            "util": GaugeMetricFamily("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels=DCGM_LABELS),
-            "used": GaugeMetricFamily("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", labels=DCGM_LABELS),
-            "free": GaugeMetricFamily("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", labels=DCGM_LABELS),
-            "temp": GaugeMetricFamily("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", labels=DCGM_LABELS),
-            "power": GaugeMetricFamily("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", labels=DCGM_LABELS),
-        }
+        which = 0 if self.settings.metrics_dcgm_names else 1
+        gauges = {key: GaugeMetricFamily(names[which], GPU_DOCS[key], labels=DCGM_LABELS)
+                  for key, names in GPU_NAMES.items()}
+        running: dict[str, list[tuple[int, str]]] = {}
+        for device_id, job_id, owner in session.execute(
+            select(Job.device_id, Job.id, User.name).join(User, Job.owner_id == User.id)
+            .where(Job.status == JobStatus.running).order_by(Job.id)
+        ):
+            running.setdefault(device_id, []).append((job_id, owner))
         external = GaugeMetricFamily("gpulab_gpu_external_memory_mib",
                                      "GPU memory held by processes gpulab did not start (in MiB)",
                                      labels=DCGM_LABELS)
@@ -117,7 +156,10 @@ class GpulabCollector(Collector):
             if s is None or s.t < fresh:
                 continue
             if d.kind == DeviceKind.cuda:
-                labels = [str(d.index), d.uuid or "", d.id, d.name, d.host]
+                # Several jobs may share a GPU: one series per GPU, its jobs and members joined.
+                jobs = running.get(d.id, [])
+                labels = [str(d.index), d.uuid or "", d.id, d.name, d.host,
+                          ",".join(str(j) for j, _ in jobs), ",".join(sorted({o for _, o in jobs}))]
                 used, total = s.memory_used_mb, s.memory_total_mb or d.memory_total_mb
                 values = {"util": s.utilization_pct, "used": used,
                           "free": None if used is None or total is None else total - used,

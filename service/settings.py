@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     idle_minutes: float = Field(30, gt=0, description="a GPU job near 0 % utilisation this long is flagged idle")
     idle_utilization_pct: float = Field(5, ge=0, le=100, description="'near 0 %' for the idle flag")
     metrics_public: bool = Field(True, description="serve /metrics without a token (for Prometheus)")
+    metrics_dcgm_names: bool = Field(True, description="GPU gauges under DCGM exporter's names (false: gpulab_gpu_*)")
     celery_events: bool = Field(False, description="workers send Celery task events and heartbeats (for Flower)")
 
     # API.

@@ -6,10 +6,11 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from service.api.app import create_app
 from service.db import Database
-from service.models import Device, Job, utcnow
+from service.models import Device, Job, User, utcnow
 from service.scheduling.device_request import request_fields
 from service.settings import Settings
 from service.store.samples import record_sample
@@ -110,3 +111,42 @@ def test_metrics_can_require_a_token(settings: Settings, db: Database) -> None:
         assert r.status_code == 401 and r.json()["code"] == "unauthorized"
         r = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and "gpulab_queue_depth 2.0" in r.text
+
+
+def test_job_counters_by_kind_status_and_reason(settings: Settings, db: Database) -> None:
+    seed(db)
+    with db.writing() as session:
+        owner = session.scalars(select(User)).one()
+        session.add(Job(owner_id=owner.id, kind="gan", params={}, **request_fields("cpu"), timeout_s=60,
+                        status="failed", reason="oom", started_at=utcnow(), run_seconds=2.5))
+        session.commit()
+    with TestClient(create_app(settings)) as client:
+        f = families(client.get("/metrics").text)
+    # Counters (the `_total` samples) so that rate() and increase() work on them.
+    finished = f["gpulab_jobs_finished"]
+    assert value(finished, "gpulab_jobs_finished_total", kind="regression", status="succeeded", reason="") == 1
+    assert value(finished, "gpulab_jobs_finished_total", kind="regression", status="failed", reason="") == 1
+    assert value(finished, "gpulab_jobs_finished_total", kind="gan", status="failed", reason="oom") == 1
+    assert {s.labels["status"] for s in finished} == {"succeeded", "failed"}  # only ended jobs
+    assert value(f["gpulab_jobs_submitted"], "gpulab_jobs_submitted_total", kind="regression") == 5
+    assert value(f["gpulab_jobs_started"], "gpulab_jobs_started_total", kind="regression") == 3
+    assert value(f["gpulab_job_run_seconds"], "gpulab_job_run_seconds_total", kind="gan") == 2.5
+    assert value(f["gpulab_job_run_seconds"], "gpulab_job_run_seconds_total", kind="regression") == 403.0
+
+
+def test_gpu_gauges_name_the_job_and_member_on_the_gpu(settings: Settings, db: Database) -> None:
+    seed(db)
+    with db.reading() as session:
+        running = session.scalars(select(Job.id).where(Job.status == "running")).one()
+    with TestClient(create_app(settings)) as client:
+        f = families(client.get("/metrics").text)
+    util = f["DCGM_FI_DEV_GPU_UTIL"]
+    assert value(util, "DCGM_FI_DEV_GPU_UTIL", device="lab1/cuda:1", hpc_job=str(running), member="ada") == 87.0
+    # With the DCGM exporter beside gpulab, ours take gpulab's own names: no two sources of one series.
+    own = settings.model_copy(update={"metrics_dcgm_names": False})
+    with TestClient(create_app(own)) as client:
+        f = families(client.get("/metrics").text)
+    assert not any(name.startswith("DCGM_") for name in f)
+    assert value(f["gpulab_gpu_utilization_percent"], "gpulab_gpu_utilization_percent", UUID="GPU-1234",
+                 hpc_job=str(running), member="ada") == 87.0
+    assert value(f["gpulab_gpu_memory_used_mib"], "gpulab_gpu_memory_used_mib", UUID="GPU-1234") == 40000.0
