@@ -87,7 +87,7 @@ class GpulabCollector(Collector):
         ):
             submitted.add_metric([kind], n)
             started.add_metric([kind], n_started)
-            run_seconds.add_metric([kind], float(seconds))
+            run_seconds.add_metric([kind], float(seconds or 0.0))
         finished = CounterMetricFamily("gpulab_jobs_finished", "Jobs that ended, by kind, status and reason",
                                        labels=["kind", "status", "reason"])
         for kind, status, reason, n in session.execute(
@@ -140,9 +140,9 @@ class GpulabCollector(Collector):
         running: dict[str, list[tuple[int, str]]] = {}
         for device_id, job_id, owner in session.execute(
             select(Job.device_id, Job.id, User.name).join(User, Job.owner_id == User.id)
-            .where(Job.status == JobStatus.running).order_by(Job.id)
+            .where(Job.status == JobStatus.running, Job.device_id.is_not(None)).order_by(Job.id)
         ):
-            running.setdefault(device_id, []).append((job_id, owner))
+            running.setdefault(str(device_id), []).append((job_id, owner))
         external = GaugeMetricFamily("gpulab_gpu_external_memory_mib",
                                      "GPU memory held by processes gpulab did not start (in MiB)",
                                      labels=DCGM_LABELS)
