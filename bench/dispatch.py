@@ -1,10 +1,12 @@
 """Submit → start latency and throughput of gpulab, beside raw Celery on the same Redis.
 
-    python -m bench.dispatch [--jobs 40] [--burst 40]
+    python -m bench.dispatch [--jobs 40] [--burst 40] [--celery-tools]
 
 Starts a real stack (API, dispatcher, one CPU worker) on SQLite and a bare Celery worker,
 then prints p50/p99 latency, the milliseconds each hop adds, jobs/s, and ratios against
 the baseline measured in the same run. Needs the test kinds (./dev test installs them).
+--celery-tools also measures what Celery's remote control and task events cost: bare Celery
+with remote control off, and with events on; gpulab with GPULAB_CELERY_EVENTS=true.
 """
 
 from __future__ import annotations
@@ -58,14 +60,21 @@ def bench_gpulab(stack: Stack, n: int, burst: int) -> dict[str, float]:
     return out
 
 
-def bench_raw(redis_url: str, n: int, burst: int) -> dict[str, float]:
-    env = {**os.environ, "BENCH_REDIS_URL": redis_url}
+def bench_raw(redis_url: str, n: int, burst: int, *, remote_control: bool = True,
+              events: bool = False) -> dict[str, float]:
+    flags = {"BENCH_REDIS_URL": redis_url, "BENCH_REMOTE_CONTROL": "1" if remote_control else "0",
+             "BENCH_EVENTS": "1" if events else "0"}
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.raw_celery_app", "worker", "-P", "prefork", "-c", "1",
-         "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "WARNING"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ["BENCH_REDIS_URL"] = redis_url
-    from bench.raw_celery_app import start
+         "--without-mingle", "--without-gossip", *([] if events else ["--without-heartbeat"]), "-l", "WARNING"],
+        env={**os.environ, **flags}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.update(flags)
+    import importlib
+
+    import bench.raw_celery_app
+
+    # The sending side's app must match the worker's settings of this run (sent events).
+    start = importlib.reload(bench.raw_celery_app).start
 
     store = redis.Redis.from_url(redis_url)
     try:
@@ -102,20 +111,27 @@ def bench_raw(redis_url: str, n: int, burst: int) -> dict[str, float]:
             "jobs_per_s": burst / elapsed}
 
 
+def run_gpulab(n: int, burst: int, env: dict[str, str] | None = None) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="gpulab-bench-"))
+    # The bench reads latency from the database, not from a faster poll: default tick/flush.
+    stack = Stack(database_url=f"sqlite:///{tmp / 'gpulab.sqlite3'}", redis_url=services.redis_url(13),
+                  state_dir=tmp, env={"GPULAB_DISPATCHER_TICK_S": "2", "GPULAB_EVENT_FLUSH_S": "0.5", **(env or {})})
+    stack.start()
+    try:
+        return bench_gpulab(stack, n, burst)
+    finally:
+        stack.stop()
+        redis.Redis.from_url(services.redis_url(13)).flushdb()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40, help="sequential jobs for latency")
     parser.add_argument("--burst", type=int, default=40, help="jobs submitted at once for throughput")
+    parser.add_argument("--celery-tools", action="store_true",
+                        help="also measure remote control off and task events on")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="gpulab-bench-"))
-    # The bench reads latency from the database, not from a faster poll: default tick/flush.
-    stack = Stack(database_url=f"sqlite:///{tmp / 'gpulab.sqlite3'}", redis_url=services.redis_url(13),
-                  state_dir=tmp, env={"GPULAB_DISPATCHER_TICK_S": "2", "GPULAB_EVENT_FLUSH_S": "0.5"})
-    stack.start()
-    try:
-        g = bench_gpulab(stack, args.jobs, args.burst)
-    finally:
-        stack.stop()
+    g = run_gpulab(args.jobs, args.burst)
     r = bench_raw(services.redis_url(12), args.jobs, args.burst)
     print(f"gpulab dispatch benchmark: {args.jobs} sequential jobs, a burst of {args.burst}, one CPU worker")
     print(f"{'':28}{'gpulab':>10}{'raw celery':>12}{'ratio':>8}")
@@ -124,6 +140,18 @@ def main() -> None:
         print(f"{label:28}{g[key]:>10.1f}{r[key]:>12.1f}{g[key] / r[key]:>8.2f}")
     print("hops of gpulab's p50 (ms): " + ", ".join(
         f"{k} {g[f'{k}_p50_ms']:.1f}" for k in ("http+insert", "wake+dispatch", "broker+claim")))
+    if not args.celery_tools:
+        return
+    runs = {
+        "raw, remote control off": bench_raw(services.redis_url(12), args.jobs, args.burst, remote_control=False),
+        "raw, remote control on (as gpulab)": r,
+        "raw, remote control + events on": bench_raw(services.redis_url(12), args.jobs, args.burst, events=True),
+        "gpulab (remote control on)": g,
+        "gpulab, GPULAB_CELERY_EVENTS=true": run_gpulab(args.jobs, args.burst, {"GPULAB_CELERY_EVENTS": "true"}),
+    }
+    print(f"\nCelery's tools: {'':28}{'p50 ms':>8}{'p99 ms':>8}{'jobs/s':>8}")
+    for label, m in runs.items():
+        print(f"{label:44}{m['total_p50_ms']:>8.1f}{m['total_p99_ms']:>8.1f}{m['jobs_per_s']:>8.1f}")
 
 
 if __name__ == "__main__":
