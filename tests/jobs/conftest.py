@@ -31,12 +31,6 @@ def gpu_ctx(tmp_path: Path) -> LocalContext:
     return LocalContext(artifacts_root=tmp_path, job_id=1, seed=0, device="cuda:0")
 
 
-@pytest.fixture
-def stopped_ctx(tmp_path: Path) -> LocalContext:
-    """A context whose job was cancelled before it began: should_stop() is True at once."""
-    return LocalContext(artifacts_root=tmp_path, job_id=1, seed=0, stop_after_s=0)
-
-
 @pytest.fixture(scope="session")
 def digits_jobs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An artifacts folder where job 1 is a finished classify-digits job (defaults, seed 0)."""

@@ -1,7 +1,6 @@
 import math
 
 import pytest
-from pydantic import ValidationError
 
 from jobs.autograd import KIND
 from jobs.context import LocalContext
@@ -39,12 +38,6 @@ def test_graph_walks_next_functions(ctx: LocalContext) -> None:
         "AccumulateGrad",
     ]
     assert by_name["x*y+y**2"].count("AccumulateGrad") == 2  # one leaf each for x and y
-
-
-@pytest.mark.parametrize("raw", [{"point": [1.0]}, {"points": [11.0]}, {"points": []}])
-def test_params_reject_unknown_and_out_of_range(raw: dict) -> None:
-    with pytest.raises(ValidationError):
-        KIND.validate(raw)
 
 
 @pytest.mark.gpu

@@ -43,12 +43,6 @@ def test_unknown_layer_is_a_job_error(job_on_digits: LocalContext) -> None:
         KIND.run(KIND.validate({"from_job": 1, "layer": "conv9"}), job_on_digits)
 
 
-def test_cancelled_job_stops_before_the_first_batch(digits_jobs_root) -> None:
-    ctx = LocalContext(artifacts_root=digits_jobs_root, job_id=97, stop_after_s=0)
-    result = KIND.run(KIND.validate({"from_job": 1}), ctx)
-    assert result["stopped_early"] is True and result["samples"] == 0
-
-
 @pytest.mark.parametrize("raw", [{"layer": "fc1"}, {"from_job": 1, "hook": "x"}, {"from_job": 1, "format": "csv"}])
 def test_params_reject_unknown_and_out_of_range(raw: dict) -> None:
     with pytest.raises(ValidationError):
