@@ -15,6 +15,13 @@ Backfill: a job that cannot start reserves the devices it waits for, for the res
 pass; a later job may start elsewhere but never on those, so it never delays the head job.
 A job held back by its member's own limit reserves nothing: one member's limit never stalls
 the others.
+
+Gangs: a job asking for `gpus` N > 1 takes N idle devices of one host at once, alone on each
+(no slot-sharing job beside a gang, and a gang never beside one). One that cannot start holds
+the N devices of the host where it could start soonest (wait reason `assembling_gang`), so it
+is never starved by a stream of small jobs; a later job may still use a held device if its
+time limit ends before the gang could start (Slurm's backfill rule, with `timeout_s` as the
+bound: the gang's start is the time the N-th of those devices frees at the latest).
 """
 
 from __future__ import annotations
@@ -43,9 +50,10 @@ class WaitReason:
     MEMBER_LIMIT = "member_limit"
     DISPATCHER_DOWN = "dispatcher_down"
     NO_DEVICE = "no_device"
+    ASSEMBLING_GANG = "assembling_gang"  # a multi-device job holding devices as they free
 
     ALL = (PRIORITY, FAIR_SHARE, DEVICE_BUSY, DEVICE_OFFLINE, DEVICE_DRAINING, NO_MEMORY,
-           MEMBER_LIMIT, DISPATCHER_DOWN, NO_DEVICE)
+           MEMBER_LIMIT, DISPATCHER_DOWN, NO_DEVICE, ASSEMBLING_GANG)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class QueuedJob:
     gpu_memory_gb: float | None = None
     priority: int = 0
     usage: float = 0.0  # the owner's decayed device-seconds on this kind of device
+    gpus: int = 1  # devices of one host it needs at once (a gang when above 1)
+    timeout_s: float = 0.0  # its time limit: the bound backfill uses
 
 
 def start_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
@@ -89,8 +99,13 @@ class DeviceRoom:
     memory_total_mb: int | None = None
     external_mb: int = 0  # used by processes that are not gpulab's
     jobs: int = 0
-    exclusive: bool = False  # a job that declared no memory holds it
+    exclusive: bool = False  # a job that declared no memory holds it, or a gang
     declared_mb: float = 0.0
+    ends_in_s: float = 0.0  # when the last job placed here reaches its time limit, from now
+
+    @property
+    def host(self) -> str:
+        return self.id.rpartition("/")[0]
 
     def matches(self, request: DeviceRequest) -> bool:
         return request.matches(device_id=self.id, kind=self.kind, name=self.name,
@@ -134,7 +149,8 @@ class DeviceRoom:
     def take(self, job: QueuedJob) -> None:
         want_mb = _declared_mb(job)
         self.jobs += 1
-        if self.kind == DeviceKind.cuda and want_mb is None:
+        self.ends_in_s = max(self.ends_in_s, job.timeout_s)
+        if job.gpus > 1 or (self.kind == DeviceKind.cuda and want_mb is None):
             self.exclusive = True
         else:
             self.declared_mb += want_mb or 0.0
@@ -154,8 +170,12 @@ def _needed_mb(job: QueuedJob) -> float:
 
 @dataclass
 class Plan:
-    placements: list[tuple[int, str]] = field(default_factory=list)
+    placements: list[tuple[int, str]] = field(default_factory=list)  # (job, the device it is sent to)
     waits: dict[int, str] = field(default_factory=dict)
+    # Every device each placed job holds, its leader (the one in `placements`) first.
+    allocations: dict[int, list[str]] = field(default_factory=dict)
+    # A waiting gang: (devices it holds that are free now, devices it needs).
+    assembling: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 # When a job waits on several devices for different reasons, the first in this list is shown.
@@ -190,6 +210,9 @@ class _Pass:
         self.before = {d.id: dataclasses.replace(d) for d in devices}  # the load at the start
         self.first_in_line: dict[str, QueuedJob] = {}  # device → the first job this pass that took or held it
         self.reserved: set[str] = set()
+        # Devices a waiting gang holds → seconds until the gang could start: a later job may
+        # use one only if its time limit ends before then.
+        self.shadow: dict[str, float] = {}
         self.candidates: dict[tuple[DeviceRequest, float | None], list[DeviceRoom] | str] = {}
         # Wait reasons computed since the last change: an identical job waits for the same reason.
         self.version = 0
@@ -201,18 +224,81 @@ class _Pass:
             if job.id in blocked:
                 plan.waits[job.id] = blocked[job.id]
                 continue
+            if job.gpus > 1:
+                self.place_gang(job, plan)
+                continue
             device_or_reason = self.place_one(job)
             if isinstance(device_or_reason, DeviceRoom):
                 plan.placements.append((job.id, device_or_reason.id))
+                plan.allocations[job.id] = [device_or_reason.id]
             else:
                 plan.waits[job.id] = device_or_reason
         return plan
+
+    def place_gang(self, job: QueuedJob, plan: Plan) -> None:
+        """All N devices of one host now, or hold the N where it could start soonest."""
+        load = self.loads.setdefault(job.owner_id, MemberLoad())
+        cuda = job.request.kind == DeviceKind.cuda
+        if (self.limits.max_jobs and load.jobs >= self.limits.max_jobs) or (
+                cuda and self.limits.max_gpus and load.gpus + job.gpus > self.limits.max_gpus + _EPS):
+            plan.waits[job.id] = WaitReason.MEMBER_LIMIT
+            return
+        candidates = self.candidates.get((job.request, job.gpu_memory_gb))
+        if candidates is None:
+            candidates = self.candidates[(job.request, job.gpu_memory_gb)] = self.devices_for(job)
+        if isinstance(candidates, str):
+            plan.waits[job.id] = candidates
+            return
+        hosts: dict[str, list[DeviceRoom]] = {}
+        for d in candidates:
+            if d.state == "online":
+                hosts.setdefault(d.host, []).append(d)
+        best: tuple[float, int, str, list[DeviceRoom]] | None = None  # (start in, free now, host, devices)
+        for host, devices in hosts.items():
+            if len(devices) < job.gpus:
+                continue
+            # A device a job ahead holds is not ours, unless we would be done before it needs it.
+            usable = [d for d in devices if d.id not in self.reserved or self.may_backfill(job, d)]
+            if len(usable) < job.gpus:
+                continue
+            ranked = sorted(usable, key=lambda d: (0.0 if d.jobs == 0 else max(d.ends_in_s, _EPS), _pci_order(d)))
+            chosen = ranked[:job.gpus]
+            start_in = max(0.0 if d.jobs == 0 else max(d.ends_in_s, _EPS) for d in chosen)
+            free = sum(1 for d in chosen if d.jobs == 0)
+            key = (start_in, -free, host, chosen)
+            if best is None or key[:3] < best[:3]:
+                best = key
+        if best is None:
+            plan.waits[job.id] = WaitReason.DEVICE_BUSY
+            return
+        start_in, _, _, chosen = best
+        chosen = sorted(chosen, key=_pci_order)
+        if start_in == 0.0:
+            for d in chosen:
+                d.take(job)
+                self.first_in_line.setdefault(d.id, job)
+            load.jobs += 1
+            if cuda:
+                load.gpus += job.gpus
+            self.version += 1
+            plan.placements.append((job.id, chosen[0].id))
+            plan.allocations[job.id] = [d.id for d in chosen]
+            return
+        for d in chosen:
+            if d.id not in self.reserved:
+                self.reserved.add(d.id)
+                self.shadow[d.id] = start_in
+                self.first_in_line.setdefault(d.id, job)
+        self.version += 1
+        plan.waits[job.id] = WaitReason.ASSEMBLING_GANG
+        plan.assembling[job.id] = (sum(1 for d in chosen if d.jobs == 0), job.gpus)
 
     def place_one(self, job: QueuedJob) -> DeviceRoom | str:
         load = self.loads.setdefault(job.owner_id, MemberLoad())
         if self.limits.max_jobs and load.jobs >= self.limits.max_jobs:
             return WaitReason.MEMBER_LIMIT
-        key = (job.request, job.gpu_memory_gb, job.owner_id, job.priority, job.usage)
+        # The time limit is in the key: backfill beside a waiting gang depends on it.
+        key = (job.request, job.gpu_memory_gb, job.owner_id, job.priority, job.usage, job.timeout_s)
         seen = self.waits_seen.get(key)
         if seen is not None and seen[0] == self.version:
             return seen[1]
@@ -263,7 +349,7 @@ class _Pass:
 
     def fit(self, job: QueuedJob, device: DeviceRoom, load: MemberLoad) -> str | None:
         """None if the job may start on this device now, else why not."""
-        if device.id in self.reserved:
+        if device.id in self.reserved and not self.may_backfill(job, device):
             return self.behind(job, device)
         reason = device.fit(job)
         # Taken during this pass: had it room before, the job waits behind whoever took it.
@@ -275,12 +361,24 @@ class _Pass:
             return WaitReason.MEMBER_LIMIT
         return reason
 
+    def may_backfill(self, job: QueuedJob, device: DeviceRoom) -> bool:
+        """Whether a job may use a device a waiting gang holds: its time limit ends before the gang starts."""
+        shadow = self.shadow.get(device.id)
+        return shadow is not None and 0 < job.timeout_s <= shadow
+
     def behind(self, job: QueuedJob, device: DeviceRoom) -> str:
         """Why a job waits for a device that a job ahead of it took or holds this pass."""
         ahead = self.first_in_line[device.id]
         if ahead.owner_id != job.owner_id and ahead.priority == job.priority and ahead.usage < job.usage:
             return WaitReason.FAIR_SHARE
         return WaitReason.PRIORITY
+
+
+def _pci_order(d: DeviceRoom) -> tuple[str, int, str]:
+    """cuda:2 before cuda:10: a gang's devices in bus order, its leader the first."""
+    local = d.id.rpartition("/")[2]
+    kind, _, index = local.partition(":")
+    return (kind, int(index) if index.isdigit() else -1, d.id)
 
 
 def _better(a: DeviceRoom, b: DeviceRoom) -> bool:
