@@ -12,13 +12,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.base import JobContext, JobError, JobKind
-from jobs.common import seed_everything, torch_device
+from jobs.common import DataPath, seed_everything, torch_device
 
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data_dir: str | None = Field(default=None, max_length=4096, description="MNIST IDX files; None: bundled 8x8 digits")
+    data_dir: DataPath | None = Field(default=None, description="MNIST IDX files; None: bundled 8x8 digits")
     test_fraction: float = Field(default=0.2, ge=0.05, le=0.5, description="digits only")
     epochs: int = Field(default=20, ge=1, le=200)
     batch_size: int = Field(default=32, ge=1, le=8192)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
 
 
 def seed_everything(seed: int) -> Any:
@@ -41,3 +44,20 @@ def save_figure(fig: Any, path: Any, *, dpi: int = 100, tight: bool = False, pad
         fig.tight_layout(**({} if pad is None else {"pad": pad}))
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def check_data_path(value: str) -> str:
+    """The rule every data path on the lab's disk follows: absolute, no `..`, no control
+    characters (a NUL cannot even be stored); returned in its normal form."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("a data path may not contain control characters")
+    path = PurePosixPath(value)
+    if not path.is_absolute():
+        raise ValueError(f"{value!r} is not an absolute path (start it with /)")
+    if ".." in path.parts:
+        raise ValueError(f"{value!r} contains '..': name the folder itself")
+    return str(path)
+
+
+# A path to data on the lab's disk, as a job parameter (classify-digits' data_dir, char-rnn's text_path).
+DataPath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(check_data_path)]

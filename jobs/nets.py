@@ -120,3 +120,21 @@ class SharedTwice(nn.Module):
         x = torch.relu(self.shared(x))
         x = torch.relu(self.shared(x))
         return self.out(x)
+
+
+class CharRNN(nn.Module):
+    """A character-level language model: embedding, an LSTM or GRU, a linear read-out."""
+
+    def __init__(self, vocab: int, embed: int = 64, hidden: int = 256, layers: int = 1, cell: str = "lstm",
+                 dropout: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn(embed, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, vocab)
+
+    def forward(self, x: torch.Tensor, state: object = None) -> tuple[torch.Tensor, object]:
+        """Logits (batch, time, vocab) for a batch of index sequences, and the RNN's last state."""
+        h, state = self.rnn(self.embed(x), state)
+        return self.out(self.drop(h)), state

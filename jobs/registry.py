@@ -31,6 +31,8 @@ BUILTIN: dict[str, str] = {
     "dcgan": "jobs.dcgan",
     "finetune": "jobs.finetune",
     "features": "jobs.features",
+    "char-rnn": "jobs.char_rnn",
+    "char-rnn-sample": "jobs.char_rnn_sample",
     "command": "jobs.command",
 }
 
