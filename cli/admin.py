@@ -33,7 +33,8 @@ def queue(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @devices_app.callback()
-def devices(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def devices(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
+            details: bool = typer.Option(False, "--details", help="and each worker's torch/CUDA/cuDNN/driver")) -> None:
     """Every device, its state and what runs on it."""
     if ctx.invoked_subcommand:
         return
@@ -42,6 +43,8 @@ def devices(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -
         out.print_json(data=data)
         return
     out.print(views.devices_table(data))
+    if details:
+        out.print(views.runtime_table(data))
 
 
 @devices_app.command("drain")

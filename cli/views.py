@@ -52,6 +52,22 @@ def devices_table(devices: list[dict[str, Any]]) -> Table:
     return table
 
 
+# The facts of a device's runtime, in the order a reader compares them.
+RUNTIME_FACTS = ("torch", "cuda_runtime", "cudnn", "nccl", "driver", "cuda_driver", "compute_capability",
+                 "memory_total_mb", "tf32_matmul", "tf32_cudnn", "float32_matmul_precision", "torch_threads",
+                 "python", "numpy", "platform", "os")
+
+
+def runtime_table(devices: list[dict[str, Any]]) -> Table:
+    """One column per device: the software its worker reported (what a result depends on)."""
+    table = Table("", *(d["id"] for d in devices), box=None, pad_edge=False, title="runtime", title_justify="left")
+    for fact in RUNTIME_FACTS:
+        values = [(d.get("runtime") or {}).get(fact) for d in devices]
+        if any(v is not None for v in values):
+            table.add_row(fact, *("–" if v is None else str(v) for v in values))
+    return table
+
+
 def queue_table(queue: dict[str, Any], limit: int = 10) -> Table:
     table = Table("#", "job", "owner", "kind", "device", "waiting", "reason", box=None, title="queue",
                   title_justify="left")

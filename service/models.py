@@ -141,6 +141,9 @@ class Device(Base):
     worker_id: Mapped[str | None] = mapped_column(String(64))
     last_seen_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The worker's software (torch, CUDA runtime, cuDNN, NCCL, driver, compute capability,
+    # TF32, Python, platform): set at its start, completed by its children's first job.
+    runtime: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Worker(Base):
@@ -207,6 +210,9 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     peak_memory_mb: Mapped[float | None] = mapped_column(Float)
     run_seconds: Mapped[float | None] = mapped_column(Float)
+    # The software the job ran with (the device's runtime as its process saw it), so a
+    # result can be reproduced.
+    runtime: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class JobEvent(Base):

@@ -53,6 +53,7 @@ class JobPublic(BaseModel):
     run_seconds: float | None
     wait_seconds: float | None
     progress: dict[str, Any] | None = None
+    runtime: dict[str, Any] | None = None
 
 
 class JobPage(BaseModel):
@@ -152,6 +153,8 @@ class DevicePublic(BaseModel):
     temperature_c: float | None = None
     power_w: float | None = None
     external_mb: float | None = None
+    # torch, CUDA runtime, cuDNN, NCCL, driver, compute capability, TF32, Python, platform.
+    runtime: dict[str, Any] | None = None
 
 
 class QueueEntry(BaseModel):

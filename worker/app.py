@@ -22,7 +22,7 @@ from service.queues import RUN_JOB, device_queue, make_celery
 from service.settings import Settings
 from service.store.devices import register_worker, stop_worker
 from worker.command_account import announce as announce_command_account
-from worker.device import DeviceInfo, pin_process, resolve_device
+from worker.device import DeviceInfo, pin_process, resolve_device, runtime_facts
 from worker.heartbeat import Watch
 from worker.runner import JobRunner
 from worker.sampler import SampleRecorder, make_sampler
@@ -140,6 +140,9 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     if preload_torch:
         # Children inherit the imported module: a job never pays torch's import.
         import torch  # noqa: F401
+    # Reported at start (log, then the device's row): versions a result depends on.
+    info.runtime = runtime_facts(info)
+    log.info("runtime of %s: %s", info.id, ", ".join(f"{k} {v}" for k, v in info.runtime.items() if v is not None))
     db = Database.from_settings(settings, pooled=False)
     publisher = Publisher(settings.redis_url)
     publisher.attach(db.read, db.write)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass
+import platform
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from typing import Any
 
 from service.errors import InvalidRequest
@@ -26,6 +28,8 @@ class DeviceInfo:
     name: str
     uuid: str | None
     memory_total_mb: int | None
+    # The software a result depends on besides its code (torch, CUDA, cuDNN, driver...).
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     @property
     def torch_device(self) -> str:
@@ -127,3 +131,98 @@ def pin_process(info: DeviceInfo) -> None:
     # Lets torch answer is_available() from NVML, so nothing in the parent creates a context.
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     os.environ["CUDA_VISIBLE_DEVICES"] = info.uuid if info.kind == DeviceKind.cuda and info.uuid else ""
+
+
+# What the worker reports about its software: what torch.utils.collect_env gathers, read
+# without running a subprocess (collect_env runs nvidia-smi, gcc, pip) and without touching
+# CUDA in the parent. The parent reads torch.version and NVML; a child, which owns a CUDA
+# context anyway, adds what only the loaded libraries know (child_runtime_facts).
+
+
+def _wheel_version(prefix: str) -> str | None:
+    """The version of an installed NVIDIA library wheel (nvidia-cudnn-cu12, say), if any."""
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name.startswith(prefix):
+            return dist.version
+    return None
+
+
+def _os_name() -> str:
+    with contextlib.suppress(OSError):
+        return platform.freedesktop_os_release().get("PRETTY_NAME", "")
+    return ""
+
+
+def runtime_facts(info: DeviceInfo) -> dict[str, Any]:
+    """The worker's software, read in the parent: torch.version, installed wheels and NVML only."""
+    import numpy
+    import torch
+
+    facts: dict[str, Any] = {
+        "torch": torch.__version__,
+        "torch_git": torch.version.git_version,
+        # The CUDA runtime torch was built with; a pip build ships and loads this one.
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": _wheel_version("nvidia-cudnn"),
+        "nccl": _wheel_version("nvidia-nccl"),
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "os": _os_name(),
+        # Flags, not CUDA calls: reading them creates no context.
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if torch.version.hip:
+        facts["hip"] = torch.version.hip
+    if info.kind == DeviceKind.cuda:
+        facts.update(_nvml_facts(info))
+    return facts
+
+
+def _nvml_facts(info: DeviceInfo) -> dict[str, Any]:
+    facts: dict[str, Any] = {"memory_total_mb": info.memory_total_mb}
+    try:
+        nvml = _nvml()
+        handle = nvml.nvmlDeviceGetHandleByUUID(info.uuid)
+        driver = nvml.nvmlSystemGetDriverVersion()
+        facts["driver"] = driver if isinstance(driver, str) else driver.decode()
+        cuda_driver = nvml.nvmlSystemGetCudaDriverVersion()  # e.g. 12080 for 12.8
+        facts["cuda_driver"] = f"{cuda_driver // 1000}.{cuda_driver % 1000 // 10}"
+        major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+        facts["compute_capability"] = f"{major}.{minor}"
+    except Exception as exc:  # an old driver lacks a call: report what could be read
+        facts["nvml_error"] = str(exc)
+    return facts
+
+
+def _cudnn_version(v: int) -> str:
+    # cuDNN 9 numbers its versions major*10000 + minor*100 + patch; cuDNN 8, major*1000 + ...
+    major, rest = (v // 10000, v % 10000) if v >= 90000 else (v // 1000, v % 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def child_runtime_facts(info: DeviceInfo) -> dict[str, Any]:
+    """What only a process with torch's libraries loaded can say: call it in a child, where
+    the job's CUDA context already exists (never in the worker parent)."""
+    import torch
+
+    facts: dict[str, Any] = {
+        "torch_threads": torch.get_num_threads(),
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if info.kind == DeviceKind.cuda and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(0)
+        facts["compute_capability"] = f"{major}.{minor}"
+        if (cudnn := torch.backends.cudnn.version()) is not None:
+            facts["cudnn"] = _cudnn_version(cudnn)
+        with contextlib.suppress(Exception):  # a build without NCCL
+            from torch.cuda import nccl as nccl_lib
+
+            nccl = nccl_lib.version()
+            facts["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
+    return facts

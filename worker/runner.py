@@ -25,10 +25,11 @@ from jobs.registry import UnknownKind, get_kind
 from service.db import Database
 from service.models import DeviceKind, FailReason, JobStatus
 from service.settings import Settings
+from service.store.devices import record_runtime
 from service.store.jobs import claim_job, finish_job
 from worker.command import COMMAND_KIND, run_command
 from worker.context import WorkerContext
-from worker.device import DeviceInfo
+from worker.device import DeviceInfo, child_runtime_facts
 
 log = logging.getLogger("gpulab.worker")
 
@@ -93,6 +94,7 @@ class JobRunner:
                             flush_s=self.settings.event_flush_s,
                             flush_lines=self.settings.event_flush_lines)
         self._prepare_device(job.gpu_memory_gb)
+        runtime = self._runtime()
         started = time.monotonic()
         outcome = self._call(job.kind, job.params, ctx)
         if outcome.status == JobStatus.succeeded and ctx.should_stop():
@@ -103,6 +105,9 @@ class JobRunner:
         peak = self._release_device()
         ctx.flush()
         with self.db.writing() as session:
+            # Committed by finish_job, in the same transaction (and fenced out with it).
+            record_runtime(session=session, job_id=job_id, attempt=attempt, device_id=self.device.id,
+                           runtime=runtime)
             finish_job(session=session, job_id=job_id, attempt=attempt, status=outcome.status,
                        reason=outcome.reason, error=outcome.error, result=outcome.result,
                        peak_memory_mb=peak,
@@ -137,6 +142,13 @@ class JobRunner:
                 error = ("disk full: the job's folder has no space left; its artifacts were not recorded "
                          "(they may be cut short)\n" + error)
             return Outcome(JobStatus.failed, reason, error=error, poisoned=_is_cuda_fault(exc))
+
+    def _runtime(self) -> dict[str, Any]:
+        """The versions and flags this job runs with: the worker's, plus what this child sees."""
+        try:
+            return {**self.device.runtime, **child_runtime_facts(self.device)}
+        except Exception as exc:  # a broken CUDA context: the job itself will say more
+            return {**self.device.runtime, "runtime_error": str(exc)}
 
     def _prepare_device(self, gpu_memory_gb: float | None) -> None:
         if self.device.kind != DeviceKind.cuda:

@@ -31,7 +31,7 @@ def register_worker(
         state = DeviceState.online
     else:
         state = DeviceState.draining if row.state == DeviceState.draining else DeviceState.online
-    for key in ("host", "kind", "index", "name", "uuid", "memory_total_mb"):
+    for key in ("host", "kind", "index", "name", "uuid", "memory_total_mb", "runtime"):
         setattr(row, key, device.get(key))
     row.slots, row.state, row.worker_id, row.last_seen_at = slots, state, worker_id, now
     session.add(Worker(id=worker_id, device_id=row.id, host=device["host"], pid=pid, slots=slots,
@@ -143,3 +143,17 @@ def list_workers(*, session: Session, live_only: bool = True) -> list[Worker]:
     if live_only:
         stmt = stmt.where(Worker.stopped_at.is_(None))
     return list(session.scalars(stmt.order_by(Worker.started_at.desc())))
+
+
+# What a worker's parent cannot read without CUDA; the job-dependent flags (TF32) stay per job.
+CHILD_FACTS = ("cudnn", "nccl", "compute_capability", "torch_threads")
+
+
+def record_runtime(*, session: Session, job_id: int, attempt: int, device_id: str, runtime: dict[str, Any]) -> None:
+    """Note the software a job ran with, and complete its device's record with what the job's
+    process learned; the caller's finish commits both (or rolls them back when fenced out)."""
+    session.execute(update(Job).where(Job.id == job_id, Job.attempt == attempt).values(runtime=runtime))
+    device = session.get(Device, device_id)
+    learned = {k: runtime[k] for k in CHILD_FACTS if k in runtime}
+    if device is not None and any((device.runtime or {}).get(k) != v for k, v in learned.items()):
+        device.runtime = {**(device.runtime or {}), **learned}
