@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,8 +124,10 @@ def evaluate(model: Any, data: Any, seq_len: int, streams: int = 16) -> float:
     return total / (streams * per)
 
 
-def generate(model: Any, vocab: str, s: SampleParams, gen: Any, device: Any) -> list[str]:
-    """num_samples texts that go on from the start string; temperature 0 takes the argmax."""
+def generate(model: Any, vocab: str, s: SampleParams, gen: Any, device: Any,
+             should_stop: Callable[[], bool] = lambda: False) -> list[str]:
+    """num_samples texts that go on from the start string; temperature 0 takes the argmax.
+    A cancel ends the text being written (at the next 100 characters) and writes no more."""
     import torch
 
     unknown = sorted(set(s.start) - set(vocab))
@@ -136,7 +139,9 @@ def generate(model: Any, vocab: str, s: SampleParams, gen: Any, device: Any) -> 
         for _ in range(s.num_samples):
             x = torch.tensor([[vocab.index(c) for c in s.start]], device=device)
             chars, state = [], None
-            for _ in range(s.sample_length):
+            for i in range(s.sample_length):
+                if i % 100 == 99 and should_stop():
+                    break
                 logits, state = model(x, state)
                 last = logits[0, -1].float().cpu()
                 if s.temperature == 0:
@@ -146,6 +151,8 @@ def generate(model: Any, vocab: str, s: SampleParams, gen: Any, device: Any) -> 
                 chars.append(vocab[nxt])
                 x = torch.tensor([[nxt]], device=device)
             out.append(s.start + "".join(chars))
+            if should_stop():
+                break
     return out
 
 
@@ -223,7 +230,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
             checkpoint()
     checkpoint()
     val_loss = evaluate(model, data["val"], p.seq_len)
-    samples = generate(model, vocab, p, gen, device)
+    samples = generate(model, vocab, p, gen, device, ctx.should_stop)
     write_samples(ctx, samples, p)
     plot(ctx, losses, vals, unigram)
     ctx.log(f"validation perplexity {math.exp(val_loss):.2f} against {unigram:.2f} for the unigram baseline")

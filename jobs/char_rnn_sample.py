@@ -38,12 +38,14 @@ def load_model(ctx: JobContext, job_id: int, device: Any) -> tuple[Any, dict[str
 
 def run(params: Params, ctx: JobContext) -> dict[str, Any]:
     # torch is imported (by load_model) inside run(): the API imports this module to list kinds.
+    if ctx.should_stop():  # cancelled before it began: not even the checkpoint is read
+        return {"from_job": params.from_job, "samples": [], "stopped_early": True}
     gen = seed_everything(ctx.seed)
     device = torch_device(ctx)
     model, state = load_model(ctx, params.from_job, device)
     vocab = state["arch"]["vocab"]
     ctx.log(f"sampling from job {params.from_job}'s {state['arch']['cell']} after {state['step']} steps")
-    samples = generate(model, vocab, params, gen, device)
+    samples = generate(model, vocab, params, gen, device, ctx.should_stop)
     write_samples(ctx, samples, params)
     return {
         "from_job": params.from_job,
@@ -52,6 +54,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
         "start": params.start,
         "temperature": params.temperature,
         "samples": samples,
+        "stopped_early": ctx.should_stop(),
     }
 
 

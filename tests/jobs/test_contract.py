@@ -24,8 +24,8 @@ from jobs.registry import list_kinds
 
 KINDS = {k.name: k for k in list_kinds()}
 # What a kind needs beyond its defaults (a kind with a from_job param gets job 1, a finished
-# one-epoch classify-digits job, from the `trained_root` fixture).
-REQUIRED: dict[str, dict[str, Any]] = {"command": {"argv": ["true"]}}
+# one-epoch classify-digits job, or job 2, a few steps of char-rnn, from `trained_root`).
+REQUIRED: dict[str, dict[str, Any]] = {"command": {"argv": ["true"]}, "char-rnn-sample": {"from_job": 2}}
 # Kinds that never poll should_stop(), each with why that is right.
 NOTHING_TO_STOP = {
     "tensor-anatomy": "a few tensor inspections, milliseconds",
@@ -44,7 +44,7 @@ WORKER_ONLY = {
 def minimal(kind: JobKind) -> dict[str, Any]:
     params = dict(REQUIRED.get(kind.name, {}))
     if kind.from_job_param:
-        params[kind.from_job_param] = 1
+        params.setdefault(kind.from_job_param, 1)
     return params
 
 
@@ -122,10 +122,13 @@ def test_the_bounds_cases_cover_the_built_in_kinds() -> None:
 
 @pytest.fixture(scope="module")
 def trained_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An artifacts folder where job 1 is a finished one-epoch classify-digits job."""
-    digits = KINDS["classify-digits"]
+    """An artifacts folder where job 1 is a finished one-epoch classify-digits job, job 2 a
+    few steps of char-rnn."""
+    digits, char_rnn = KINDS["classify-digits"], KINDS["char-rnn"]
     root = tmp_path_factory.mktemp("contract_jobs")
     digits.run(digits.validate({"epochs": 1}), LocalContext(artifacts_root=root, job_id=1, seed=0))
+    char_rnn.run(char_rnn.validate({"steps": 2, "hidden": 16, "sample_length": 5}),
+                 LocalContext(artifacts_root=root, job_id=2, seed=0))
     return root
 
 
