@@ -249,11 +249,15 @@ class UsageReport(BaseModel):
 
 
 class TimelinePointPublic(BaseModel):
-    t: datetime
-    queue_depth: int
-    running: int
+    t: datetime = Field(description="the step's end")
+    queue_depth: int = Field(description="pending jobs at the step's end")
+    running: int = Field(description="running jobs at the step's end")
     started: int
     mean_wait_s: float | None
+    queue_depth_max: int = Field(description="the most jobs pending at any instant of the step")
+    queue_depth_mean: float = Field(description="pending jobs, time-weighted mean over the step")
+    running_max: int
+    running_mean: float
 
 
 class QueueTimeline(BaseModel):

@@ -23,6 +23,10 @@ from service.api.deps import admin_user, current_user
 from service.api.problems import Problem, problem_responses
 
 ASSETS = "/docs-assets"
+# The doc pages load from this server alone. ReDoc's bundle hard-codes one outside image (the
+# Redocly logo in its menu footer); the policy stops the browser from even asking for it.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self' 'unsafe-inline' blob:; "
+       "style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'; font-src 'self' data:")
 SCHEME = "bearer"
 FAVICON = "/dashboard/favicon.svg"
 
@@ -88,6 +92,11 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def _local_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = CSP
+    return page
+
+
 def install(app: FastAPI) -> None:
     """Serve /docs, /redoc and their assets from the installed package, and the richer OpenAPI.
 
@@ -99,12 +108,12 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        return _local_only(get_swagger_ui_html(
             openapi_url=openapi_url, title="gpulab API", swagger_favicon_url=FAVICON,
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{ASSETS}/swagger-ui.css",
             oauth2_redirect_url="/docs/oauth2-redirect",
             swagger_ui_parameters={"persistAuthorization": True},
-        )
+        ))
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     def swagger_redirect() -> HTMLResponse:
@@ -112,7 +121,7 @@ def install(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=openapi_url, title="gpulab API", redoc_favicon_url=FAVICON,
-                              redoc_js_url=f"{ASSETS}/redoc.standalone.js", with_google_fonts=False)
+        return _local_only(get_redoc_html(openapi_url=openapi_url, title="gpulab API", redoc_favicon_url=FAVICON,
+                                          redoc_js_url=f"{ASSETS}/redoc.standalone.js", with_google_fonts=False))
 
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]

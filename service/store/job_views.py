@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, literal, select, union_all
+from sqlalchemy import Integer, cast, func, literal, select, text, union_all
 from sqlalchemy.orm import Session
 
 from service.models import JobEvent, JobMetric
@@ -61,50 +61,72 @@ class MetricSeries:
 
 def metric_series(*, session: Session, job_id: int, points: int = 500, names: list[str] | None = None,
                   full: bool = False) -> list[MetricSeries]:
-    """Each metric of a job (or those in `names`) by step; past `points` values, downsampled in SQL.
+    """Each metric of a job (or those in `names`) by step; past `points` steps, downsampled in SQL.
 
     A bucket's step is the first step in it and its value the mean, so a loss curve keeps its
     shape; min and max keep the spikes that a mean would hide. `full` returns every value.
     """
-    where = [JobMetric.job_id == job_id]
-    if names:
-        where.append(JobMetric.name.in_(names))
-    extents = session.execute(
-        select(JobMetric.name, func.count().label("n"), func.min(JobMetric.step).label("lo"),
-               func.max(JobMetric.step).label("hi"), func.count(JobMetric.step).label("with_step"))
-        .where(*where).group_by(JobMetric.name).order_by(JobMetric.name)
-    ).all()
     out = []
-    for e in extents:
+    for name in names or metric_names(session=session, job_id=job_id):
+        lo, hi, has_null = session.execute(select(
+            select(func.min(JobMetric.step)).where(JobMetric.job_id == job_id, JobMetric.name == name)
+            .scalar_subquery(),
+            select(func.max(JobMetric.step)).where(JobMetric.job_id == job_id, JobMetric.name == name)
+            .scalar_subquery(),
+            select(JobMetric.id).where(JobMetric.job_id == job_id, JobMetric.name == name,
+                                       JobMetric.step.is_(None)).limit(1).scalar_subquery(),
+        )).one()
         # Values without a step (one-off measurements) have no axis to bucket along: sent whole.
-        if full or e.n <= points or e.with_step < e.n or e.hi is None or e.hi == e.lo:
-            out.append(_every_value(session, job_id, e.name, e.n))
+        if full or lo is None or has_null is not None or hi - lo < points:
+            series = _every_value(session, job_id, name)
         else:
-            out.append(_buckets(session, job_id, e.name, e.n, e.lo, e.hi, points))
+            series = _buckets(session, job_id, name, lo, hi, points)
+        if series.count:
+            out.append(series)
     return out
 
 
-def _every_value(session: Session, job_id: int, name: str, count: int) -> MetricSeries:
+def metric_names(*, session: Session, job_id: int) -> list[str]:
+    """A job's metric names, sorted, by hopping along the index from one name to the next.
+
+    A plain DISTINCT reads every value's index entry on PostgreSQL (it has no skip scan):
+    100,000 entries for three names.
+    """
+    rows = session.execute(text(
+        "WITH RECURSIVE n(name) AS ("
+        " SELECT min(name) FROM job_metrics WHERE job_id = :j"
+        " UNION ALL"
+        " SELECT (SELECT min(m.name) FROM job_metrics m WHERE m.job_id = :j AND m.name > n.name)"
+        " FROM n WHERE n.name IS NOT NULL)"
+        " SELECT name FROM n WHERE name IS NOT NULL"), {"j": job_id})
+    return [r.name for r in rows]
+
+
+def _every_value(session: Session, job_id: int, name: str) -> MetricSeries:
     rows = session.execute(
         select(JobMetric.step, JobMetric.value)
         .where(JobMetric.job_id == job_id, JobMetric.name == name)
         .order_by(JobMetric.step, JobMetric.id)
     ).all()
-    return MetricSeries(name=name, count=count, downsampled=False,
+    return MetricSeries(name=name, count=len(rows), downsampled=False,
                         step=[r.step for r in rows], value=[r.value for r in rows])
 
 
-def _buckets(session: Session, job_id: int, name: str, count: int, lo: int, hi: int, points: int
-             ) -> MetricSeries:
-    # Integer arithmetic on both databases: bucket = (step - lo) * points / (span + 1).
+def _buckets(session: Session, job_id: int, name: str, lo: int, hi: int, points: int) -> MetricSeries:
+    # Integer arithmetic on both databases: bucket = (step - lo) * points // (span + 1).
     span = hi - lo + 1
     bucket = cast((JobMetric.step - literal(lo)) * literal(points), Integer) // literal(span)
-    rows = session.execute(
+    # No ORDER BY: sorting 500 buckets here is cheaper than the database sorting its groups.
+    rows = sorted(session.execute(
         select(func.min(JobMetric.step).label("step"), func.avg(JobMetric.value).label("mean"),
-               func.min(JobMetric.value).label("lo"), func.max(JobMetric.value).label("hi"))
+               func.min(JobMetric.value).label("lo"), func.max(JobMetric.value).label("hi"),
+               func.count().label("n"))
         .where(JobMetric.job_id == job_id, JobMetric.name == name)
-        .group_by(bucket).order_by(func.min(JobMetric.step))
-    ).all()
-    return MetricSeries(name=name, count=count, downsampled=True, step=[r.step for r in rows],
+        .group_by(bucket)
+    ).all(), key=lambda r: r.step)
+    if all(r.n == 1 for r in rows):  # sparse steps: every bucket holds one value, nothing was reduced
+        return MetricSeries(name=name, count=len(rows), downsampled=False, step=[r.step for r in rows],
+                            value=[float(r.mean) for r in rows])
+    return MetricSeries(name=name, count=sum(r.n for r in rows), downsampled=True, step=[r.step for r in rows],
                         value=[float(r.mean) for r in rows], min=[float(r.lo) for r in rows],
                         max=[float(r.hi) for r in rows])

@@ -162,6 +162,24 @@ def test_queue_timeline_counts_waiting_and_running_jobs(db: Database, lab: dict[
     assert points[2].mean_wait_s == pytest.approx(900.0)
 
 
+def test_queue_timeline_shows_the_peak_and_mean_within_each_step(db: Database, lab: dict[str, User]) -> None:
+    # Four jobs queue for 85 s and run for 60 s inside one 24-minute step of a 24 h view: at the
+    # step's end nothing waits or runs, yet the step shows them.
+    with db.writing() as session:
+        for i in range(4):
+            add_job(session, lab["ada"], device=GPU, status="succeeded", created=ago(minutes=30),
+                    started=ago(minutes=30, seconds=-85), finished=ago(minutes=30, seconds=-145 - 60 * i))
+    with db.reading() as session:
+        points = queue_timeline(session, since=ago(hours=24), step_s=24 * 60, now=NOW)
+    step = next(p for p in points if p.t == ago(minutes=24))
+    assert (step.queue_depth, step.running) == (0, 0)
+    assert step.queue_depth_max == 4 and step.queue_depth_mean == pytest.approx(4 * 85 / 1440, abs=1e-3)
+    assert step.running_max == 4
+    assert step.running_mean == pytest.approx(sum(60 + 60 * i for i in range(4)) / 1440, abs=1e-3)
+    assert sum(p.queue_depth_max for p in points) == 4  # every other step stayed empty
+    assert [p.started for p in points if p.started] == [4]
+
+
 def test_samples_fold_into_minutes_then_expire(db: Database, lab: dict[str, User]) -> None:
     with db.writing() as session:
         # Two days ago: six raw readings in one minute (they fold into one minute of their mean).
