@@ -85,7 +85,7 @@ export async function jobPage(id) {
       h("dt", {}, "attempt"), h("dd", {}, `${job.attempt} (runs ${job.runs} of ${job.max_attempts})`),
       job.error ? [h("dt", {}, "error"), h("dd", { class: "error" }, `${job.reason}: ${job.error}`)] : []));
     const card = document.getElementById("job-result-card");
-    if (job.result) { card.hidden = false; fill("job-result", resultView(job.result)); }
+    if (card && job.result) { card.hidden = false; fill("job-result", resultView(job.result)); }  // (gone once the page is left)
   }
 
   // Cancel asks first; the question survives the page's refreshes until it is answered.
