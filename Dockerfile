@@ -32,11 +32,12 @@ ENV PYTHONUNBUFFERED=1 \
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 # A fixed uid so that artifacts on a shared filesystem have one owner across servers. The
-# artifacts folder exists in the image so a fresh named volume mounted there takes its owner.
+# artifacts and bundles folders exist in the image so fresh named volumes mounted there take
+# their owner. (Workers run as root in docker-compose.yml, to run commands as members.)
 RUN groupadd --system --gid 10001 gpulab \
     && useradd --system --uid 10001 --gid gpulab --home-dir /var/lib/gpulab --create-home \
        --shell /usr/sbin/nologin gpulab \
-    && mkdir -p /var/lib/gpulab/artifacts \
+    && mkdir -p /var/lib/gpulab/artifacts /var/lib/gpulab/bundles \
     && chown -R gpulab:gpulab /var/lib/gpulab
 
 COPY --from=build /opt/gpulab /opt/gpulab

@@ -9,11 +9,13 @@ is told to worker/runner.py, which decides the reason code, as for every kind.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import queue
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -152,6 +154,20 @@ def _python_prefix(params: Params, env_row: PythonEnv | None) -> Path:
     return prefix
 
 
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the command's process, after the switch of user: SIGKILL it if the worker's child dies.
+
+    A worker killed outright (the OOM killer, SIGKILL) cannot stop the group itself; the kernel
+    then ends the command at least. (Set after the user switch, which would clear it.)
+    """
+    if _libc is not None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _start(params: Params, prepared: Prepared) -> subprocess.Popen[bytes]:
     account = prepared.account
     switch: dict[str, Any] = {}
@@ -165,7 +181,7 @@ def _start(params: Params, prepared: Prepared) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(params.argv, cwd=prepared.folder.work, env=prepared.env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                close_fds=True, umask=0o077, **switch)
+                                close_fds=True, umask=0o077, preexec_fn=_die_with_parent, **switch)
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise CommandFailed(f"cannot start {params.argv[0]!r}: {exc.strerror} (PATH={prepared.env['PATH']})") from None
     finally:

@@ -155,3 +155,36 @@ def test_a_failing_command_fails_with_its_code_and_last_lines(cmd_stack: Stack, 
     assert (oom["status"], oom["reason"]) == ("failed", "oom")
     missing = json.loads(cli(cmd_stack, "submit", "--json", "--", "no-such-program", check=False).stdout)
     assert missing["reason"] == "user_error" and "cannot start 'no-such-program'" in missing["error"]
+
+
+def test_the_time_limit_interrupts_and_what_it_saved_is_kept(cmd_stack: Stack) -> None:
+    code = textwrap.dedent("""
+        import time
+        try:
+            while True:
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            open("partial.txt", "w").write("saved at the limit")
+            raise SystemExit(1)
+    """)
+    job = cmd_stack.submit("command", {"argv": ["/usr/bin/python3", "-c", code]}, timeout_s=3)
+    done = cmd_stack.wait_for(job["id"], timeout=60)
+    assert (done["status"], done["reason"]) == ("failed", "timeout"), done
+    names = [a["name"] for a in cmd_stack.api("GET", f"/jobs/{job['id']}/artifacts")]
+    assert names == ["partial.txt"]
+
+
+def test_a_command_is_rerun_after_worker_loss_only_if_it_asked(cmd_stack: Stack) -> None:
+    device = cmd_stack.add_worker("cpu", host="doomed", slots=2)
+    once = cmd_stack.submit("command", {"argv": ["sleep", "600"]}, device=device)
+    again = cmd_stack.submit("command", {"argv": ["sleep", "600"], "requeue": True}, device=device)
+    assert (once["max_attempts"], again["max_attempts"]) == (1, 3)
+    cmd_stack.wait_for(once["id"], ("running",))
+    cmd_stack.wait_for(again["id"], ("running",))
+    cmd_stack.kill(f"worker-{device}")  # the worker and its commands are gone
+    lost = cmd_stack.wait_for(once["id"], timeout=60)
+    assert (lost["status"], lost["reason"]) == ("failed", "worker_lost")
+    # The one that asked is waiting to run again (its device is gone, so it waits).
+    cmd_stack.wait_for(again["id"], ("pending",), timeout=60)
+    assert cmd_stack.job(again["id"])["runs"] == 1
+    cmd_stack.api("POST", f"/jobs/{again['id']}/cancel")

@@ -1,0 +1,204 @@
+"""The command kind's parts, called directly: params, output reading, the environment, outputs, stopping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from jobs.command import Params
+from jobs.context import LocalContext
+from service.settings import Settings
+from worker.command import Stopper
+from worker.command_account import Account
+from worker.command_env import build_env
+from worker.command_files import RunFolder, collect_outputs, snapshot
+from worker.command_output import OutputReader
+from worker.device import DeviceInfo
+
+CPU = DeviceInfo(id="h/cpu", host="h", kind="cpu", index=None, name="cpu", uuid=None, memory_total_mb=None)
+GPU = DeviceInfo(id="h/cuda:1", host="h", kind="cuda", index=1, name="H200", uuid="GPU-1234", memory_total_mb=1)
+
+
+# -- params ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["GPULAB_DATABASE_URL", "gpulab_token", "LD_PRELOAD", "LD_LIBRARY_PATH",
+                                  "CUDA_VISIBLE_DEVICES", "PYTHONSTARTUP", "HOME", "9LIVES", "A-B"])
+def test_env_names_that_are_refused(name: str) -> None:
+    with pytest.raises(ValidationError, match=name):
+        Params(argv=["true"], env={name: "x"})
+
+
+def test_params_accept_a_plain_command() -> None:
+    p = Params(argv=["python", "train.py", "--lr", "0.1"], env={"WANDB_MODE": "offline", "PYTHONPATH": "src"})
+    assert p.requeue is False and p.bundle is None
+    for bad in ({"argv": []}, {"argv": [""]}, {"argv": ["a\0b"]}, {"argv": ["x"], "bundle": "../etc"},
+                {"argv": ["x"], "shell": True}):
+        with pytest.raises(ValidationError):
+            Params.model_validate(bad)
+
+
+# -- output ------------------------------------------------------------------------------------
+
+def test_reports_bars_and_lines(tmp_path: Path) -> None:
+    ctx = LocalContext(artifacts_root=tmp_path)
+    reader = OutputReader(ctx)
+    stream = (b"epoch 1\n"
+              b"\rtrain:  10%|#         | 1/10 [00:00<00:01]"
+              b'GPULAB {"metric": {"name": "loss", "value": 0.5, "step": 1}}\n'
+              b"\rtrain: 100%|##########| 10/10 [00:01<00:00]\n"
+              b'GPULAB {"result": {"acc": 0.9}}\r\n'
+              b'GPULAB {"artifact": {"path": "plots/a.png", "name": null}}\n'
+              b"GPULAB not json\n"
+              b"half a li")
+    for i in range(0, len(stream), 7):  # any split of the bytes reads the same
+        reader.feed(stream[i:i + 7])
+    reader.feed(b"ne")
+    reader.close()
+    assert ctx.recorded.progress[0] == (1, 10) and ctx.recorded.progress[-1] == (10, 10)
+    assert ctx.recorded.metrics == [("loss", 0.5, 1)]
+    assert reader.result == {"acc": 0.9} and reader.artifacts == [("plots/a.png", None)]
+    assert ctx.recorded.logs == ["epoch 1", "train: 100%|##########| 10/10 [00:01<00:00]", "GPULAB not json",
+                                 "half a line"]
+    assert not reader.oom
+
+
+def test_cuda_out_of_memory_is_noticed(tmp_path: Path) -> None:
+    reader = OutputReader(LocalContext(artifacts_root=tmp_path))
+    reader.feed(b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB\n")
+    assert reader.oom
+
+
+# -- environment -------------------------------------------------------------------------------
+
+def folder_in(tmp_path: Path) -> RunFolder:
+    parts = {name: tmp_path / name for name in ("work", "output", "tmp", "home")}
+    for path in parts.values():
+        path.mkdir(parents=True)
+    return RunFolder(root=tmp_path, **parts)
+
+
+def test_the_environment_is_built_from_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPULAB_DATABASE_URL", "postgresql://secret@db/gpulab")
+    monkeypatch.setenv("GPULAB_REDIS_URL", "redis://secret@redis:6379/0")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "worker-only")
+    settings = Settings(state_dir=tmp_path, torch_threads=3)
+    account = Account("alice", 1001, 1001, (1001,), "/nonexistent", switch=True)
+    env = build_env(settings=settings, device=GPU, account=account, folder=folder_in(tmp_path), lib=tmp_path / "lib",
+                    prefix=Path("/opt/envs/torch"), job_id=12, attempt=2, seed=7,
+                    member_env={"PYTHONPATH": "src", "RUN": "a"})
+    assert "secret" not in str(env) and "worker-only" not in str(env)
+    assert not [k for k in env if k.startswith("GPULAB_") and k not in
+                ("GPULAB_JOB_ID", "GPULAB_ATTEMPT", "GPULAB_SEED", "GPULAB_OUTPUT_DIR", "GPULAB_DEVICE")]
+    assert env["CUDA_VISIBLE_DEVICES"] == "GPU-1234" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert env["PATH"].startswith("/opt/envs/torch/bin:")
+    assert env["HOME"] == str(tmp_path / "home")  # the account has no home folder here
+    assert (env["GPULAB_JOB_ID"], env["GPULAB_ATTEMPT"], env["GPULAB_SEED"]) == ("12", "2", "7")
+    assert env["OMP_NUM_THREADS"] == "3" and int(env["MASTER_PORT"]) > 0
+    assert env["PYTHONPATH"] == f"src:{tmp_path / 'lib'}" and env["RUN"] == "a"
+    cpu = build_env(settings=settings, device=CPU, account=account, folder=folder_in(tmp_path / "b"),
+                    lib=tmp_path, prefix=Path(sys.prefix), job_id=1, attempt=1, seed=0, member_env={})
+    assert cpu["CUDA_VISIBLE_DEVICES"] == ""  # a CPU job sees no GPU at all
+
+
+# -- outputs -----------------------------------------------------------------------------------
+
+def test_outputs_are_new_or_changed_files_never_links(tmp_path: Path) -> None:
+    folder = folder_in(tmp_path / "run")
+    (folder.work / "train.py").write_text("unchanged")
+    (folder.work / "data.csv").write_text("1")
+    before = snapshot(folder.work)
+    time.sleep(0.01)
+    (folder.work / "data.csv").write_text("12")  # changed
+    (folder.work / "model.pt").write_bytes(b"weights")
+    (folder.work / "ckpt").mkdir()
+    (folder.work / "ckpt" / "last.pt").write_bytes(b"last")
+    (folder.work / "__pycache__").mkdir()
+    (folder.work / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the job's")
+    (folder.work / "stolen.txt").symlink_to(secret)
+    (folder.work / "outside").symlink_to(tmp_path, target_is_directory=True)
+    (folder.output / "curve.png").write_bytes(b"png")
+    (folder.work / "has space.txt").write_text("x")
+    os.mkfifo(folder.work / "pipe")
+    ctx = LocalContext(artifacts_root=tmp_path / "artifacts", job_id=5)
+    harvest = collect_outputs(folder, before, ctx, limit_bytes=2**20)
+    kept = dict(harvest.kept)
+    assert kept == {"curve.png": 3, "ckpt__last.pt": 4, "data.csv": 2, "model.pt": 7}
+    assert (tmp_path / "artifacts" / "5" / "ckpt__last.pt").read_bytes() == b"last"
+    assert any("has space.txt" in s for s in harvest.skipped)
+    assert not any("secret" in name or "stolen" in name for name in kept)
+
+
+def test_outputs_past_the_cap_are_skipped_and_said(tmp_path: Path) -> None:
+    folder = folder_in(tmp_path / "run")
+    before = snapshot(folder.work)
+    (folder.work / "small.bin").write_bytes(b"x" * 100)
+    (folder.work / "big.bin").write_bytes(b"x" * 5000)
+    harvest = collect_outputs(folder, before, LocalContext(artifacts_root=tmp_path / "a", job_id=1), limit_bytes=1000)
+    assert [n for n, _ in harvest.kept] == ["small.bin"]
+    assert harvest.skipped == ["big.bin (5000 B: past the job's output limit, GPULAB_MAX_OUTPUT_MB)"]
+
+
+def test_requested_artifacts_must_lie_inside(tmp_path: Path) -> None:
+    folder = folder_in(tmp_path / "run")
+    (folder.work / "plots").mkdir()
+    (folder.work / "plots" / "a.png").write_bytes(b"a")
+    before = snapshot(folder.work)  # unchanged, yet asked for by name
+    harvest = collect_outputs(folder, before, LocalContext(artifacts_root=tmp_path / "a", job_id=1),
+                              limit_bytes=2**20, requested=[("plots/a.png", "curve.png"), ("/etc/passwd", None),
+                                                            ("../../x", None)])
+    assert dict(harvest.kept) == {"curve.png": 1}
+    assert len(harvest.skipped) == 2
+
+
+# -- stopping ----------------------------------------------------------------------------------
+
+def test_the_stop_reaches_the_interrupt_handler_then_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    code = textwrap.dedent(f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, "
+                                  "signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+        open({str(pidfile)!r}, "w").write(str(child.pid))
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:
+            open({str(tmp_path / 'saved')!r}, "w").write("checkpoint")
+            time.sleep(60)  # and then hangs: SIGTERM ends it
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopper = Stopper(proc.pid, grace_s=2.0)
+    stopper.begin("cancel")
+    while proc.poll() is None and time.monotonic() < deadline:
+        stopper.tick()
+        time.sleep(0.05)
+    assert (tmp_path / "saved").read_text() == "checkpoint"
+    assert proc.returncode == -signal.SIGTERM
+    child = int(pidfile.read_text())
+    while time.monotonic() < deadline and not stopper_done(stopper):
+        stopper.tick()
+        time.sleep(0.05)
+    assert not alive(child), "a child that ignores SIGINT and SIGTERM outlived the SIGKILL"
+
+
+def stopper_done(stopper: Stopper) -> bool:
+    return not stopper.steps
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
