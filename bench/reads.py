@@ -33,6 +33,7 @@ from service.api.app import create_app
 from service.api.routes.job_views import finished_series
 from service.db import Database
 from service.models import Job, JobEvent, JobMetric, JobStatus, utcnow
+from service.scheduling.device_request import request_fields
 from service.settings import Settings
 from service.store.users import create_user
 from tests.support import services
@@ -47,7 +48,7 @@ def build_job(db: Database, points: int) -> tuple[int, str]:
         _, token = create_user(session=s, name="bench", is_admin=True)
         user_id = s.execute(text("SELECT id FROM users WHERE name = 'bench'")).scalar_one()
         now = utcnow()
-        job = Job(owner_id=user_id, kind="regression", params={}, device_request="cpu", timeout_s=3600,
+        job = Job(owner_id=user_id, kind="regression", params={}, **request_fields("cpu"), timeout_s=3600,
                   status=JobStatus.succeeded, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
                   finished_at=now, device_id=None, attempt=1, runs=1)
         s.add(job)
@@ -104,6 +105,8 @@ def raw_queries(job_id: int) -> dict[str, tuple[str, dict[str, Any]]]:
                 f"SELECT id FROM (SELECT * FROM ({log_part.format(t='log')}) a UNION ALL "
                 f"SELECT * FROM ({log_part.format(t='status')}) b) c ORDER BY seq DESC LIMIT :n) ORDER BY seq",
                 {"j": job_id, "n": LOG_LIMIT + 1}),
+        "statuses": ("SELECT seq, type, message, data, created_at FROM job_events "
+                     "WHERE job_id = :j AND seq > 0 AND type IN ('status') ORDER BY seq LIMIT 1000", {"j": job_id}),
         "names": ("WITH RECURSIVE n(name) AS (SELECT min(name) FROM job_metrics WHERE job_id = :j UNION ALL "
                   "SELECT (SELECT min(m.name) FROM job_metrics m WHERE m.job_id = :j AND m.name > n.name) "
                   "FROM n WHERE n.name IS NOT NULL) SELECT name FROM n WHERE name IS NOT NULL", {"j": job_id}),
@@ -121,7 +124,7 @@ def add_other_jobs(db: Database, jobs: int, values: int) -> None:
         user_id = s.execute(text("SELECT id FROM users WHERE name = 'bench'")).scalar_one()
         now = utcnow()
         for _ in range(jobs):
-            job = Job(owner_id=user_id, kind="regression", params={}, device_request="cpu", timeout_s=60,
+            job = Job(owner_id=user_id, kind="regression", params={}, **request_fields("cpu"), timeout_s=60,
                       status=JobStatus.succeeded, created_at=now, finished_at=now)
             s.add(job)
             s.flush()
@@ -156,9 +159,14 @@ def bench_database(label: str, url: str, points: int, runs: int) -> dict[str, An
             return r.json()
 
         def page() -> None:
+            # Every request the dashboard's job page makes for a finished job, one after the
+            # other (the browser sends them in parallel).
             get(f"/jobs/{job_id}")
             get(f"/jobs/{job_id}/log?limit={LOG_LIMIT}")
             get(f"/jobs/{job_id}/metrics/series?points={POINTS}")
+            get(f"/jobs/{job_id}/events?type=status")
+            get(f"/usage/jobs/{job_id}")
+            get(f"/jobs/{job_id}/artifacts")
 
         series = get(f"/jobs/{job_id}/metrics/series?points={POINTS}")
         out["metric_values"] = sum(s["count"] for s in series)
@@ -208,6 +216,7 @@ def bench_database(label: str, url: str, points: int, runs: int) -> dict[str, An
         def raw_page() -> None:
             run("job")
             run("log")
+            run("statuses")
             for (name,) in run("names"):
                 queries["extent"][1]["name"] = name
                 lo, hi, _ = run("extent")[0]

@@ -17,6 +17,12 @@ export function differingParams(jobs) {
   return out;
 }
 
+// A running job has no run_seconds yet: show how long it has run so far.
+function runSeconds(job) {
+  if (job.run_seconds !== null && job.run_seconds !== undefined) return job.run_seconds;
+  return job.started_at && !job.finished_at ? Math.max(0, (Date.now() - Date.parse(job.started_at)) / 1000) : null;
+}
+
 function efficiencyTiles(u) {
   const cuda = u.device_kind === "cuda";
   const unit = cuda ? "GPU" : "CPU";
@@ -81,7 +87,7 @@ export async function jobPage(id) {
         h("span", {}, h("span", { class: "muted" }, k + " "), h("code", {}, JSON.stringify(v))))),
       h("dt", {}, "seed · time limit · priority"), h("dd", {}, `${job.seed} · ${secs(job.timeout_s)} · ${job.priority}`),
       h("dt", {}, "wait"), h("dd", {}, secs(job.wait_seconds)),
-      h("dt", {}, "run time"), h("dd", {}, secs(job.run_seconds)),
+      h("dt", {}, "run time"), h("dd", {}, secs(runSeconds(job)) + (job.status === "running" ? " so far" : "")),
       h("dt", {}, "attempt"), h("dd", {}, `${job.attempt} (runs ${job.runs} of ${job.max_attempts})`),
       job.error ? [h("dt", {}, "error"), h("dd", { class: "error" }, `${job.reason}: ${job.error}`)] : []));
     const card = document.getElementById("job-result-card");
