@@ -106,3 +106,41 @@ def test_page_reads_use_the_indexes(db: Database, job_id: int) -> None:
     assert "SCAN job_metrics " not in metrics + " " and "Seq Scan" not in metrics
     if db.engine.dialect.name == "sqlite":  # PostgreSQL reads the index alone only once vacuumed
         assert "COVERING INDEX" in metrics, metrics
+
+
+def test_the_api_serves_the_page_reads_and_caches_only_finished_series(settings, job_id: int) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+    from sqlalchemy import update
+
+    from service.api.app import create_app
+    from service.api.routes.job_views import finished_series
+    from service.models import Job as JobRow
+
+    app = create_app(settings)
+    db: Database = app.state.gpulab.db
+    with db.writing() as s:
+        _, token = create_user(session=s, name="reader")
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as client:
+        page = client.get(f"/jobs/{job_id}/log?limit=5", headers=headers).json()
+        assert [e["message"] for e in page["items"]][-1] == "succeeded" and len(page["items"]) == 5
+        older = client.get(f"/jobs/{job_id}/log?limit=5&before={page['before']}", headers=headers).json()
+        assert older["items"][-1]["seq"] < page["items"][0]["seq"]
+        assert page["last_seq"] >= page["items"][-1]["seq"]
+        bad = client.get(f"/jobs/{job_id}/metrics/series?points=3", headers=headers)
+        assert bad.status_code == 422 and bad.json()["field"] == "points"
+        assert client.get("/jobs/999999/log", headers=headers).json()["code"] == "job_not_found"
+
+        # The job is still running: its series are read afresh each time.
+        finished_series.items.clear()
+        loss = client.get(f"/jobs/{job_id}/metrics/series?name=loss&points=100", headers=headers).json()
+        assert [s["name"] for s in loss] == ["loss"] and loss[0]["downsampled"] and loss[0]["count"] == 1500
+        assert not finished_series.items
+        with db.writing() as s:
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(status="succeeded"))
+            s.commit()
+        first = client.get(f"/jobs/{job_id}/metrics/series?points=100", headers=headers).json()
+        assert len(finished_series.items) == 1
+        assert client.get(f"/jobs/{job_id}/metrics/series?points=100", headers=headers).json() == first
+        whole = client.get(f"/jobs/{job_id}/metrics/series?name=loss&full=true", headers=headers).json()
+        assert len(whole[0]["value"]) == 1500 and len(finished_series.items) == 1  # full reads are not kept
