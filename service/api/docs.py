@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from service.api.deps import admin_user, current_user
-from service.api.problems import Problem, problem_responses
+from service.api.problems import ALWAYS_POSSIBLE, Problem, problem_responses
 
 ASSETS = "/docs-assets"
 # The doc pages load from this server alone. ReDoc's bundle hard-codes one outside image (the
@@ -43,7 +43,9 @@ def _calls(dependant: Dependant) -> set[Any]:
 def _automatic_problems(route: APIRoute) -> list[int]:
     """The statuses any route of this shape can answer with, whatever its handler does."""
     calls = _calls(route.dependant)
-    statuses = [503]  # the database or Redis down
+    statuses = list(ALWAYS_POSSIBLE)
+    if route.body_field is not None:
+        statuses.append(413)  # the request guard's body limit
     if current_user in calls or admin_user in calls:
         statuses.append(401)
     if admin_user in calls:

@@ -51,6 +51,11 @@ STATUS_MEANING = {
 }
 
 
+# Any operation can answer these: 500 (a fault of gpulab's, with an error id in the log) and
+# 503 (the database's connection lost, or Redis down), both problem+json.
+ALWAYS_POSSIBLE = (500, 503)
+
+
 class Problem(BaseModel):
     """An error, as RFC 9457 problem details; `type` links to the code's page under /problems."""
 

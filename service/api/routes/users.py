@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import AdminUser, CurrentUser, ReadSession, WriteSession
+from service.api.problems import problem_responses
 from service.schemas import UserPublic
 from service.store import users as user_store
 
@@ -39,7 +40,7 @@ def list_users(user: AdminUser, session: ReadSession) -> list[UserPublic]:
             for u in user_store.list_users(session=session)]
 
 
-@router.post("/users", response_model=UserCreated, status_code=201,
+@router.post("/users", response_model=UserCreated, status_code=201, responses=problem_responses(409),
              summary="Add a user (admin); the token is shown once")
 def add_user(body: UserCreate, user: AdminUser, session: WriteSession) -> UserCreated:
     new, token = user_store.create_user(session=session, name=body.name, is_admin=body.is_admin,
