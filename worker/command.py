@@ -42,6 +42,7 @@ from worker.command_files import (
     snapshot,
 )
 from worker.command_output import OutputReader
+from worker.command_venv import EnvBuildFailed, venv_for
 from worker.context import WorkerContext
 from worker.device import DeviceInfo
 
@@ -132,8 +133,20 @@ def _prepare(params: Params, ctx: WorkerContext, *, settings: Settings, device: 
             except (OSError, JobError) as exc:
                 raise CommandFailed(f"params.bundle: {exc}", FailReason.invalid_params) from None
         hand_over(folder, account)
-        env = build_env(settings=settings, device=device, account=account, folder=folder, lib=lib, prefix=prefix,
-                        job_id=job_id, attempt=ctx.attempt, seed=ctx.seed, member_env=params.env)
+
+        def env_on(prefix: Path) -> dict[str, str]:
+            return build_env(settings=settings, device=device, account=account, folder=folder, lib=lib,
+                             prefix=prefix, job_id=job_id, attempt=ctx.attempt, seed=ctx.seed, member_env=params.env)
+
+        env = env_on(prefix)
+        requirements = folder.work / "requirements.txt"
+        if requirements.is_file() and not requirements.is_symlink():
+            try:
+                prefix = venv_for(settings=settings, account=account, prefix=prefix, requirements=requirements,
+                                  env=env, ctx=ctx)
+            except EnvBuildFailed as exc:
+                raise CommandFailed(str(exc), exc.reason) from None
+            env = env_on(prefix)
     except BaseException:
         remove_run_folder(folder.root)
         raise

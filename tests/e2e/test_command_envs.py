@@ -1,0 +1,91 @@
+"""Python environments for command jobs: registered by an admin, picked per job; a bundle's
+requirements.txt becomes a venv on top, built once as the member's account and reused.
+
+No network: the requirement is a wheel carried in the bundle (`--no-index`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import zipfile
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.commands import command_stack, lab_python_env, tar_bytes
+from tests.support.stack import Stack
+
+MAIN = b"""
+import tinypkg, torch
+print("GPULAB {\\"result\\": {\\"value\\": %d, \\"torch\\": \\"%s\\"}}" % (tinypkg.VALUE, torch.__version__))
+"""
+
+
+def wheel() -> bytes:
+    """A pure-Python wheel of a one-module package, built by hand."""
+    files = {"tinypkg/__init__.py": b"VALUE = 42\n",
+             "tinypkg-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 0.1\n",
+             "tinypkg-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpulab-tests\nRoot-Is-Purelib: true\n"
+                                            b"Tag: py3-none-any\n"}
+    record = ""
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{name},sha256={digest},{len(data)}\n"
+    record += "tinypkg-0.1.dist-info/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr("tinypkg-0.1.dist-info/RECORD", record)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def env_stack() -> Iterator[Stack]:
+    for stack in command_stack("sqlite"):
+        prefix = lab_python_env(stack.state_dir.parent)
+        out = stack.gpulab("envs", "add", "lab", str(prefix), env={"GPULAB_TOKEN": stack.token})
+        assert "lab" in out.stdout
+        yield stack
+
+
+def bundle(stack: Stack, requirements: bytes) -> str:
+    assert stack.http is not None
+    data = tar_bytes({"main.py": MAIN, "requirements.txt": requirements,
+                      "wheels/tinypkg-0.1-py3-none-any.whl": wheel()})
+    return str(stack.http.post("/bundles", content=data).json()["sha256"])
+
+
+def logs(stack: Stack, job_id: int) -> list[str]:
+    return [e["message"] for e in stack.api("GET", f"/jobs/{job_id}/events", params={"type": "log"})["items"]]
+
+
+def test_envs_are_listed(env_stack: Stack) -> None:
+    listed = env_stack.gpulab("envs", env={"GPULAB_TOKEN": env_stack.token}).stdout
+    assert listed.split()[0] == "lab" and listed.split()[1].endswith("pyenv")
+    assert [e["name"] for e in env_stack.api("GET", "/envs")] == ["lab"]
+
+
+def test_requirements_build_a_venv_on_the_environment_once(env_stack: Stack) -> None:
+    sha = bundle(env_stack, b"--no-index\n./wheels/tinypkg-0.1-py3-none-any.whl\n")
+    params = {"argv": ["python", "main.py"], "bundle": sha, "python_env": "lab"}
+    first = env_stack.wait_for(env_stack.submit("command", params)["id"], timeout=180)
+    assert first["status"] == "succeeded", first["error"]
+    assert first["result"]["value"] == 42 and first["result"]["torch"]  # torch from the base environment
+    assert any("Successfully installed tinypkg" in line for line in logs(env_stack, first["id"]))
+    second = env_stack.wait_for(env_stack.submit("command", params)["id"], timeout=120)
+    assert second["status"] == "succeeded", second["error"]
+    lines = logs(env_stack, second["id"])
+    assert any("reusing the environment" in line for line in lines)
+    assert not any("Successfully installed" in line for line in lines)
+
+
+def test_a_failed_build_has_its_own_reason(env_stack: Stack) -> None:
+    sha = bundle(env_stack, b"--no-index\nno-such-package-gpulab==9.9\n")
+    done = env_stack.wait_for(env_stack.submit("command", {"argv": ["python", "main.py"], "bundle": sha,
+                                                          "python_env": "lab"})["id"], timeout=180)
+    assert (done["status"], done["reason"]) == ("failed", "env_build_failed"), done
+    assert "pip install -r requirements.txt" in done["error"]
+    assert any("no-such-package-gpulab" in line for line in logs(env_stack, done["id"]))
