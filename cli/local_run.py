@@ -27,9 +27,10 @@ RUN_FILE = "run.json"
 class RunContext(LocalContext):
     """A local run: logs to stderr; another job's checkpoint from a run folder or the service."""
 
-    def __init__(self, *, folder: Path, device: str, seed: int, from_run: Path | None):
+    def __init__(self, *, folder: Path, device: str, seed: int, from_run: Path | None, jobs_cache: Path):
         super().__init__(artifacts_root=folder.parent, job_id=folder.name, device=device, seed=seed)
         self.from_run = from_run
+        self.jobs_cache = jobs_cache
 
     def log(self, message: str) -> None:
         self.recorded.logs.append(message)
@@ -42,7 +43,7 @@ class RunContext(LocalContext):
                 raise UsageError(f"--from-run {self.from_run}: no {CHECKPOINT_NAME} there "
                                  f"(give the folder of a run that finished)")
             return _load(path)
-        return _load(fetch_job_checkpoint(job_id, self.artifacts_root / ".jobs"))
+        return _load(fetch_job_checkpoint(job_id, self.jobs_cache))
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -133,13 +134,17 @@ def run(
     except ValidationError as exc:
         raise UsageError(f"{kind}: {describe_validation(exc, prefix='-p ')} (`gpulab kinds` lists the parameters)") \
             from None
+    jobs_cache = runs_dir / ".jobs"
+    if kind_obj.from_job_param and from_run is None:
+        # Fetched before the run's folder is made: a run that cannot start leaves nothing behind.
+        fetch_job_checkpoint(int(getattr(params, kind_obj.from_job_param)), jobs_cache)
     folder = resume if resume is not None else new_run_folder(runs_dir, kind)
     (folder / RUN_FILE).write_text(json.dumps({
         "kind": kind, "params": params.model_dump(mode="json"), "seed": seed, "device": device,
         "from_run": None if from_run is None else str(from_run),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2))
     err.print(f"{'resuming' if resume is not None else 'running'} {kind} in {folder}", highlight=False)
-    ctx = RunContext(folder=folder, device=device, seed=seed, from_run=from_run)
+    ctx = RunContext(folder=folder, device=device, seed=seed, from_run=from_run, jobs_cache=jobs_cache)
     result = kind_obj.run(params, ctx)
     (folder / "result.json").write_text(json.dumps(result, indent=2, default=str))
     out.print_json(data=result)

@@ -1,0 +1,62 @@
+"""The CLI against a real stack: log text on stdout, unwrapped when piped, decorations on
+stderr; `show` as a summary; `--json` for scripts; list params built for list-typed params."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+
+LONG = "x" * 150 + " the end"  # longer than the 80 columns a pipe got before
+
+
+def gpulab(stack: Stack, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
+    return stack.gpulab(*args, check=check, env={"GPULAB_TOKEN": stack.token})
+
+
+def test_logs_go_to_stdout_unwrapped_and_status_to_stderr(stack: Stack) -> None:
+    job = stack.wait_for(stack.submit("test-echo", {"message": LONG, "lines": 45})["id"])
+    expected = [f"{LONG} {i}" for i in range(45)]
+    for args in (("logs", str(job["id"])), ("logs", str(job["id"]), "-f")):
+        result = gpulab(stack, *args)
+        lines = result.stdout.splitlines()
+        # The job's lines exactly, then the worker's own closing line of the log.
+        assert lines[:45] == expected and len(lines) == 46 and lines[45].startswith("succeeded after"), args
+        assert "succeeded" in result.stderr and LONG not in result.stderr
+
+
+def test_show_is_a_summary_and_json_for_scripts(stack: Stack) -> None:
+    job = stack.wait_for(stack.submit("test-echo", {"message": "shown"})["id"])
+    text = gpulab(stack, "show", str(job["id"])).stdout
+    for needle in (f"job {job['id']}", "test-echo", "succeeded", "testhost/cpu", "submitted", "ran",
+                   "message", "shown"):
+        assert needle in text, (needle, text)
+    assert not text.lstrip().startswith("{")
+    assert json.loads(gpulab(stack, "show", str(job["id"]), "--json").stdout)["result"]["message"] == "shown"
+
+
+@pytest.mark.parametrize(("args", "key"), [
+    (("jobs", "--json"), "items"), (("queue", "--json"), "items"), (("usage", "--json"), "rows"),
+])
+def test_json_on_lists(stack: Stack, args: tuple[str, ...], key: str) -> None:
+    assert key in json.loads(gpulab(stack, *args).stdout)
+
+
+def test_devices_json(stack: Stack) -> None:
+    devices = json.loads(gpulab(stack, "devices", "--json").stdout)
+    assert any(d["id"] == "testhost/cpu" for d in devices)
+
+
+def test_list_params_build_a_list_and_a_failed_submit_is_one_line(stack: Stack) -> None:
+    result = gpulab(stack, "submit", "device-compare", "-p", "sizes=64", "-p", "sizes=128", "-p", "repeats=1",
+                          "--no-wait")
+    job_id = int(result.stdout)
+    stack.api("POST", f"/jobs/{job_id}/cancel")
+    assert stack.job(job_id)["params"]["sizes"] == [64, 128]
+    bad = gpulab(stack, "submit", "test-echo", "-p", "lines=-5", check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "invalid_params" in bad.stderr and "lines" in bad.stderr
