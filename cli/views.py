@@ -138,10 +138,11 @@ def job_summary(job: dict[str, Any]) -> Group:
     progress = job.get("progress") or {}
     if progress.get("total"):
         rows.append(("progress", f"{progress.get('step', 0)}/{progress['total']}"))
+    rows += command_rows(job.get("command"))
     for name, value in rows:
         facts.add_row(name, str(value))
     parts: list[Any] = [head, facts]
-    if job.get("params"):
+    if job.get("params") and not job.get("command"):
         params = Table("param", "value", box=None, pad_edge=False, title="params", title_justify="left")
         for k, v in job["params"].items():
             params.add_row(k, _cell(v))
@@ -154,3 +155,26 @@ def job_summary(job: dict[str, Any]) -> Group:
     if job.get("error"):
         parts.append(Text(f"error: {job['error']}", style="red"))
     return Group(*parts)
+
+
+def command_rows(command: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """A command job's facts for `gpulab show`: the command, its account, environment and bundle."""
+    if not command:
+        return []
+    import shlex
+
+    bundle = command.get("bundle")
+    if bundle is None:
+        where = "an empty folder"
+    elif bundle.get("size_bytes") is None:
+        where = f"bundle {bundle['sha256'][:12]} (expired)"
+    else:
+        size = bundle["size_bytes"]
+        shown = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
+        where = f"bundle {bundle['sha256'][:12]}: {bundle['files']} files, {shown}"
+    rows: list[tuple[str, Any]] = [("command", shlex.join(command["argv"])), ("unix account", command["unix_user"]),
+                                   ("python env", command["python_env"]), ("working dir", where)]
+    rows += [(f"env {k}", v) for k, v in command.get("env", {}).items()]
+    if command.get("requeue"):
+        rows.append(("requeue", "rerun if its worker is lost"))
+    return rows

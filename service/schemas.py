@@ -22,6 +22,21 @@ class JobCreate(BaseModel):
     max_attempts: int | None = Field(None, ge=1, le=20)
 
 
+class BundleSummary(BaseModel):
+    sha256: str
+    size_bytes: int | None = Field(description="None once the bundle expired")
+    files: int | None
+
+
+class CommandPublic(BaseModel):
+    argv: list[str]
+    env: dict[str, str]
+    python_env: str = Field(description="a registered environment, or 'default' (the worker's own)")
+    requeue: bool
+    bundle: BundleSummary | None = Field(description="none: the command started in an empty folder")
+    unix_user: str = Field(description="the account it ran as, or will run as on a root worker")
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -53,6 +68,7 @@ class JobPublic(BaseModel):
     run_seconds: float | None
     wait_seconds: float | None
     progress: dict[str, Any] | None = None
+    command: CommandPublic | None = Field(None, description="command jobs (GET /jobs/{id}): what runs, and as whom")
     runtime: dict[str, Any] | None = None
 
 

@@ -82,3 +82,21 @@ def expire_bundles(*, session: Session, keep_s: float) -> list[str]:
 def count_bundles(*, session: Session, sha256: str) -> int:
     """How many members hold this content."""
     return session.scalar(select(func.count(Bundle.id)).where(Bundle.sha256 == sha256)) or 0
+
+
+def command_facts(*, session: Session, job: Job, default_user: str) -> dict[str, object] | None:
+    """What a command job runs, on which bundle, and as which account (for showing the job)."""
+    if job.kind != "command":
+        return None
+    params = job.params or {}
+    bundle = None
+    if params.get("bundle"):
+        row = bundle_of_job(session=session, sha256=params["bundle"], owner_id=job.owner_id)
+        bundle = {"sha256": params["bundle"], "size_bytes": row.size_bytes if row else None,
+                  "files": row.files if row else None}
+    ran_as = (job.result or {}).get("unix_user")
+    if not ran_as:  # not run yet (or it failed before reporting): the account it maps to now
+        ran_as = session.scalar(select(User.unix_user).where(User.id == job.owner_id)) or default_user
+    return {"argv": params.get("argv", []), "env": params.get("env", {}),
+            "python_env": params.get("python_env") or "default", "requeue": bool(params.get("requeue")),
+            "bundle": bundle, "unix_user": ran_as}

@@ -110,6 +110,12 @@ def test_training_program_runs_and_its_checkpoint_comes_back(cmd_stack: Stack, t
     progress = cmd_stack.api("GET", f"/jobs/{job['id']}/events", params={"type": "progress"})["items"]
     assert progress and progress[-1]["data"] == {"step": 40, "total": 40}
     assert len(cmd_stack.api("GET", f"/jobs/{job['id']}/metrics")) == 40
+    shown = cmd_stack.api("GET", f"/jobs/{job['id']}")["command"]
+    assert shown["argv"] == ["python", "train.py", "--steps", "40"] and shown["env"] == {"RUN_NAME": "first"}
+    assert (shown["unix_user"], shown["python_env"], shown["bundle"]["files"]) == ("nobody", "lab", 3)
+    summary = cli(cmd_stack, "show", str(job["id"])).stdout
+    for text in ("python train.py --steps 40", "nobody", "3 files", "RUN_NAME", "lab"):
+        assert text in summary, summary
     dest = tmp_path / "back.pt"
     cli(cmd_stack, "get", str(job["id"]), "model.pt", "-o", str(dest))
     state = torch.load(dest, weights_only=True)

@@ -32,6 +32,7 @@ from service.errors import InvalidRequest, NotFound
 from service.models import Job, JobEvent, JobStatus, User, utcnow
 from service.schemas import (
     ArtifactPublic,
+    CommandPublic,
     EventPage,
     EventPublic,
     JobCreate,
@@ -42,6 +43,7 @@ from service.schemas import (
 from service.security import hash_token
 from service.store import events as event_store
 from service.store import jobs as job_store
+from service.store.bundles import command_facts
 from service.submission import submit
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -112,10 +114,12 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="One job")
-def get_job(job_id: JobId, user: CurrentUser, session: ReadSession) -> JobPublic:
+def get_job(job_id: JobId, user: CurrentUser, session: ReadSession, state: State) -> JobPublic:
     job = job_store.get_job(session=session, job_id=job_id)
     names = _owner_names(session, [job])
-    return job_public(job, names.get(job.owner_id, "?"), _last_progress(session, job_id))
+    public = job_public(job, names.get(job.owner_id, "?"), _last_progress(session, job_id))
+    command = command_facts(session=session, job=job, default_user=state.settings.command_user)
+    return public.model_copy(update={"command": command and CommandPublic.model_validate(command)})
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, summary="Cancel a job",
