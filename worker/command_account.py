@@ -87,7 +87,8 @@ def announce(settings: Settings) -> None:
 
 def _private(path: Path) -> None:
     """Make a file 0600 or a folder 0700 (without following a link)."""
-    with contextlib.suppress(FileNotFoundError):
+    # Missing, or not ours to change (a non-root worker meets files it does not own): leave it.
+    with contextlib.suppress(FileNotFoundError, PermissionError):
         mode = path.lstat().st_mode
         if stat.S_ISLNK(mode):
             return

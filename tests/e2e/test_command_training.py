@@ -194,3 +194,19 @@ def test_a_command_is_rerun_after_worker_loss_only_if_it_asked(cmd_stack: Stack)
     cmd_stack.wait_for(again["id"], ("pending",), timeout=60)
     assert cmd_stack.job(again["id"])["runs"] == 1
     cmd_stack.api("POST", f"/jobs/{again['id']}/cancel")
+
+
+def test_scripted_submission_from_python(cmd_stack: Stack, tmp_path: Path) -> None:
+    from cli.bundles import submit_command
+    from cli.client import Api
+    from service.settings import Settings
+
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "input.txt").write_text("3\n")
+    api = Api(Settings(api_url=cmd_stack.url), token=cmd_stack.token)
+    job = submit_command(api, ["bash", "-c", 'echo $(( $(cat input.txt) * GPULAB_SEED )) > "$GPULAB_OUTPUT_DIR/x.txt"'],
+                         working_dir=tmp_path / "job", seed=7)
+    done = cmd_stack.wait_for(job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["outputs"] == ["x.txt"]
+    assert cmd_stack.api("GET", f"/jobs/{job['id']}/artifacts/x.txt").text == "21\n"

@@ -202,3 +202,47 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# -- accounts ----------------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="resolving other accounts is a root worker's job")
+def test_accounts_are_never_root(tmp_path: Path) -> None:
+    from jobs.base import JobError
+    from worker.command_account import resolve_account
+
+    settings = Settings(state_dir=tmp_path, command_user="nobody")
+    assert resolve_account(settings, None).name == "nobody" and resolve_account(settings, None).uid != 0
+    with pytest.raises(JobError, match="does not exist"):
+        resolve_account(settings, "no-such-account-here")
+    with pytest.raises(JobError, match="never run as root"):
+        resolve_account(settings, "root")
+    with pytest.raises(ValueError, match="never run as root"):
+        Settings(state_dir=tmp_path, command_user="root")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a process as nobody")
+def test_a_worker_that_is_not_root_runs_commands_as_itself_and_says_so(tmp_path: Path) -> None:
+    from tests.support.commands import lab_python_env, reachable_dir
+
+    where = reachable_dir("gpulab-nonroot-")
+    try:
+        python = lab_python_env(where) / "bin" / "python"
+        state = where / "state"
+        state.mkdir()
+        os.chown(state, 65534, 65534)
+        repo = Path(__file__).resolve().parents[2]
+        code = (f"import logging, sys; sys.path.insert(0, {str(repo)!r}); logging.basicConfig(level=logging.INFO); "
+                "from service.settings import Settings; "
+                "from worker.command_account import announce, resolve_account; "
+                f"s = Settings(state_dir={str(state)!r}); announce(s); "
+                "print(resolve_account(s, 'alice').describe())")
+        out = subprocess.run([str(python), "-c", code], user=65534, group=65534, capture_output=True, text=True,
+                             cwd=str(where), timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "nobody (uid 65534), the worker's own account"
+        assert "this worker is not root" in out.stderr and "can read whatever it can" in out.stderr
+    finally:
+        import shutil
+
+        shutil.rmtree(where, ignore_errors=True)
