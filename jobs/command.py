@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from jobs.base import JobContext, JobError, JobKind
 
@@ -46,6 +46,9 @@ class Params(BaseModel):
                             description="the command and its arguments, run without a shell")
     bundle: str | None = Field(None, pattern=SHA256,
                                description="sha256 of an uploaded bundle (POST /bundles); none: an empty folder")
+    server_dir: str | None = Field(None, max_length=4096,
+                                   description="a folder on the server to run in instead of a bundle "
+                                   "(only under GPULAB_COMMAND_SERVER_DIRS; outputs: GPULAB_OUTPUT_DIR only)")
     env: dict[str, str] = Field(default_factory=dict, max_length=128, description="extra environment variables")
     python_env: str | None = Field(None, pattern=ENV_REF, description="a registered Python environment (GET /envs)")
     requeue: bool = Field(False, description="run it again if its worker is lost (only if it is safe to rerun)")
@@ -59,6 +62,19 @@ class Params(BaseModel):
             if "\0" in arg or len(arg) > 8192:
                 raise ValueError(f"argv[{i}] holds a NUL byte or is longer than 8192 characters")
         return argv
+
+    @field_validator("server_dir")
+    @classmethod
+    def _absolute_plain(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or ".." in value.split("/") or "\0" in value):
+            raise ValueError("must be an absolute path without '..'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Params:
+        if self.bundle and self.server_dir:
+            raise ValueError("give a bundle or a server_dir, not both")
+        return self
 
     @field_validator("env")
     @classmethod

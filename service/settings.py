@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     bundle_keep_s: float = Field(7 * 86400, gt=0, description="a bundle no job used for this long is removed")
     max_output_mb: int = Field(2048, ge=0, description="a command job's outputs kept as artifacts, at most")
     command_user: str = Field("nobody", description="Unix account for members without one (root workers)")
+    command_server_dirs: str = Field("", description="folders (':'-separated) under which command jobs may run "
+                                     "in place (server_dir); empty: none")
 
     # Device samples and usage.
     sample_s: float = Field(5.0, gt=0, description="how often a worker records its device's readings")
@@ -130,6 +132,11 @@ class Settings(BaseSettings):
     def runs_root(self) -> Path:
         """Where command jobs' working folders live (resolved at start)."""
         return self.runs_dir or self.state_dir / "runs"
+
+    @property
+    def server_dirs(self) -> list[Path]:
+        """The folders command jobs may run in place under (GPULAB_COMMAND_SERVER_DIRS)."""
+        return [Path(p) for p in self.command_server_dirs.split(":") if p]
 
     @property
     def is_sqlite(self) -> bool:

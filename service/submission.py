@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -129,7 +130,7 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
     check_pending_limit(session=session, settings=settings, user=user)
     from_job_id = _from_job(session, body.kind, params, user)
     if body.kind == "command":
-        _check_command(session, params, user)
+        _check_command(session, params, user, settings)
     job = Job(
         owner_id=user.id,
         kind=body.kind,
@@ -198,8 +199,16 @@ def _from_job(session: Session, kind_name: str, params: dict[str, Any], user: Us
     return source_id
 
 
-def _check_command(session: Session, params: dict[str, Any], user: User) -> None:
-    """A command job's bundle is the member's own and its Python environment exists."""
+def _check_command(session: Session, params: dict[str, Any], user: User, settings: Settings) -> None:
+    """A command job's bundle is the member's own, its server folder allowed, its Python environment known."""
+    if params.get("server_dir"):
+        allowed = settings.server_dirs
+        path = Path(params["server_dir"])
+        if not any(path == root or root in path.parents for root in allowed):
+            where = ", ".join(map(str, allowed)) or "none (GPULAB_COMMAND_SERVER_DIRS is empty)"
+            raise InvalidParams(f"params.server_dir: {path} is not under a folder an admin allows ({where}); "
+                                "upload your folder with --working-dir instead", field="params.server_dir",
+                                value=str(path))
     if params.get("bundle"):
         use_bundle(session=session, sha256=params["bundle"], user=user)
     if params.get("python_env"):

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,13 @@ def _prepare(params: Params, ctx: WorkerContext, *, settings: Settings, device: 
     prefix = _python_prefix(params, env_row)
     lib = secure_state(settings)
     folder = make_run_folder(settings, job_id, ctx.attempt, account)
+    if params.server_dir:
+        # In place, in an admin-allowed server folder: nothing is unpacked or handed over there.
+        folder = replace(folder, work=Path(params.server_dir), scan_work=False)
+        if not folder.work.is_dir():
+            remove_run_folder(folder.root)
+            raise CommandFailed(f"params.server_dir: {params.server_dir} is not a folder on {settings.host}",
+                                FailReason.invalid_params)
     try:
         if params.bundle:
             try:
@@ -215,7 +222,7 @@ def _pump(fd: int, chunks: queue.Queue[bytes | None]) -> None:
 
 
 def _run(params: Params, ctx: WorkerContext, prepared: Prepared, settings: Settings) -> dict[str, Any]:
-    before = snapshot(prepared.folder.work)
+    before = snapshot(prepared.folder.work) if prepared.folder.scan_work else {}
     ctx.log(f"$ {shlex.join(params.argv)}   (as {prepared.account.describe()}, in {prepared.folder.work})")
     started = time.monotonic()
     proc = _start(params, prepared)

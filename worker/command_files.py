@@ -37,6 +37,9 @@ class RunFolder:
     output: Path
     tmp: Path
     home: Path
+    # False when the command runs in place in a server folder: only output/ is collected then
+    # (root must never copy out what the member's account could not read).
+    scan_work: bool = True
 
 
 def make_run_folder(settings: Settings, job_id: int, attempt: int, account: Account) -> RunFolder:
@@ -147,8 +150,9 @@ def collect_outputs(folder: RunFolder, before: Snapshot, ctx: JobContext, *, lim
             continue
         candidates.append((root, rel, name or artifact_name(rel)))
     candidates += [(folder.output, rel, artifact_name(rel)) for rel, _ in _walk(folder.output)]
-    candidates += [(folder.work, rel, artifact_name(rel)) for rel, st in _walk(folder.work)
-                   if before.get(rel) != (st.st_size, st.st_mtime_ns)]
+    if folder.scan_work:
+        candidates += [(folder.work, rel, artifact_name(rel)) for rel, st in _walk(folder.work)
+                       if before.get(rel) != (st.st_size, st.st_mtime_ns)]
     for root, rel, name in candidates:
         if name in seen:
             continue
@@ -166,7 +170,7 @@ def _inside(folder: RunFolder, path: str) -> tuple[str | None, Path | None]:
     """A requested path as (relative path, root) when it lies in work/ or output/."""
     full = Path(path) if path.startswith("/") else folder.work / path
     normal = Path(os.path.normpath(full))
-    for root in (folder.work, folder.output):
+    for root in (folder.work, folder.output) if folder.scan_work else (folder.output,):
         with contextlib.suppress(ValueError):
             rel = normal.relative_to(root).as_posix()
             if rel and rel != ".":
@@ -181,7 +185,12 @@ def _copy(root: Path, rel: str, name: str, ctx: JobContext, harvest: Harvest, li
         harvest.skipped.append(f"{rel} (a link, or not a regular file)")
         return
     with os.fdopen(fd, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
+        st = os.fstat(src.fileno())
+        size = st.st_size
+        if st.st_nlink > 1:
+            # A hard link may name a file the job's account cannot read; the copy runs as root.
+            harvest.skipped.append(f"{rel} (a hard link)")
+            return
         if harvest.total + size > limit_bytes:
             harvest.skipped.append(f"{rel} ({size} B: past the job's output limit, GPULAB_MAX_OUTPUT_MB)")
             return

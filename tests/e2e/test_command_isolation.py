@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.commands import command_stack, tar_bytes
+from tests.support.commands import command_stack, reachable_dir, tar_bytes
 from tests.support.stack import Stack, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs a root worker (CI runs as root)")
@@ -75,8 +76,17 @@ def accounts() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def iso_stack(accounts: dict[str, str]) -> Iterator[Stack]:
-    yield from command_stack("sqlite", slots=3)  # another member's job runs meanwhile
+def shared() -> Iterator[Path]:
+    """A lab folder admins let commands run in place in."""
+    path = reachable_dir("gpulab-shared-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def iso_stack(accounts: dict[str, str], shared: Path) -> Iterator[Stack]:
+    # Three slots: another member's job runs meanwhile.
+    yield from command_stack("sqlite", slots=3, env={"GPULAB_COMMAND_SERVER_DIRS": str(shared)})
 
 
 def token_of(stack: Stack, name: str, unix_user: str | None) -> str:
@@ -145,3 +155,19 @@ def test_members_map_to_accounts_through_the_api(iso_stack: Stack, accounts: dic
     r = iso_stack.api("PATCH", f"/users/{name}", json={"unix_user": "root"}, expect=422)
     assert r["field"] == "unix_user" and "never run as root" in r["detail"]
     assert iso_stack.api("PATCH", f"/users/{name}", json={"unix_user": None})["unix_user"] is None
+
+
+def test_a_command_runs_in_place_only_in_an_allowed_server_folder(iso_stack: Stack, shared: Path) -> None:
+    project = shared / f"p{free_port()}"
+    project.mkdir()
+    (project / "data.txt").write_text("41\n")
+    project.chmod(0o777)  # the lab's shared folder: the default account may write here
+    job = iso_stack.submit("command", {"server_dir": str(project), "argv": [
+        "bash", "-c", 'echo $(( $(cat data.txt) + 1 )) > "$GPULAB_OUTPUT_DIR/answer.txt"; echo x > left-here.txt']})
+    done = iso_stack.wait_for(job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["outputs"] == ["answer.txt"]  # a server folder is not harvested
+    assert (project / "left-here.txt").exists()
+    r = iso_stack.api("POST", "/jobs", expect=422, json={"kind": "command", "params": {
+        "server_dir": "/etc", "argv": ["true"]}})
+    assert r["field"] == "params.server_dir" and str(shared) in r["detail"]

@@ -128,6 +128,7 @@ def test_outputs_are_new_or_changed_files_never_links(tmp_path: Path) -> None:
     (folder.work / "outside").symlink_to(tmp_path, target_is_directory=True)
     (folder.output / "curve.png").write_bytes(b"png")
     (folder.work / "has space.txt").write_text("x")
+    os.link(secret, folder.work / "hard.txt")  # root may read what the link names; the job may not
     os.mkfifo(folder.work / "pipe")
     ctx = LocalContext(artifacts_root=tmp_path / "artifacts", job_id=5)
     harvest = collect_outputs(folder, before, ctx, limit_bytes=2**20)
@@ -135,6 +136,7 @@ def test_outputs_are_new_or_changed_files_never_links(tmp_path: Path) -> None:
     assert kept == {"curve.png": 3, "ckpt__last.pt": 4, "data.csv": 2, "model.pt": 7}
     assert (tmp_path / "artifacts" / "5" / "ckpt__last.pt").read_bytes() == b"last"
     assert any("has space.txt" in s for s in harvest.skipped)
+    assert "hard.txt (a hard link)" in harvest.skipped
     assert not any("secret" in name or "stolen" in name for name in kept)
 
 
