@@ -12,14 +12,15 @@ import httpx
 import pytest
 
 from service.bundles import InvalidBundle, inspect, unpack
+from service.db import Database
 from tests.support.commands import command_stack, tar_bytes
 from tests.support.stack import Stack, free_port
 
 
-@pytest.fixture(scope="module")
-def small_stack() -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def small_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     """A stack whose bundles may be at most 1 MiB (and that expires them after a second)."""
-    yield from command_stack("sqlite", env={"GPULAB_MAX_BUNDLE_MB": "1", "GPULAB_BUNDLE_KEEP_S": "1"})
+    yield from command_stack(request.param, env={"GPULAB_MAX_BUNDLE_MB": "1", "GPULAB_BUNDLE_KEEP_S": "1"})
 
 
 def upload(stack: Stack, data: bytes, token: str | None = None) -> httpx.Response:
@@ -142,3 +143,31 @@ def test_unpack_keeps_links_inside_and_relative_paths(tmp_path: Path) -> None:
     dest.mkdir()
     assert unpack(path, dest, max_unpacked=2**20) == 2
     assert (dest / "latest.csv").read_text() == "1,2\n" and (dest / "latest.csv").is_symlink()
+
+
+def test_a_bundle_a_waiting_job_needs_does_not_expire(db: Database) -> None:
+    from datetime import timedelta
+
+    from service.models import Bundle, Job, JobStatus, utcnow
+    from service.store.bundles import expire_bundles, record_bundle
+    from service.store.users import create_user
+
+    sha = "ab" * 32
+    with db.writing() as session:
+        user, _ = create_user(session=session, name="keeper")
+        bundle, _ = record_bundle(session=session, sha256=sha, owner_id=user.id, size_bytes=10, files=1,
+                                  unpacked_bytes=10)
+        session.get(Bundle, bundle.id).last_used_at = utcnow() - timedelta(days=30)  # type: ignore[union-attr]
+        job = Job(owner_id=user.id, kind="command", params={"argv": ["true"], "bundle": sha}, device_request="cpu",
+                  request_kind="cpu",
+                  timeout_s=60, status=JobStatus.pending)
+        session.add(job)
+        session.commit()
+        job_id = job.id
+    with db.writing() as session:
+        assert expire_bundles(session=session, keep_s=86400) == []
+    with db.writing() as session:
+        session.get(Job, job_id).status = JobStatus.succeeded  # type: ignore[union-attr]
+        session.commit()
+    with db.writing() as session:
+        assert expire_bundles(session=session, keep_s=86400) == [sha]
