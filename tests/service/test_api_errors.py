@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -197,3 +198,38 @@ def test_revoked_token_is_refused(stack: Stack) -> None:
     r = stack.http.get("/me", headers={"Authorization": f"Bearer {token}"})
     problem(r, 401, "unauthorized")
     assert name in stack.gpulab("users", "list").stdout
+
+
+def test_a_database_error_that_is_not_a_lost_connection_is_a_500_with_an_id_in_the_log(tmp_path: Path) -> None:
+    """A database that answers but refuses the query (here: never migrated, no tables) is a
+    fault of gpulab's: 500 problem+json whose error_id is in the API's log, not a 503 retry."""
+    port = free_port()
+    log = tmp_path / "api.log"
+    env = {"GPULAB_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}",
+           "GPULAB_REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0", "GPULAB_STATE_DIR": str(tmp_path),
+           "PATH": "/usr/bin:/bin"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        r = httpx.get(f"{url}/jobs", headers={"Authorization": "Bearer glab_x"}, timeout=30)
+        body = problem(r, 500, "internal_error")
+        assert "retry-after" not in r.headers
+        error_id = body["error_id"]
+        assert error_id in body["detail"]
+        deadline = time.monotonic() + 10
+        while error_id not in log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = log.read_text(errors="replace")
+        assert error_id in text and "no such table" in text
+    finally:
+        proc.terminate()
+        proc.wait(10)
