@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -73,7 +75,10 @@ def test_the_dashboard_is_served_offline(stack: Stack) -> None:
     page = stack.http.get("/", headers={"Authorization": ""})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "/dashboard/app.js" in page.text and "http" not in page.text.replace("http-equiv", "")
-    for name in ("app.js", "charts.js", "style.css"):
+    static = Path(__file__).resolve().parents[2] / "service" / "dashboard"
+    names = [p.relative_to(static).as_posix() for p in static.rglob("*") if p.suffix in (".js", ".css")]
+    assert {"app.js", "api.js", "charts.js", "pages/job.js", "style.css"} <= set(names)
+    for name in names:  # every module the page imports
         r = stack.http.get(f"/dashboard/{name}")
         assert r.status_code == 200 and len(r.content) > 500
         assert "cdn" not in r.text.lower() and "https://" not in r.text
