@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -87,15 +87,26 @@ def worker(device: str = typer.Option("cpu", help="cpu or cuda:N"),
         raise typer.Exit(2) from None
 
 
+# A part that exits is started again, always: a worker leaves on purpose when its consumer
+# is dead, and a database or Redis outage can outlast several tries. Quick exits back off.
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+STEADY_S = 60.0  # a part that ran this long starts again after the first delay
+
+
 @dataclass
 class Part:
     name: str
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
+    started_at: float = 0.0
+    restart_at: float | None = None  # when an exited part starts again
+    delay_s: float = RESTART_FIRST_S
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv)
+        self.started_at = time.monotonic()
+        self.restart_at = None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -159,8 +170,8 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     try:
         while not stopping:
             for part in parts:
-                if part.proc and part.proc.poll() is not None and not stopping:
-                    _restart(part)
+                if not stopping:
+                    _supervise(part)
             if not announced:
                 waiting = _not_ready(url, db, settings.host, workers)
                 if not waiting:
@@ -190,17 +201,17 @@ def up(port: int = typer.Option(8000, help="the API's port"),
             redis_proc.wait(timeout=10)
 
 
-def _restart(part: Part) -> None:
+def _supervise(part: Part) -> None:
+    """Schedule the start of a part that exited, and start it when its delay has passed."""
     now = time.monotonic()
-    part.restarts = [t for t in part.restarts if now - t < 60] + [now]
-    if len(part.restarts) > 5:
-        code = part.proc.returncode if part.proc else "?"
-        console.print(f"[red]{part.name} keeps exiting (code {code}); not restarting it[/]")
-        part.proc = None
-        return
-    console.print(f"[yellow]{part.name} exited with {part.proc.returncode if part.proc else '?'}; restarting[/]")
-    time.sleep(1.0)
-    part.start()
+    if part.restart_at is None and part.proc is not None and part.proc.poll() is not None:
+        ran = now - part.started_at
+        part.delay_s = RESTART_FIRST_S if ran >= STEADY_S else min(part.delay_s * 2, RESTART_MAX_S)
+        part.restart_at = now + part.delay_s
+        console.print(f"[yellow]{part.name} exited with {part.proc.returncode} after {ran:.0f} s; "
+                      f"starting it again in {part.delay_s:.0f} s[/]")
+    if part.restart_at is not None and now >= part.restart_at:
+        part.start()
 
 
 def _not_ready(url: str, db: Database, host: str, workers: list[Part]) -> str:

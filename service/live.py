@@ -12,18 +12,66 @@ import logging
 from typing import Any
 
 import redis
-from sqlalchemy import event
+from sqlalchemy import event, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+from service.models import Installation
 
 log = logging.getLogger(__name__)
 
-WAKE_CHANNEL = "gpulab:wake"
-JOBS_CHANNEL = "gpulab:jobs"
+# This process's installation id (the `installation` table's one row). Redis pub/sub
+# channels are shared by every database number of a server, and queues by every client of a
+# database: each name carries the id so that two installations never hear each other.
+_installation = ""
+_source: sessionmaker[Session] | None = None  # where to read it when it is not known yet
+
+
+def use_installation(installation_id: str) -> None:
+    """Name this process's channels and queues after its installation (once, at start)."""
+    global _installation
+    _installation = installation_id
+
+
+def installation() -> str:
+    """The installation id this process uses, read from the database at first need."""
+    if not _installation and _source is not None:
+        try:
+            with _source() as session:
+                use_installation(read_installation(session))
+        except SQLAlchemyError as exc:  # the database is down: the caller decides
+            log.warning("the installation id cannot be read yet (%s)", type(exc).__name__)
+    return _installation
+
+
+def read_installation(session: Session) -> str:
+    """The installation id stored in the database (created at the first migrate)."""
+    found = session.scalar(select(Installation.id).limit(1))
+    if found is None:
+        raise RuntimeError("the database has no installation id: run `gpulab migrate`")
+    return found
+
+
+def _channel(name: str) -> str:
+    # Without an id yet (the database down at start), a message goes unheard: followers catch
+    # up from the database, and the dispatcher runs on its timer.
+    inst = installation()
+    return f"gpulab:{inst}:{name}" if inst else f"gpulab:{name}"
+
+
+def wake_channel() -> str:
+    """The channel that wakes the dispatcher."""
+    return _channel("wake")
+
+
+def jobs_channel() -> str:
+    """The channel carrying every job's status changes."""
+    return _channel("jobs")
 
 
 def job_channel(job_id: int) -> str:
     """The channel carrying one job's events."""
-    return f"gpulab:job:{job_id}"
+    return _channel(f"job:{job_id}")
 
 
 def queue_publish(session: Session, channel: str, payload: Any) -> None:
@@ -33,7 +81,7 @@ def queue_publish(session: Session, channel: str, payload: Any) -> None:
 
 def queue_wake(session: Session, why: str) -> None:
     """Wake the dispatcher after this commit."""
-    queue_publish(session, WAKE_CHANNEL, {"why": why})
+    queue_publish(session, wake_channel(), {"why": why})
 
 
 class Publisher:
@@ -58,7 +106,15 @@ class Publisher:
             log.warning("live publish on %s failed (%s): followers catch up from the database", channel, exc)
 
     def attach(self, *factories: sessionmaker[Session]) -> None:
-        """Send what sessions of these factories queued, after each commit."""
+        """Send what sessions of these factories queued, after each commit.
+
+        The first factory also names the installation, when this process has not yet: every
+        part that publishes attaches a publisher, so every part agrees on the names.
+        """
+        global _source
+        if factories:
+            _source = _source or factories[0]
+            installation()
         for factory in factories:
             event.listen(factory, "after_commit", self._after_commit)
             event.listen(factory, "after_rollback", _drop_queued)

@@ -99,6 +99,9 @@ class DeviceState(enum.StrEnum):
     online = "online"
     offline = "offline"
     draining = "draining"
+    # Its worker lives but does not consume its queue (its probe did not come back): nothing
+    # is sent to it until a probe returns or the worker is restarted.
+    stalled = "stalled"
 
 
 class User(Base):
@@ -160,6 +163,9 @@ class Worker(Base):
     last_heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None]
     running_job_ids: Mapped[list[Any]] = mapped_column(default=list)
+    # When the worker last received a message from its own queue (a probe or a job): the
+    # proof that it consumes, not only that its process lives.
+    probe_ok_at: Mapped[datetime | None]
 
 
 class Job(Base):
@@ -255,6 +261,16 @@ class Artifact(Base):
     name: Mapped[str] = mapped_column(String(128))
     content_type: Mapped[str] = mapped_column(String(100))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Installation(Base):
+    """The one row that names this installation: its Redis queues and channels carry the id,
+    so two installations sharing a Redis database never take each other's messages."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -6,18 +6,29 @@ module registers the task of that name. JSON is the only serializer accepted any
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 
+import redis
 from celery import Celery
 
+from service import live
 from service.settings import Settings
 
 RUN_JOB = "gpulab.run_job"
+# A tiny message a worker sends to its own queue: its arrival proves the worker consumes.
+PROBE = "gpulab.probe"
 
 
-def device_queue(device_id: str) -> str:
-    """The Redis queue that only the worker of `device_id` consumes."""
-    return "gpulab.dev." + re.sub(r"[^A-Za-z0-9_.-]", "_", device_id)
+def device_queue(device_id: str, installation: str | None = None) -> str:
+    """The Redis queue that only the worker of `device_id` consumes, in this installation."""
+    inst = live.installation() if installation is None else installation
+    if installation is None and not inst:
+        # A queue without the id would be shared with every installation on this Redis.
+        raise RuntimeError("the installation id is unknown (is the database reachable and migrated?)")
+    prefix = f"gpulab.{inst}.dev." if inst else "gpulab.dev."
+    return prefix + re.sub(r"[^A-Za-z0-9_.-]", "_", device_id)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -53,3 +64,41 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+# kombu's Redis transport keeps each delivered, not yet acknowledged message in this hash
+# (field: delivery tag, value: JSON [payload, exchange, routing key]) and its delivery time
+# in the sorted set, until the visibility timeout restores it.
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
+
+
+def restore_unacked(redis_url: str, queue: str) -> int:
+    """Put back on `queue` the messages taken from it and never acknowledged; returns how many.
+
+    Called by a worker before it starts consuming: only one worker consumes a device's queue,
+    so whatever is unacknowledged there belongs to an incarnation that is gone. Without this,
+    a killed worker's messages wait out the visibility timeout (8 days by default). A stale
+    message claims nothing (the attempt fences it), so putting one back is harmless.
+    """
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+    restored = 0
+    for tag, raw in client.hscan_iter(UNACKED_KEY):
+        try:
+            payload, _exchange, routing_key = json.loads(raw)
+        except ValueError:
+            continue
+        if routing_key != queue:
+            continue
+        with contextlib.suppress(KeyError, TypeError):  # an unusual message: restore it as it is
+            payload["headers"]["redelivered"] = True
+            payload["properties"]["delivery_info"]["redelivered"] = True
+        pipe = client.pipeline()  # MULTI: never dropped from the hash without being requeued
+        # kombu consumes with BRPOP: RPUSH puts it first in line, as kombu's own restore does.
+        pipe.rpush(queue, json.dumps(payload))
+        pipe.hdel(UNACKED_KEY, tag)
+        pipe.zrem(UNACKED_INDEX_KEY, tag)
+        pipe.execute()
+        restored += 1
+    client.close()
+    return restored

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     dispatch_timeout_s: float = Field(120.0, gt=0, description="a dispatched job not claimed by then is re-dispatched")
     dispatcher_tick_s: float = Field(2.0, gt=0, description="dispatcher pass period without wake-ups")
     lease_s: float = Field(15.0, gt=0, description="dispatcher lease length")
+    probe_s: float = Field(10.0, gt=0, description="a quiet worker probes its own queue this often")
+    probe_timeout_s: float = Field(30.0, gt=0, description="a probe not back by then: the worker is restarted")
 
     # Events are batched: flushed after this many seconds or lines, whichever comes first.
     event_flush_s: float = Field(0.5, gt=0, description="longest wait before a job's log lines are committed")
@@ -115,6 +117,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"GPULAB_WORKER_TIMEOUT_S={self.worker_timeout_s} must be longer than two "
                 f"heartbeats (GPULAB_HEARTBEAT_S={self.heartbeat_s})"
+            )
+        if self.probe_timeout_s <= self.probe_s:
+            raise ValueError(
+                f"GPULAB_PROBE_TIMEOUT_S={self.probe_timeout_s} must be longer than "
+                f"GPULAB_PROBE_S={self.probe_s}"
             )
         return self
 

@@ -7,27 +7,37 @@ connections and CUDA context, and keeps them between jobs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import signal
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery, signals
+from celery.worker import state as celery_state
 
 from service.db import Database
 from service.live import Publisher
-from service.queues import RUN_JOB, device_queue, make_celery
+from service.queues import PROBE, RUN_JOB, device_queue, make_celery, restore_unacked
 from service.settings import Settings
 from service.store.devices import register_worker, stop_worker
 from worker.command_account import announce as announce_command_account
 from worker.device import DeviceInfo, pin_process, resolve_device, runtime_facts
-from worker.heartbeat import Watch
+from worker.heartbeat import Watch, is_child_alive
+from worker.probe import Probe
 from worker.runner import JobRunner
 from worker.sampler import SampleRecorder, make_sampler
 
 log = logging.getLogger("gpulab.worker")
+
+LEAVE_GRACE_S = 30.0
+EXIT_NOT_CONSUMING = 75  # EX_TEMPFAIL: restart me
 
 
 @dataclass
@@ -40,6 +50,8 @@ class WorkerState:
     publisher: Publisher
     watch: Watch | None = None
     consumer: Any = None
+    probe: Probe | None = None
+    leaving: bool = False
 
 
 _state: WorkerState | None = None
@@ -67,7 +79,77 @@ def build_app(settings: Settings) -> Celery:
             log.error("job %s left the CUDA context faulted: replacing this child", job_id)
             os._exit(70)
 
+    @app.task(name=PROBE, acks_late=False)
+    def probe(worker_id: str) -> None:
+        """Nothing to do: its arrival, noted by the parent, was the point."""
+
     return app
+
+
+def handed_out() -> dict[int, tuple[int, int]]:
+    """pid -> (job, attempt) of each job a child accepted, as this parent handed them out."""
+    for _ in range(5):
+        try:
+            requests = list(celery_state.active_requests)
+            break
+        except RuntimeError:  # the set changed while it was copied (the consumer thread)
+            continue
+    else:
+        return {}
+    out: dict[int, tuple[int, int]] = {}
+    for request in requests:
+        if request.name == RUN_JOB and request.worker_pid:
+            job_id, attempt = request.args[:2]
+            out[int(request.worker_pid)] = (int(job_id), int(attempt))
+    return out
+
+
+def _busy(slots: int) -> bool:
+    # Received and not yet done (running or waiting for a child): with prefetch 1, a worker
+    # holding `slots` of them fetches nothing more, probes included.
+    return len(celery_state.reserved_requests) >= slots
+
+
+@signals.task_received.connect
+def _received(**_: Any) -> None:
+    # In the parent's consumer: any message from our own queue proves it consumes.
+    if _state is not None and _state.probe is not None:
+        _state.probe.received()
+
+
+def _leave(why: str) -> None:
+    """Stop taking jobs and exit, to be restarted by `gpulab up` or the container's policy."""
+    state = _current()
+    if state.leaving:
+        return
+    state.leaving = True
+    log.error("worker %s leaves: %s", state.worker_id, why)
+    # A warm shutdown: running jobs finish and record their end first.
+    os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=_exit_when_idle, name="gpulab-leave", daemon=True).start()
+
+
+def _exit_when_idle() -> None:
+    # A consumer wedged in kombu may never act on the warm shutdown: once no job runs here
+    # (or after the grace), leave without it.
+    deadline = time.monotonic() + LEAVE_GRACE_S
+    while time.monotonic() < deadline or handed_out():
+        time.sleep(1.0)
+    log.error("the warm shutdown did not end within %s s: exiting now", LEAVE_GRACE_S)
+    with contextlib.suppress(Exception):  # best effort: the reaper marks it offline otherwise
+        _shutdown()
+    for pid in _children(os.getpid()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(EXIT_NOT_CONSUMING)
+
+
+def _children(parent: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != parent and is_child_alive(int(entry), parent):
+            pids.append(int(entry))
+    return pids
 
 
 # The parent's engines and Redis pools, kept referenced in each child so they are never
@@ -100,11 +182,18 @@ def _ready(sender: Any = None, **_: Any) -> None:
     queue = device_queue(state.device.id)
 
     def on_health(healthy: bool) -> None:
+        if state.probe:
+            state.probe.paused = not healthy
         if healthy:
             sender.add_task_queue(queue)
         else:
             sender.cancel_task_queue(queue)
 
+    def send_probe() -> None:
+        sender.app.send_task(PROBE, args=[state.worker_id], queue=queue, retry=False)
+
+    state.probe = Probe(send=send_probe, busy=lambda: _busy(state.slots),
+                        period_s=state.settings.probe_s, timeout_s=state.settings.probe_timeout_s)
 
     def our_job(pid: int) -> int | None:
         return state.watch.pid_jobs.get(pid) if state.watch else None
@@ -112,8 +201,10 @@ def _ready(sender: Any = None, **_: Any) -> None:
     read = make_sampler(state.device, state.settings.nvidia_visible_devices, our_job)
     recorder = SampleRecorder(db=state.db, settings=state.settings, device_id=state.device.id, read=read)
     state.watch = Watch(settings=state.settings, db=state.db, worker_id=state.worker_id,
-                        on_health=on_health, sample=recorder)
+                        on_health=on_health, on_lost=lambda: _leave("declared lost"),
+                        sample=recorder, requests=handed_out, probe=state.probe)
     state.watch.start()
+    state.probe.run(state.watch.stop, lambda: _leave("its consumer receives nothing from its queue"))
     log.info("worker %s serving %s (%s) on queue %s with %d slot(s)", state.worker_id,
              state.device.id, state.device.name, queue, state.slots)
 
@@ -148,9 +239,15 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     publisher.attach(db.read, db.write)
     _state = WorkerState(settings=settings, device=info, slots=slots,
                          worker_id=f"{info.host}-{uuid.uuid4().hex[:12]}", db=db, publisher=publisher)
+    queue = device_queue(info.id)
+    with contextlib.suppress(redis.RedisError):  # Redis down: the messages wait for its return
+        restored = restore_unacked(settings.redis_url, queue)
+        if restored:
+            log.warning("%d message(s) that an earlier worker of %s took and never acked went back "
+                        "to its queue", restored, info.id)
     app = build_app(settings)
     app.worker_main([
-        "worker", "-Q", device_queue(info.id), "-c", str(slots), "-P", "prefork",
+        "worker", "-Q", queue, "-c", str(slots), "-P", "prefork",
         # Mingle and gossip sync worker state that gpulab keeps in its database; they only slow
         # a start. The event heartbeat goes with task events (Flower shows workers from it).
         "--without-mingle", "--without-gossip", *([] if settings.celery_events else ["--without-heartbeat"]),

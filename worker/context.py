@@ -7,17 +7,24 @@ transaction, so a chatty job costs a few short commits a second.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.context import FileContext
 from service.db import Database
 from service.store.events import record_events
 from service.store.jobs import is_cancel_requested
+from worker.retry import is_transient
+
+log = logging.getLogger("gpulab.worker")
 
 STOP_POLL_S = 1.0
 MAX_LINE = 4000
+MAX_BUFFER = 100_000  # events kept while the database is away (a few tens of MB at most)
 
 
 class WorkerContext(FileContext):
@@ -42,6 +49,7 @@ class WorkerContext(FileContext):
         self._last_flush = time.monotonic()
         self._last_poll = 0.0
         self._stop = False
+        self._dropped = 0
 
     # -- what the job reports ---------------------------------------------------------------
 
@@ -64,24 +72,53 @@ class WorkerContext(FileContext):
         now = time.monotonic()
         if now - self._last_poll >= STOP_POLL_S:
             self._last_poll = now
-            with self.db.reading() as session:
-                self._stop = is_cancel_requested(session=session, job_id=int(self.job_id),
-                                                 attempt=self.attempt)
+            try:
+                with self.db.reading() as session:
+                    self._stop = is_cancel_requested(session=session, job_id=int(self.job_id),
+                                                     attempt=self.attempt)
+            except SQLAlchemyError as exc:
+                if not is_transient(exc):
+                    raise
+                # The database is away: the job goes on; a cancel is seen once it is back.
         return self._stop
 
     # -- batching ----------------------------------------------------------------------------
 
     def _add(self, event: dict[str, Any]) -> None:
+        if len(self._buffer) >= MAX_BUFFER:
+            self._dropped += 1  # a very long outage: the newest lines go, the job does not
+            return
         self._buffer.append(event)
         if (len(self._buffer) >= self.flush_lines
                 or time.monotonic() - self._last_flush >= self.flush_s):
-            self.flush()
+            try:
+                self.flush()
+            except SQLAlchemyError as exc:
+                if not is_transient(exc):
+                    raise
+                # The database is away: the lines stay buffered for the next flush, and the
+                # job goes on (its last flush, before the outcome, waits for the database).
 
     def flush(self) -> None:
-        """Commit the buffered events (then they are published to live followers)."""
+        """Commit the buffered events (then they are published to live followers).
+
+        On a passing database fault the events stay buffered and the error is raised.
+        """
         self._last_flush = time.monotonic()
+        if self._dropped and len(self._buffer) < MAX_BUFFER:
+            self._buffer.append({"type": "log", "message": f"gpulab: {self._dropped} line(s) dropped "
+                                 "while the database was unavailable"})
+            self._dropped = 0
         if not self._buffer:
             return
-        batch, self._buffer = self._buffer, []
-        with self.db.writing() as session:
-            record_events(session=session, job_id=int(self.job_id), attempt=self.attempt, events=batch)
+        batch = list(self._buffer)
+        try:
+            with self.db.writing() as session:
+                record_events(session=session, job_id=int(self.job_id), attempt=self.attempt, events=batch)
+        except SQLAlchemyError as exc:
+            if is_transient(exc):
+                raise
+            # Not a passing fault: this batch can never be stored; the job must not stall on it.
+            log.error("job %s: %d event(s) could not be stored and were dropped: %s",
+                      self.job_id, len(batch), str(exc).splitlines()[0][:200])
+        del self._buffer[:len(batch)]

@@ -20,6 +20,7 @@ from service.models import FailReason, JobStatus, utcnow
 from service.settings import Settings
 from service.store.devices import heartbeat
 from service.store.jobs import finish_job, release_lost_job, running_jobs_of_worker
+from worker.probe import Probe
 
 log = logging.getLogger("gpulab.worker")
 
@@ -58,16 +59,24 @@ class Watch:
         db: Database,
         worker_id: str,
         on_health: Callable[[bool], None] = lambda healthy: None,
+        on_lost: Callable[[], None] = lambda: None,
         sample: Callable[[], None] = lambda: None,
+        requests: Callable[[], dict[int, tuple[int, int]]] = dict,
+        probe: Probe | None = None,
     ):
         self.settings = settings
         self.db = db
         self.worker_id = worker_id
         self.on_health = on_health
+        self.on_lost = on_lost  # this incarnation was declared lost: it must leave
         self.sample = sample
+        # What each child really runs, as the Celery parent handed it out: pid -> (job, attempt).
+        # A kill is addressed to that triple, never to whatever a job row's pid runs now.
+        self.requests = requests
+        self.probe = probe
         self.stop = threading.Event()
         self.healthy = True
-        self.kill_sent: dict[int, int] = {}  # pid -> signal already sent
+        self.kill_sent: dict[tuple[int, int, int], int] = {}  # (job, attempt, pid) -> signal sent
         self.pid_jobs: dict[int, int] = {}  # pid of a child -> the job it runs
 
     def start(self) -> threading.Thread:
@@ -85,10 +94,20 @@ class Watch:
             self._beat()
 
     def _beat(self) -> None:
+        probe = self.probe
         try:
             running = self.check_jobs()
             with self.db.writing() as session:
-                alive = heartbeat(session=session, worker_id=self.worker_id, running_job_ids=running)
+                alive = heartbeat(session=session, worker_id=self.worker_id, running_job_ids=running,
+                                  probe_ok_at=probe.received_at if probe else None,
+                                  stalled=bool(probe and probe.stalled))
+            if not alive:
+                # Declared lost while this process lives (a long pause, the database away past
+                # the worker timeout): its device is offline and its jobs were released. A new
+                # incarnation registers afresh; this one would never be resumed.
+                log.error("this worker was declared lost by the dispatcher: leaving to be restarted")
+                self.on_lost()
+                return
             self.sample()
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
@@ -108,10 +127,11 @@ class Watch:
         pid_jobs: dict[int, int] = {}
         with self.db.reading() as session:
             jobs = running_jobs_of_worker(session=session, worker_id=self.worker_id)
+        handed = self.requests()
         for job in jobs:
             pid = job.pid or 0
             if not is_child_alive(pid, me):
-                self.kill_sent.pop(pid, None)
+                self.kill_sent.pop((job.id, job.attempt, pid), None)
                 if job.started_at and now - job.started_at > timedelta(seconds=job.timeout_s):
                     with self.db.writing() as session:
                         finish_job(session=session, job_id=job.id, attempt=job.attempt,
@@ -122,21 +142,31 @@ class Watch:
                         release_lost_job(session=session, job_id=job.id, attempt=job.attempt,
                                          why=f"its process (pid {pid}) died")
                 continue
+            runs_now = handed.get(pid)
+            if runs_now is not None and runs_now != (job.id, job.attempt):
+                # Its process moved on to another job: this attempt runs nowhere.
+                with self.db.writing() as session:
+                    release_lost_job(session=session, job_id=job.id, attempt=job.attempt,
+                                     why=f"its process (pid {pid}) ended it without recording the end")
+                continue
             running.append(job.id)
             pid_jobs[pid] = job.id
             grace = timedelta(seconds=self.settings.cancel_grace_s)
             overdue_cancel = job.cancel_requested_at is not None and now - job.cancel_requested_at > grace
             limit = timedelta(seconds=job.timeout_s) + grace
             overdue_time = job.started_at is not None and now - job.started_at > limit
-            if overdue_cancel or overdue_time:
-                self._kill(pid, job.id, "cancel" if overdue_cancel else "time limit")
+            if (overdue_cancel or overdue_time) and runs_now == (job.id, job.attempt):
+                self._kill((job.id, job.attempt, pid), "cancel" if overdue_cancel else "time limit")
         self.pid_jobs = pid_jobs
         return running
 
-    def _kill(self, pid: int, job_id: int, why: str) -> None:
-        # TERM first; KILL at the next beat if the child is still there.
-        sig = signal.SIGKILL if self.kill_sent.get(pid) == signal.SIGTERM else signal.SIGTERM
-        log.warning("job %s: %s overdue, sending %s to pid %s", job_id, why, sig.name, pid)
+    def _kill(self, target: tuple[int, int, int], why: str) -> None:
+        # TERM first; KILL at the next beat if the child still runs that job and attempt.
+        job_id, attempt, pid = target
+        if self.requests().get(pid) != (job_id, attempt):
+            return  # the child ended that job since the check: never signal its next one
+        sig = signal.SIGKILL if self.kill_sent.get(target) == signal.SIGTERM else signal.SIGTERM
+        log.warning("job %s attempt %s: %s overdue, sending %s to pid %s", job_id, attempt, why, sig.name, pid)
         with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
             os.kill(pid, sig)
-            self.kill_sent[pid] = sig
+            self.kill_sent[target] = sig

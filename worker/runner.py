@@ -18,6 +18,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.artifacts import is_disk_full
 from jobs.base import JobError
@@ -30,6 +31,7 @@ from service.store.jobs import claim_job, finish_job
 from worker.command import COMMAND_KIND, run_command
 from worker.context import WorkerContext
 from worker.device import DeviceInfo, child_runtime_facts
+from worker.retry import until_written
 
 log = logging.getLogger("gpulab.worker")
 
@@ -103,17 +105,40 @@ class JobRunner:
         ctx.log(f"{outcome.status} after {time.monotonic() - started:.2f} s"
                 + (f" ({outcome.reason})" if outcome.reason else ""))
         peak = self._release_device()
-        ctx.flush()
-        with self.db.writing() as session:
-            # Committed by finish_job, in the same transaction (and fenced out with it).
-            record_runtime(session=session, job_id=job_id, attempt=attempt, device_id=self.device.id,
-                           runtime=runtime)
-            finish_job(session=session, job_id=job_id, attempt=attempt, status=outcome.status,
-                       reason=outcome.reason, error=outcome.error, result=outcome.result,
-                       peak_memory_mb=peak,
-                       artifacts=[(a.name, a.content_type, size) for a, size in
-                                  ctx.existing_artifacts(disk_full=outcome.reason == FailReason.disk_full)])
+        self._record_end(ctx, outcome, peak, runtime)
         return outcome
+
+    def _record_end(self, ctx: WorkerContext, outcome: Outcome, peak: float | None,
+                    runtime: dict[str, Any]) -> None:
+        """Write the last log lines, then the outcome; both wait out a database outage.
+
+        The child does not take another job until they are written, so a job is never left
+        `running` with its process gone on to another one.
+        """
+        job_id, attempt = int(ctx.job_id), ctx.attempt
+        artifacts = [(a.name, a.content_type, size) for a, size in
+                     ctx.existing_artifacts(disk_full=outcome.reason == FailReason.disk_full)]
+        until_written(f"job {job_id}'s last log lines", ctx.flush)
+
+        def finish(end: Outcome, files: list[tuple[str, str, int]]) -> bool:
+            with self.db.writing() as session:
+                # Committed by finish_job, in the same transaction (and fenced out with it).
+                record_runtime(session=session, job_id=job_id, attempt=attempt, device_id=self.device.id,
+                               runtime=runtime)
+                return finish_job(session=session, job_id=job_id, attempt=attempt, status=end.status,
+                                  reason=end.reason, error=end.error, result=end.result,
+                                  peak_memory_mb=peak, artifacts=files)
+
+        try:
+            until_written(f"job {job_id}'s outcome", lambda: finish(outcome, artifacts))
+        except SQLAlchemyError as exc:
+            # Not a passing fault: this outcome can never be stored. The job still ends.
+            log.exception("job %s: its outcome could not be stored", job_id)
+            first = str(exc).splitlines()[0][:300] if str(exc) else ""
+            unstorable = Outcome(JobStatus.failed, FailReason.user_error,
+                                 error=f"gpulab could not store this job's outcome ({type(exc).__name__}: "
+                                       f"{first}); its log holds what it reported")
+            until_written(f"job {job_id}'s outcome", lambda: finish(unstorable, []))
 
     def _call(self, kind_name: str, raw_params: dict[str, Any], ctx: WorkerContext) -> Outcome:
         try:

@@ -18,7 +18,7 @@ from celery import Celery
 from sqlalchemy import select
 
 from service.db import Database
-from service.live import WAKE_CHANNEL, Publisher
+from service.live import Publisher, wake_channel
 from service.models import Device, DeviceState, Job, JobStatus, utcnow
 from service.queues import RUN_JOB, device_queue, make_celery
 from service.scheduling.queue_state import plan_queue
@@ -42,6 +42,13 @@ class Dispatcher:
         self.publisher.attach(self.db.read, self.db.write)
         self._lease_until = 0.0  # monotonic time until which our lease surely holds
         self._next_reap = 0.0
+        self._redis_run_id: str | None = None  # changes when Redis restarts
+        self._client: redis.Redis | None = None
+        # When this process last began to see the database after not seeing it: workers'
+        # heartbeats written meanwhile were invisible to it, so none is judged silent before
+        # it has watched for a whole worker timeout.
+        self._seeing_since = time.monotonic()
+        self._blind = False
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -96,10 +103,15 @@ class Dispatcher:
 
     def reap(self) -> None:
         """Workers gone silent lose their jobs; dispatched jobs never claimed go back."""
+        self.resend_after_broker_restart()
+        # Just back from a database outage, this process did not see the heartbeats written
+        # meanwhile (nor could workers write them): judge silence only after a full timeout.
+        silent_ok = time.monotonic() - self._seeing_since >= self.settings.worker_timeout_s
         with self.db.reading() as session:
             # Plain values: the rows would be expired and detached once this session ends.
             silent = [(w.id, w.device_id) for w in
-                      find_silent_workers(session=session, timeout_s=self.settings.worker_timeout_s)]
+                      find_silent_workers(session=session, timeout_s=self.settings.worker_timeout_s)
+                      ] if silent_ok else []
         for worker_id, device_id in silent:
             with self.db.writing() as session:
                 lost = declare_worker_lost(session=session, worker_id=worker_id)
@@ -122,6 +134,37 @@ class Dispatcher:
             with self.db.writing() as session:
                 undispatch(session=session, job_id=row.id, attempt=row.attempt, why=why)
 
+    def resend_after_broker_restart(self) -> int:
+        """When Redis restarted, the messages of dispatched jobs may be gone: send them again.
+
+        Redis restarted without its data (or from an older snapshot) has lost them; the job
+        rows still say `dispatched`. They go back to pending and are dispatched again under a
+        new attempt, so a message that did survive claims nothing.
+        """
+        try:
+            run_id = str(self._redis().info("server")["run_id"])
+        except redis.RedisError:
+            return 0  # down: nothing can be sent now anyway
+        previous, self._redis_run_id = self._redis_run_id, run_id
+        if previous is None or previous == run_id:
+            return 0
+        with self.db.reading() as session:
+            rows = session.execute(
+                select(Job.id, Job.attempt).where(Job.status == JobStatus.dispatched)
+            ).all()
+        for row in rows:
+            with self.db.writing() as session:
+                undispatch(session=session, job_id=row.id, attempt=row.attempt,
+                           why="Redis restarted: its message may be lost")
+        log.warning("Redis restarted: %d dispatched job(s) sent again", len(rows))
+        return len(rows)
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2,
+                                                socket_timeout=2)
+        return self._client
+
     # -- the loop -------------------------------------------------------------------------
 
     def listen(self) -> None:
@@ -130,7 +173,7 @@ class Dispatcher:
             try:
                 client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=3)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(WAKE_CHANNEL)
+                pubsub.subscribe(wake_channel())
                 while not self.stop.is_set():
                     if pubsub.get_message(timeout=1.0) is not None:
                         self.wake.set()
@@ -146,8 +189,11 @@ class Dispatcher:
             self.wake.clear()
             try:
                 self.run_once()
+                if self._blind:
+                    self._blind, self._seeing_since = False, time.monotonic()
             except Exception:
                 log.exception("dispatcher pass failed; retrying")
+                self._blind = True
                 self.stop.wait(1.0)
             self.wake.wait(timeout=self.settings.dispatcher_tick_s)
         with self.db.writing() as session:

@@ -46,13 +46,14 @@ class WaitReason:
     DEVICE_BUSY = "device_busy"
     DEVICE_OFFLINE = "device_offline"
     DEVICE_DRAINING = "device_draining"
+    DEVICE_STALLED = "device_stalled"  # its worker does not consume its queue (being restarted)
     NO_MEMORY = "no_memory"
     MEMBER_LIMIT = "member_limit"
     DISPATCHER_DOWN = "dispatcher_down"
     NO_DEVICE = "no_device"
     ASSEMBLING_GANG = "assembling_gang"  # a multi-device job holding devices as they free
 
-    ALL = (PRIORITY, FAIR_SHARE, DEVICE_BUSY, DEVICE_OFFLINE, DEVICE_DRAINING, NO_MEMORY,
+    ALL = (PRIORITY, FAIR_SHARE, DEVICE_BUSY, DEVICE_OFFLINE, DEVICE_DRAINING, DEVICE_STALLED, NO_MEMORY,
            MEMBER_LIMIT, DISPATCHER_DOWN, NO_DEVICE, ASSEMBLING_GANG)
 
 
@@ -126,6 +127,8 @@ class DeviceRoom:
             return WaitReason.DEVICE_OFFLINE
         if self.state == "draining":
             return WaitReason.DEVICE_DRAINING
+        if self.state == "stalled":
+            return WaitReason.DEVICE_STALLED
         if self.exclusive or self.jobs >= self.slots:
             return WaitReason.DEVICE_BUSY
         if self.kind == DeviceKind.cpu:
@@ -180,7 +183,8 @@ class Plan:
 
 # When a job waits on several devices for different reasons, the first in this list is shown.
 _REASON_RANK = [WaitReason.MEMBER_LIMIT, WaitReason.NO_MEMORY, WaitReason.DEVICE_BUSY, WaitReason.PRIORITY,
-                WaitReason.FAIR_SHARE, WaitReason.DEVICE_DRAINING, WaitReason.DEVICE_OFFLINE]
+                WaitReason.FAIR_SHARE, WaitReason.DEVICE_DRAINING, WaitReason.DEVICE_STALLED,
+                WaitReason.DEVICE_OFFLINE]
 
 
 def place(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -41,13 +41,25 @@ def register_worker(
     return row
 
 
-def heartbeat(*, session: Session, worker_id: str, running_job_ids: list[int]) -> bool:
-    """A worker is alive and runs these jobs; False if it was declared lost meanwhile."""
+def heartbeat(
+    *,
+    session: Session,
+    worker_id: str,
+    running_job_ids: list[int],
+    probe_ok_at: datetime | None = None,
+    stalled: bool = False,
+) -> bool:
+    """A worker is alive and runs these jobs; False if it was declared lost meanwhile.
+
+    `probe_ok_at` is when its consumer last received a message from its own queue; a
+    `stalled` worker (a probe that did not come back) keeps its device out of dispatch.
+    """
     now = utcnow()
+    values: dict[str, Any] = {"last_heartbeat_at": now, "running_job_ids": running_job_ids}
+    if probe_ok_at is not None:
+        values["probe_ok_at"] = probe_ok_at
     won = changed(session.execute(
-        update(Worker)
-        .where(Worker.id == worker_id, Worker.stopped_at.is_(None))
-        .values(last_heartbeat_at=now, running_job_ids=running_job_ids)
+        update(Worker).where(Worker.id == worker_id, Worker.stopped_at.is_(None)).values(**values)
     )) == 1
     if won:
         session.execute(
@@ -55,12 +67,20 @@ def heartbeat(*, session: Session, worker_id: str, running_job_ids: list[int]) -
             .where(Device.worker_id == worker_id)
             .values(last_seen_at=now)
         )
-        # A device marked offline by a missed beat comes back with the next one.
-        session.execute(
+        # A device marked offline by a missed beat comes back with the next one; a stalled
+        # one when its worker receives from its queue again.
+        if stalled:
+            session.execute(
+                update(Device)
+                .where(Device.worker_id == worker_id, Device.state.in_([DeviceState.online, DeviceState.offline]))
+                .values(state=DeviceState.stalled)
+            )
+        elif changed(session.execute(
             update(Device)
-            .where(Device.worker_id == worker_id, Device.state == DeviceState.offline)
+            .where(Device.worker_id == worker_id, Device.state.in_([DeviceState.offline, DeviceState.stalled]))
             .values(state=DeviceState.online)
-        )
+        )):
+            queue_wake(session, "worker")
     session.commit()
     return won
 
@@ -71,7 +91,7 @@ def stop_worker(*, session: Session, worker_id: str) -> None:
     session.execute(update(Worker).where(Worker.id == worker_id).values(stopped_at=now))
     session.execute(
         update(Device)
-        .where(Device.worker_id == worker_id, Device.state == DeviceState.online)
+        .where(Device.worker_id == worker_id, Device.state.in_([DeviceState.online, DeviceState.stalled]))
         .values(state=DeviceState.offline)
     )
     session.commit()
@@ -97,7 +117,7 @@ def declare_worker_lost(*, session: Session, worker_id: str) -> list[tuple[int, 
         return []
     session.execute(
         update(Device)
-        .where(Device.worker_id == worker_id, Device.state == DeviceState.online)
+        .where(Device.worker_id == worker_id, Device.state.in_([DeviceState.online, DeviceState.stalled]))
         .values(state=DeviceState.offline)
     )
     jobs = session.execute(

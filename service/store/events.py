@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,34 @@ from sqlalchemy.orm import Session
 
 from service.live import job_channel, queue_publish
 from service.models import Artifact, Job, JobEvent, JobMetric, utcnow
+
+
+def storable(text: str) -> str:
+    """Text as every database stores it: NUL shown as \\x00, lone surrogates as \\udXXX.
+
+    PostgreSQL refuses NUL in text and JSON, and UTF-8 cannot encode a lone surrogate; jobs,
+    their errors and member code produce both. Escaping keeps what was said, readable.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def storable_json(value: Any) -> Any:
+    """A JSON value with every string (and key) storable, and non-finite numbers as null."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; PostgreSQL refuses it
+    return value
 
 
 def append_events(
@@ -40,8 +69,8 @@ def append_events(
                 "seq": last - len(events) + 1 + i,
                 "attempt": attempt or 0,
                 "type": ev["type"],
-                "message": ev.get("message", ""),
-                "data": ev.get("data"),
+                "message": storable(str(ev.get("message", ""))),
+                "data": storable_json(ev.get("data")),
                 "created_at": ev.get("created_at", now),
             }
         )
@@ -50,13 +79,15 @@ def append_events(
         {
             "job_id": job_id,
             "attempt": attempt or 0,
-            "name": r["data"]["name"],
+            "name": str(r["data"]["name"])[:100],
             "step": r["data"].get("step"),
             "value": r["data"]["value"],
             "created_at": r["created_at"],
         }
         for r in rows
-        if r["type"] == "metric"
+        # A non-finite value (a diverging loss) stays in the event, as null; the metrics
+        # table holds numbers only.
+        if r["type"] == "metric" and r["data"].get("value") is not None
     ]
     if metrics:
         session.execute(insert(JobMetric), metrics)

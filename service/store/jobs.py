@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from service.db import changed
 from service.errors import Forbidden, IdempotencyConflict, JobFinished, JobNotFound
-from service.live import JOBS_CHANNEL, queue_publish, queue_wake
+from service.live import jobs_channel, queue_publish, queue_wake
 from service.models import Artifact, FailReason, Job, JobStatus, User, utcnow
-from service.store.events import append_events, status_event
+from service.store.events import append_events, status_event, storable, storable_json
 
 ACTIVE = (JobStatus.pending, JobStatus.dispatched, JobStatus.running)
 
@@ -37,7 +37,7 @@ def _transition(
         return False
     status = values["status"]
     append_events(session, job_id=job_id, events=[status_event(status, reason, message)])
-    queue_publish(session, JOBS_CHANNEL, {"id": job_id, "status": status, "reason": reason})
+    queue_publish(session, jobs_channel(), {"id": job_id, "status": status, "reason": reason})
     return True
 
 
@@ -233,6 +233,8 @@ def finish_job(
     from_statuses: Sequence[JobStatus] = (JobStatus.running,),
 ) -> bool:
     """Write a job's end state, result and artifacts in one commit; False when fenced out."""
+    error = storable(error) if error is not None else None
+    result = storable_json(result) if result is not None else None
     job = session.get(Job, job_id)
     now = utcnow()
     run_seconds = (now - job.started_at).total_seconds() if job and job.started_at else None

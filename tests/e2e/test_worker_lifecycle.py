@@ -45,7 +45,7 @@ def test_crashed_child_is_retried_then_failed(own: Stack) -> None:
 def test_stale_or_duplicate_message_runs_nothing(own: Stack) -> None:
     done = run(own, "test-echo", {"message": "once"})
     celery = make_celery(Settings(redis_url=own.env["GPULAB_REDIS_URL"], state_dir=own.state_dir))
-    queue = device_queue("testhost/cpu")
+    queue = device_queue("testhost/cpu", installation=own.installation)
     celery.send_task(RUN_JOB, args=[done["id"], done["attempt"]], queue=queue)  # a redelivery
     celery.send_task(RUN_JOB, args=[done["id"], done["attempt"] + 5], queue=queue)  # a wrong attempt
     marker = run(own, "test-echo")  # the worker is single-slot: once this ran, those two were handled

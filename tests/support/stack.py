@@ -87,6 +87,30 @@ class Stack:
         self.wait(lambda: self._ready(), 60, "the API to become ready")
         return self
 
+    def start_up(self, device: str = "cpu") -> Stack:
+        """Start the stack as `gpulab up` does: one supervisor that restarts a part that exits."""
+        self.gpulab("migrate")
+        self.token = self.gpulab("users", "add", "admin", "--admin").stdout.strip()
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        self.spawn("up", "up", "--port", str(self.port))
+        self.wait(lambda: self._device_online(f"testhost/{device}"), 90, f"testhost/{device} to come online")
+        return self
+
+    @property
+    def installation(self) -> str:
+        """This stack's installation id (its Redis queues and channels carry it)."""
+        from service.db import Database
+        from service.live import read_installation
+        from service.settings import Settings
+
+        db = Database.from_settings(Settings(database_url=self.env["GPULAB_DATABASE_URL"],
+                                             state_dir=self.state_dir))
+        try:
+            with db.reading() as session:
+                return read_installation(session)
+        finally:
+            db.engine.dispose()
+
     def add_worker(self, device: str = "cpu", host: str = "testhost", slots: int = 1,
                    env: dict[str, str] | None = None) -> str:
         """Start a worker and wait until its device is online; returns the device id."""
