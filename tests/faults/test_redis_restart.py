@@ -7,9 +7,6 @@ queued messages are lost with it, as in the field.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,44 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from tests.support.stack import Stack, free_port
-
-
-class PrivateRedis:
-    """A redis-server on a free port that the test may stop and start again."""
-
-    def __init__(self, data_dir: Path):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
-        self.dir = data_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed", pytrace=False)
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no", "--logfile", str(self.dir / "redis.log")])
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis.from_url(self.url, socket_connect_timeout=1).ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.1)
-        raise AssertionError("the private redis-server did not answer")
-
-    def stop(self) -> None:
-        """`shutdown nosave`: whatever Redis held is gone."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(redis.ConnectionError):  # it answers by closing the connection
-            redis.Redis.from_url(self.url).shutdown(nosave=True)
-        self.proc.wait(15)
-        self.proc = None
+from tests.support.private_services import PrivateRedis
+from tests.support.stack import Stack
 
 
 @pytest.fixture

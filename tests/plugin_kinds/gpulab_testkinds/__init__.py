@@ -21,6 +21,7 @@ class EchoParams(BaseModel):
     lines: int = Field(3, ge=0, le=100_000)
     steps: int = Field(3, ge=0, le=10_000)
     artifact: bool = False
+    hostile_result: bool = False  # a result whose strings no database stores as they are
 
 
 def run_echo(params: EchoParams, ctx: JobContext) -> dict[str, Any]:
@@ -31,7 +32,11 @@ def run_echo(params: EchoParams, ctx: JobContext) -> dict[str, Any]:
         ctx.progress(step, params.steps)
     if params.artifact:
         ctx.artifact_path("echo.txt", "text/plain").write_text(params.message)
-    return {"message": params.message, "pid": os.getpid(), "device": ctx.device, "seed": ctx.seed}
+    result: dict[str, Any] = {"message": params.message, "pid": os.getpid(), "device": ctx.device,
+                              "seed": ctx.seed}
+    if params.hostile_result:
+        result["text\x00"] = ["a\x00b", "\udfff", float("nan")]
+    return result
 
 
 class SleepParams(BaseModel):
@@ -59,7 +64,7 @@ def run_sleep(params: SleepParams, ctx: JobContext) -> dict[str, Any]:
 
 class FailParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mode: Literal["job-error", "exception", "cuda-fault", "crash"] = "job-error"
+    mode: Literal["job-error", "exception", "cuda-fault", "crash", "hostile-text"] = "job-error"
     message: str = "it went wrong"
 
 
@@ -71,6 +76,11 @@ def run_fail(params: FailParams, ctx: JobContext) -> dict[str, Any]:
         raise RuntimeError("CUDA error: device-side assert triggered")
     if params.mode == "crash":
         os._exit(9)  # the process dies as if the OOM killer took it
+    if params.mode == "hostile-text":
+        # What no database stores as it is: NUL (PostgreSQL) and a lone surrogate (UTF-8).
+        ctx.log("nul\x00here and a lone \ud800 surrogate")
+        ctx.metric("loss\x00\udc80", 1.0, 1)
+        raise ValueError(f"{params.message}\x00 \ud800")
     raise ValueError(params.message)
 
 

@@ -1,0 +1,72 @@
+"""The worker parent's watch: a kill reaches only the process running that job and attempt.
+
+Real database rows and a real child process; what the Celery parent handed out (pid → job,
+attempt) is the one input given by hand, since only a running Celery parent knows it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from service.db import Database
+from service.models import Job, JobStatus, utcnow
+from service.settings import Settings
+from service.store.devices import register_worker
+from service.store.jobs import claim_job, insert_job, mark_dispatched
+from service.store.users import create_user
+from worker.heartbeat import Watch
+
+DEVICE = {"id": "testhost/cpu", "host": "testhost", "kind": "cpu", "index": None, "name": "CPU",
+          "uuid": None, "memory_total_mb": 1024}
+
+
+@pytest.fixture
+def child() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait(10)
+
+
+def overdue_job(db: Database, pid: int) -> int:
+    """A job claimed by `pid` whose time limit has long passed."""
+    with db.writing() as s:
+        owner, _ = create_user(session=s, name="alice")
+        register_worker(session=s, worker_id="w1", device=DEVICE, pid=1, slots=2)
+        job, _ = insert_job(session=s, job=Job(owner_id=owner.id, kind="test-sleep", params={},
+                                               device_request="cpu", timeout_s=1, max_attempts=2))
+    with db.writing() as s:
+        mark_dispatched(session=s, job_id=job.id, attempt=0, device_id="testhost/cpu")
+        s.commit()
+    with db.writing() as s:
+        claim_job(session=s, job_id=job.id, attempt=1, device_id="testhost/cpu", worker_id="w1", pid=pid)
+        s.execute(update(Job).where(Job.id == job.id).values(started_at=utcnow() - timedelta(seconds=60)))
+        s.commit()
+    return job.id
+
+
+def test_the_time_limit_kill_reaches_the_child_running_that_job_and_attempt(
+        db: Database, settings: Settings, child: subprocess.Popen[bytes]) -> None:
+    job_id = overdue_job(db, child.pid)
+    watch = Watch(settings=settings, db=db, worker_id="w1", requests=lambda: {child.pid: (job_id, 1)})
+    assert watch.check_jobs() == [job_id]
+    assert child.wait(10) == -15  # SIGTERM
+
+
+def test_a_child_that_moved_on_to_another_job_is_never_signalled(
+        db: Database, settings: Settings, child: subprocess.Popen[bytes]) -> None:
+    job_id = overdue_job(db, child.pid)
+    # The same pid now runs another member's job: the overdue job runs nowhere.
+    watch = Watch(settings=settings, db=db, worker_id="w1", requests=lambda: {child.pid: (job_id + 100, 1)})
+    assert watch.check_jobs() == []
+    assert child.poll() is None
+    with db.reading() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        assert (job.status, job.pid) == (JobStatus.pending, None)  # released, to run again
