@@ -9,7 +9,7 @@ import redis
 
 from service.db import Database
 from service.models import Device, DeviceState, Job
-from service.queue_state import plan_queue
+from service.scheduling.queue_state import plan_queue
 from service.settings import Settings
 from service.store.devices import heartbeat, register_worker
 from service.store.jobs import insert_job

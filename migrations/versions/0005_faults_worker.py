@@ -1,7 +1,7 @@
 """installation id and worker probes
 
-Revision ID: 0003_faults_worker
-Revises: 0002
+Revision ID: 0005_faults_worker
+Revises: 0004_command_jobs
 Create Date: 2026-11-30 04:10:00
 """
 import uuid
@@ -11,8 +11,8 @@ from alembic import op
 
 import service.models
 
-revision = '0003_faults_worker'
-down_revision = '0002'
+revision = '0005_faults_worker'
+down_revision = '0004_command_jobs'
 branch_labels = None
 depends_on = None
 
