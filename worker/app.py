@@ -221,6 +221,13 @@ def _shutdown(**_: Any) -> None:
         log.warning("could not record the worker's stop: %s", exc)
 
 
+class _QuietProbes(logging.Filter):
+    """Celery logs every task it receives and ends; a probe every few seconds is not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return PROBE not in record.getMessage()
+
+
 def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: bool = True,
           loglevel: str = "INFO") -> None:
     """Run a worker for `device` until it is stopped (blocks)."""
@@ -239,6 +246,8 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     publisher.attach(db.read, db.write)
     _state = WorkerState(settings=settings, device=info, slots=slots,
                          worker_id=f"{info.host}-{uuid.uuid4().hex[:12]}", db=db, publisher=publisher)
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).addFilter(_QuietProbes())
     queue = device_queue(info.id)
     with contextlib.suppress(redis.RedisError):  # Redis down: the messages wait for its return
         restored = restore_unacked(settings.redis_url, queue)

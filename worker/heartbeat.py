@@ -30,6 +30,8 @@ log = logging.getLogger("gpulab.worker")
 # its own connections then fail with "database is locked".)
 fork_guard = threading.Lock()
 
+UNHELD_BEATS = 3
+
 
 def _reset_guard_in_child() -> None:
     global fork_guard
@@ -61,7 +63,7 @@ class Watch:
         on_health: Callable[[bool], None] = lambda healthy: None,
         on_lost: Callable[[], None] = lambda: None,
         sample: Callable[[], None] = lambda: None,
-        requests: Callable[[], dict[int, tuple[int, int]]] = dict,
+        requests: Callable[[], dict[int, tuple[int, int]]] | None = None,
         probe: Probe | None = None,
     ):
         self.settings = settings
@@ -72,10 +74,13 @@ class Watch:
         self.sample = sample
         # What each child really runs, as the Celery parent handed it out: pid -> (job, attempt).
         # A kill is addressed to that triple, never to whatever a job row's pid runs now.
+        # Without it (None), the rows' pids are trusted as they are.
         self.requests = requests
         self.probe = probe
+        self.unheld: dict[tuple[int, int], int] = {}  # beats a running row's child did not hold it
         self.stop = threading.Event()
         self.healthy = True
+        self.lost = False
         self.kill_sent: dict[tuple[int, int, int], int] = {}  # (job, attempt, pid) -> signal sent
         self.pid_jobs: dict[int, int] = {}  # pid of a child -> the job it runs
 
@@ -101,12 +106,14 @@ class Watch:
                 alive = heartbeat(session=session, worker_id=self.worker_id, running_job_ids=running,
                                   probe_ok_at=probe.received_at if probe else None,
                                   stalled=bool(probe and probe.stalled))
-            if not alive:
+            if not alive and not self.lost:
+                self.lost = True
                 # Declared lost while this process lives (a long pause, the database away past
                 # the worker timeout): its device is offline and its jobs were released. A new
                 # incarnation registers afresh; this one would never be resumed.
                 log.error("this worker was declared lost by the dispatcher: leaving to be restarted")
                 self.on_lost()
+            if not alive:
                 return
             self.sample()
         except Exception as exc:
@@ -127,7 +134,8 @@ class Watch:
         pid_jobs: dict[int, int] = {}
         with self.db.reading() as session:
             jobs = running_jobs_of_worker(session=session, worker_id=self.worker_id)
-        handed = self.requests()
+        handed = self.requests() if self.requests else None
+        unheld: dict[tuple[int, int], int] = {}
         for job in jobs:
             pid = job.pid or 0
             if not is_child_alive(pid, me):
@@ -142,28 +150,34 @@ class Watch:
                         release_lost_job(session=session, job_id=job.id, attempt=job.attempt,
                                          why=f"its process (pid {pid}) died")
                 continue
-            runs_now = handed.get(pid)
-            if runs_now is not None and runs_now != (job.id, job.attempt):
-                # Its process moved on to another job: this attempt runs nowhere.
-                with self.db.writing() as session:
-                    release_lost_job(session=session, job_id=job.id, attempt=job.attempt,
-                                     why=f"its process (pid {pid}) ended it without recording the end")
-                continue
+            key = (job.id, job.attempt)
+            runs_now = key if handed is None else handed.get(pid)
+            if runs_now != key:
+                # Its process does not hold this job (it moved on, or the task ended without
+                # recording the end). The parent learns of a child's new job a moment after the
+                # claim commits, so only a row unheld for several beats runs nowhere.
+                unheld[key] = self.unheld.get(key, 0) + 1
+                if runs_now is not None or unheld[key] >= UNHELD_BEATS:
+                    with self.db.writing() as session:
+                        release_lost_job(session=session, job_id=job.id, attempt=job.attempt,
+                                         why=f"its process (pid {pid}) no longer runs it")
+                    continue
             running.append(job.id)
             pid_jobs[pid] = job.id
             grace = timedelta(seconds=self.settings.cancel_grace_s)
             overdue_cancel = job.cancel_requested_at is not None and now - job.cancel_requested_at > grace
             limit = timedelta(seconds=job.timeout_s) + grace
             overdue_time = job.started_at is not None and now - job.started_at > limit
-            if (overdue_cancel or overdue_time) and runs_now == (job.id, job.attempt):
+            if (overdue_cancel or overdue_time) and runs_now == key:
                 self._kill((job.id, job.attempt, pid), "cancel" if overdue_cancel else "time limit")
         self.pid_jobs = pid_jobs
+        self.unheld = unheld
         return running
 
     def _kill(self, target: tuple[int, int, int], why: str) -> None:
         # TERM first; KILL at the next beat if the child still runs that job and attempt.
         job_id, attempt, pid = target
-        if self.requests().get(pid) != (job_id, attempt):
+        if self.requests and self.requests().get(pid) != (job_id, attempt):
             return  # the child ended that job since the check: never signal its next one
         sig = signal.SIGKILL if self.kill_sent.get(target) == signal.SIGTERM else signal.SIGTERM
         log.warning("job %s attempt %s: %s overdue, sending %s to pid %s", job_id, attempt, why, sig.name, pid)

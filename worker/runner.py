@@ -24,7 +24,7 @@ from jobs.artifacts import is_disk_full
 from jobs.base import JobError
 from jobs.registry import UnknownKind, get_kind
 from service.db import Database
-from service.models import DeviceKind, FailReason, JobStatus
+from service.models import DeviceKind, FailReason, Job, JobStatus
 from service.settings import Settings
 from service.store.devices import record_runtime
 from service.store.jobs import claim_job, finish_job
@@ -84,9 +84,12 @@ class JobRunner:
 
     def run(self, job_id: int, attempt: int) -> Outcome | None:
         """Run one attempt of a job; None when the claim is refused (stale message)."""
-        with self.db.writing() as session:
-            job = claim_job(session=session, job_id=job_id, attempt=attempt,
-                            device_id=self.device.id, worker_id=self.worker_id, pid=os.getpid())
+        def claim() -> Job | None:
+            with self.db.writing() as session:
+                return claim_job(session=session, job_id=job_id, attempt=attempt,
+                                 device_id=self.device.id, worker_id=self.worker_id, pid=os.getpid())
+
+        job = until_written(f"job {job_id}'s claim", claim)
         if job is None:
             log.info("job %s attempt %s: claim refused (stale or duplicate message)", job_id, attempt)
             return None

@@ -104,6 +104,8 @@ class Dispatcher:
     def reap(self) -> None:
         """Workers gone silent lose their jobs; dispatched jobs never claimed go back."""
         self.resend_after_broker_restart()
+        if self._blind:  # the first pass since the database came back
+            self._blind, self._seeing_since = False, time.monotonic()
         # Just back from a database outage, this process did not see the heartbeats written
         # meanwhile (nor could workers write them): judge silence only after a full timeout.
         silent_ok = time.monotonic() - self._seeing_since >= self.settings.worker_timeout_s
@@ -189,8 +191,6 @@ class Dispatcher:
             self.wake.clear()
             try:
                 self.run_once()
-                if self._blind:
-                    self._blind, self._seeing_since = False, time.monotonic()
             except Exception:
                 log.exception("dispatcher pass failed; retrying")
                 self._blind = True

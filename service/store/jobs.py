@@ -198,7 +198,12 @@ def undispatch(*, session: Session, job_id: int, attempt: int, why: str) -> bool
 def claim_job(
     *, session: Session, job_id: int, attempt: int, device_id: str, worker_id: str, pid: int
 ) -> Job | None:
-    """dispatched → running, for this device and attempt only; None when fenced out."""
+    """dispatched → running, for this device and attempt only; None when fenced out.
+
+    Idempotent for its caller: when an earlier try committed but its answer was lost (the
+    database went away at that moment), the row already running this attempt in this
+    worker's process is returned, so the retry does not strand the job as `running`.
+    """
     won = _transition(
         session,
         job_id=job_id,
@@ -212,11 +217,18 @@ def claim_job(
         },
         message=f"running on {device_id} (pid {pid})",
     )
+    job = session.get(Job, job_id, populate_existing=True)
     if not won:
         session.rollback()
-        return None
+        mine = (job is not None and job.status == JobStatus.running and job.attempt == attempt
+                and job.worker_id == worker_id and job.pid == pid)
+        if not mine:
+            return None
+    # Read before the commit and detached: the caller needs no second round trip after it.
+    if job is not None:
+        session.expunge(job)
     session.commit()
-    return session.get(Job, job_id, populate_existing=True)
+    return job
 
 
 def finish_job(

@@ -6,6 +6,7 @@ crash); the text checks run on both databases.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,11 +34,15 @@ def test_an_outcome_reached_during_a_database_outage_is_written_when_it_returns(
     job = stack.submit("test-sleep", {"seconds": 3}, timeout_s=600)
     stack.wait_for(job["id"], ("running",))
     pg.stop()
+    down_at = time.monotonic()
     try:
         # The job ends while the database is away: its child keeps the outcome and retries.
         worker_log = stack.logs / "worker-testhost_cpu.log"
         stack.wait(lambda: f"job {job['id']}'s last log lines not written yet" in worker_log.read_text(),
                    30, "the job to end during the outage")
+        # The outage outlasts the worker timeout: no heartbeat could be written meanwhile, and
+        # the worker must not be declared lost for that silence once the database is back.
+        time.sleep(max(0.0, down_at + 2 * float(stack.env["GPULAB_WORKER_TIMEOUT_S"]) - time.monotonic()))
     finally:
         pg.start()
     done = stack.wait_for(job["id"], timeout=60)

@@ -20,7 +20,7 @@ from service.settings import Settings
 from service.store.devices import register_worker
 from service.store.jobs import claim_job, insert_job, mark_dispatched
 from service.store.users import create_user
-from worker.heartbeat import Watch
+from worker.heartbeat import UNHELD_BEATS, Watch
 
 DEVICE = {"id": "testhost/cpu", "host": "testhost", "kind": "cpu", "index": None, "name": "CPU",
           "uuid": None, "memory_total_mb": 1024}
@@ -70,3 +70,18 @@ def test_a_child_that_moved_on_to_another_job_is_never_signalled(
         job = s.get(Job, job_id)
         assert job is not None
         assert (job.status, job.pid) == (JobStatus.pending, None)  # released, to run again
+
+
+def test_a_running_row_that_no_child_holds_is_released_after_a_few_beats(
+        db: Database, settings: Settings, child: subprocess.Popen[bytes]) -> None:
+    job_id = overdue_job(db, child.pid)
+    # The task ended without recording the end (its claim's answer was lost, say): the
+    # process lives on, holding nothing.
+    watch = Watch(settings=settings, db=db, worker_id="w1", requests=lambda: {})
+    for _ in range(UNHELD_BEATS - 1):
+        assert watch.check_jobs() == [job_id]  # the parent may not have heard of it yet
+    assert watch.check_jobs() == []
+    assert child.poll() is None
+    with db.reading() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.pending
