@@ -1,7 +1,7 @@
 """installation id and worker probes
 
-Revision ID: 0005_faults_worker
-Revises: 0004_command_jobs
+Revision ID: 0007_faults_worker
+Revises: 0006_learning_path
 Create Date: 2026-11-30 04:10:00
 """
 import uuid
@@ -11,8 +11,8 @@ from alembic import op
 
 import service.models
 
-revision = '0005_faults_worker'
-down_revision = '0004_command_jobs'
+revision = '0007_faults_worker'
+down_revision = '0006_learning_path'
 branch_labels = None
 depends_on = None
 
