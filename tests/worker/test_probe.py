@@ -9,6 +9,7 @@ import redis
 
 from service.db import Database
 from service.models import Device, DeviceState, Job
+from service.scheduling.device_request import request_fields
 from service.scheduling.queue_state import plan_queue
 from service.settings import Settings
 from service.store.devices import heartbeat, register_worker
@@ -62,7 +63,7 @@ def test_a_stalled_device_gets_no_job_and_says_why(db: Database, settings: Setti
         owner, _ = create_user(session=s, name="alice")
         register_worker(session=s, worker_id="w1", device=DEVICE, pid=1, slots=1)
         job, _ = insert_job(session=s, job=Job(owner_id=owner.id, kind="test-echo", params={},
-                                               device_request="cpu", timeout_s=60))
+                                               **request_fields("cpu"), timeout_s=60))
     with db.writing() as s:
         assert heartbeat(session=s, worker_id="w1", running_job_ids=[], stalled=True)
     with db.writing() as s:

@@ -16,6 +16,7 @@ from sqlalchemy import update
 
 from service.db import Database
 from service.models import Job, JobStatus, utcnow
+from service.scheduling.device_request import request_fields
 from service.settings import Settings
 from service.store.devices import register_worker
 from service.store.jobs import claim_job, insert_job, mark_dispatched
@@ -40,7 +41,7 @@ def overdue_job(db: Database, pid: int) -> int:
         owner, _ = create_user(session=s, name="alice")
         register_worker(session=s, worker_id="w1", device=DEVICE, pid=1, slots=2)
         job, _ = insert_job(session=s, job=Job(owner_id=owner.id, kind="test-sleep", params={},
-                                               device_request="cpu", timeout_s=1, max_attempts=2))
+                                               **request_fields("cpu"), timeout_s=1, max_attempts=2))
     with db.writing() as s:
         mark_dispatched(session=s, job_id=job.id, attempt=0, device_id="testhost/cpu")
         s.commit()
