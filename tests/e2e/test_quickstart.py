@@ -25,7 +25,9 @@ def test_up_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         env.pop(key, None)
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
-        up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(api_port)], env=env,
+        up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(api_port),
+                               # Past this, up says what it still waits for, and keeps waiting.
+                               "--ready-timeout", "1"], env=env,
                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -34,6 +36,7 @@ def test_up_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
             time.sleep(0.2)
         text = log.read_text()
         assert "gpulab is up" in text, text
+        assert text.index("gpulab is not up after 1 s: ") < text.index("gpulab is up"), text
         assert "starting one in" in text  # no Redis answered: it brought its own
         assert (tmp_path / "state" / "redis" / "appendonlydir").exists() or \
             (tmp_path / "state" / "redis" / "appendonly.aof").exists()
