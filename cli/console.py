@@ -7,7 +7,7 @@ from rich.console import Console
 from cli.client import Api
 from service.settings import get_settings
 
-out = Console()
+out = Console(soft_wrap=True)  # text a pipe reads is never wrapped at 80 columns
 err = Console(stderr=True, soft_wrap=True)
 
 
