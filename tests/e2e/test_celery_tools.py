@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.queues import device_queue
 from tests.support.stack import Stack, free_port
 
 pytestmark = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
@@ -29,7 +30,8 @@ def test_inspect_ping_active_and_stats_see_the_worker(stack: Stack) -> None:
     assert ping.returncode == 0, ping.stderr
     assert json.loads(ping.stdout)[name] == {"ok": "pong"}
     queues = celery(stack, "inspect", "active_queues", "--timeout", "5", "--json")
-    assert [q["name"] for q in json.loads(queues.stdout)[name]] == ["gpulab.dev.testhost_cpu"]
+    mine = device_queue("testhost/cpu", installation=stack.installation)
+    assert [q["name"] for q in json.loads(queues.stdout)[name]] == [mine]
     active = celery(stack, "inspect", "active", "--timeout", "5", "--json")
     assert json.loads(active.stdout)[name] == []
     stats = celery(stack, "inspect", "stats", "--timeout", "5", "--json")
@@ -45,6 +47,7 @@ def test_flower_sees_the_workers_queues_and_tasks(stack: Stack) -> None:
                                    f"--port={port}", "--address=127.0.0.1"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    installation = stack.installation
     seen: dict[str, Any] = {}
 
     def get(path: str) -> Any:
@@ -69,7 +72,7 @@ def test_flower_sees_the_workers_queues_and_tasks(stack: Stack) -> None:
             names = {q["name"] for q in seen["queues"].get("active_queues", [])}
             ran = [t for t in seen["tasks"].values() if t.get("name") == "gpulab.run_job"
                    and t.get("args", "").startswith(f"[{job['id']},")]
-            return {"gpulab.dev.testhost_cpu", "gpulab.dev.flowerhost_cpu"} <= names and bool(ran)
+            return {device_queue(d, installation=installation) for d in ("testhost/cpu", device)} <= names and bool(ran)
 
         stack.wait(queues_and_task_seen, 60, f"Flower to see gpulab's queues and the task (saw {seen})")
     finally:
