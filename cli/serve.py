@@ -249,6 +249,12 @@ def check_settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        console.print(f"[red]invalid settings: {first['msg']}[/]")
+        from cli.console import print_error
+
+        problems = []
+        for e in exc.errors():
+            names = [f"GPULAB_{str(p).upper()}" for p in e.get("loc", ())]
+            given = f" (got {e['input']!r})" if names and not isinstance(e.get("input"), dict) else ""
+            problems.append(f"{'.'.join(names) + ': ' if names else ''}{e['msg']}{given}")
+        print_error(f"invalid settings: {'; '.join(problems)}: fix the environment variable")
         raise typer.Exit(2) from None

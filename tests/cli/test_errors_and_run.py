@@ -88,3 +88,8 @@ def test_from_job_without_a_login_says_what_it_needs(tmp_path: Path) -> None:
     one_line_error(gpulab(tmp_path, "run", "finetune", "-p", "from_job=9"), 2, "job 9's checkpoint",
                    "gpulab login", "--from-run")
     assert not (tmp_path / "gpulab-run").exists() or not any((tmp_path / "gpulab-run").glob("finetune-*"))
+
+
+def test_invalid_settings_name_the_variable(tmp_path: Path) -> None:
+    one_line_error(gpulab(tmp_path, "jobs", env={"GPULAB_HEARTBEAT_S": "-1"}), 2,
+                   "invalid settings: GPULAB_HEARTBEAT_S", "(got '-1')")
