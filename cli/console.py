@@ -7,7 +7,11 @@ from rich.console import Console
 from cli.client import Api
 from service.settings import get_settings
 
-out = Console(soft_wrap=True)  # text a pipe reads is never wrapped at 80 columns
+# Text a pipe reads is never wrapped, and tables get room (rich assumes 80 columns off a
+# terminal, which cut `gpulab devices` into truncated bars); COLUMNS still wins when set.
+out = Console(soft_wrap=True)
+if not out.is_terminal and out.width == 80:
+    out.width = 160
 err = Console(stderr=True, soft_wrap=True)
 
 
