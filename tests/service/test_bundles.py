@@ -171,3 +171,31 @@ def test_a_bundle_a_waiting_job_needs_does_not_expire(db: Database) -> None:
         session.commit()
     with db.writing() as session:
         assert expire_bundles(session=session, keep_s=86400) == [sha]
+
+
+def test_packing_honours_ignores_and_is_reproducible(tmp_path: Path) -> None:
+    from cli.bundles import pack
+
+    root = tmp_path / "proj"
+    for rel, text in {"train.py": "x", "src/model.py": "m", "data/big.bin": "b", "data/keep.csv": "k",
+                      "out/run1.pt": "w", "notes.tmp": "t", "src/.gitignore": "generated.py\n",
+                      "src/generated.py": "g", ".gitignore": "*.tmp\nout/\n",
+                      ".gpulabignore": "data/*\n!data/keep.csv\n",
+                      ".git/HEAD": "ref", "__pycache__/a.pyc": "c", "env/pyvenv.cfg": "home=/usr",
+                      "env/lib/site.py": "s"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "latest.csv").symlink_to("data/keep.csv")
+    (root / "passwd").symlink_to("/etc/passwd")
+    first = pack(root)
+    with tarfile.open(first.path) as archive:
+        names = sorted(m.name for m in archive.getmembers() if not m.isdir())
+    assert names == [".gitignore", ".gpulabignore", "data/keep.csv", "latest.csv", "src/.gitignore", "src/model.py",
+                     "train.py"]
+    assert first.skipped == ["passwd (a link pointing outside the folder)"]
+    second = pack(root)
+    assert second.sha256 == first.sha256  # unchanged folder, same bundle: not uploaded twice
+    (root / "train.py").write_text("y")
+    assert pack(root).sha256 != first.sha256
+    first.path.unlink()
+    second.path.unlink()
