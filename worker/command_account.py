@@ -70,6 +70,11 @@ def resolve_account(settings: Settings, unix_user: str | None) -> Account:
 def announce(settings: Settings) -> None:
     """Say at the worker's start whom command jobs will run as, and secure the state dir."""
     if is_root():
+        blocked = unreachable_parent(settings.runs_root)
+        if blocked is not None:
+            log.warning("%s is closed to other accounts (mode %o): command jobs cannot reach their folders "
+                        "under %s; set GPULAB_RUNS_DIR to a folder outside it (/var/lib/gpulab-runs)",
+                        blocked, blocked.stat().st_mode & 0o777, settings.runs_root)
         try:
             default = pwd.getpwnam(settings.command_user)
             log.info("command jobs run as their members' mapped Unix accounts; unmapped members as %s "
@@ -83,6 +88,15 @@ def announce(settings: Settings) -> None:
                     "read whatever it can (its state dir, database and tokens). Run workers as root to "
                     "run members' commands as their own accounts.", me.pw_name)
     secure_state(settings)
+
+
+def unreachable_parent(path: Path) -> Path | None:
+    """The first folder above `path` that other accounts may not pass through, or None."""
+    for folder in reversed(path.resolve().parents):
+        with contextlib.suppress(FileNotFoundError):
+            if not folder.stat().st_mode & stat.S_IXOTH:
+                return folder
+    return None
 
 
 def _private(path: Path) -> None:

@@ -19,10 +19,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.base import JobContext
+from jobs.base import JobContext, JobError
 from service.bundles import UNPACK_FACTOR, bundle_file, unpack
 from service.settings import Settings
-from worker.command_account import Account
+from worker.command_account import Account, unreachable_parent
 
 SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_OUTPUT_FILES = 1000
@@ -44,6 +44,12 @@ class RunFolder:
 
 def make_run_folder(settings: Settings, job_id: int, attempt: int, account: Account) -> RunFolder:
     """A fresh, empty run folder owned by the job's account."""
+    blocked = unreachable_parent(settings.runs_root) if account.switch else None
+    if blocked is not None:
+        # The command would start there (root enters it first) but reach nothing by its path:
+        # not its output folder, TMPDIR or HOME. Say so instead of failing obscurely.
+        raise JobError(f"{blocked} is closed to other accounts, so {account.name} cannot reach its run folder "
+                       f"under {settings.runs_root}; an admin sets GPULAB_RUNS_DIR to a folder outside it")
     root = settings.runs_root / f"{job_id}-{attempt}"
     if root.exists() or root.is_symlink():
         remove_run_folder(root)  # left by a run whose worker died

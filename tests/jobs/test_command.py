@@ -248,3 +248,26 @@ def test_a_worker_that_is_not_root_runs_commands_as_itself_and_says_so(tmp_path:
         import shutil
 
         shutil.rmtree(where, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root worker's check")
+def test_a_runs_folder_the_accounts_cannot_reach_is_named() -> None:
+    import shutil
+
+    from jobs.base import JobError
+    from tests.support.commands import reachable_dir
+    from worker.command_files import make_run_folder
+
+    base = reachable_dir("gpulab-closed-")
+    try:
+        closed = base / "closed"  # like a state dir under /root
+        closed.mkdir(mode=0o700)
+        settings = Settings(state_dir=base, runs_dir=closed / "runs")
+        account = Account("nobody", 65534, 65534, (65534,), "/", switch=True)
+        with pytest.raises(JobError, match=f"{closed} is closed to other accounts.*GPULAB_RUNS_DIR"):
+            make_run_folder(settings, 1, 1, account)
+        closed.chmod(0o711)
+        (closed / "runs").mkdir()
+        assert make_run_folder(settings, 1, 1, account).work.is_dir()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
