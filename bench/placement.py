@@ -1,13 +1,15 @@
 """Dispatcher decision time: 10,000 pending jobs on 64 devices, with a mix of requests.
 
-    python -m bench.placement [--jobs 10000] [--devices 64] [--history 20000] [--repeat 5]
+    python -m bench.placement [--jobs 10000] [--devices 64] [--history 20000] [--repeat 5] [--gangs 0.1]
 
 Two measurements, each beside its baseline in the same run:
 - `place()` alone (the pure policy), and the same pass without its per-pass caches;
 - a whole dispatcher read on SQLite (`plan_queue`: pending jobs, device load, fair-share
   usage over `--history` finished jobs, member loads, then `place()`), and its parts.
 Goal: ≤ 10 ms per placement. A pass decides every pending job (placed, or why it waits),
-so both the pass time and the time per placement are printed.
+so both the pass time and the time per placement are printed. `--gangs` is the share of
+pending jobs that ask for 2, 4 or 8 GPUs of one host (default 10 %); they hold devices as
+they wait and the rest backfill around them by their time limits.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import insert, literal, select, true
 
 from migrations.migrate import upgrade
 from service.db import Database
-from service.models import Device, Job, JobStatus, User, utcnow
+from service.models import Allocation, Device, Job, JobStatus, User, utcnow
 from service.scheduling.device_request import DeviceRequest, parse_device_request, request_fields
 from service.scheduling.fairshare import UsageCache, member_usage
 from service.scheduling.placement import DeviceRoom, MemberLimits, QueuedJob, _Pass, place, start_order
@@ -64,25 +66,34 @@ def make_request(devices: list[dict], rng: random.Random) -> tuple[str, float | 
     return "model=A100", memory
 
 
+def make_gang(rng: random.Random) -> tuple[str, int]:
+    """A gang's request: any GPU or a model, 2, 4 or 8 of them, alone on each."""
+    return rng.choice(["gpu", "gpu", "model=H100", "model=A100"]), rng.choice([2, 2, 4, 8])
+
+
 def parse(text: str) -> DeviceRequest:
     return parse_device_request(text, default_host="")
 
 
-def pure_bench(n_jobs: int, n_devices: int, repeat: int, seed: int) -> None:
+def pure_bench(n_jobs: int, n_devices: int, repeat: int, seed: int, gangs: float) -> None:
     rng = random.Random(seed)
     specs = make_devices(n_devices, rng)
     rooms = [DeviceRoom(id=d["id"], kind="cuda", name=d["name"], state=d["state"], slots=d["slots"],
                         memory_total_mb=d["memory_total_mb"]) for d in specs]
     # A third of the devices already run something.
     for room in rooms[::3]:
-        room.jobs, room.declared_mb = 1, 8.0 * GB
+        room.jobs, room.declared_mb, room.ends_in_s = 1, 8.0 * GB, rng.uniform(60, 3600)
     usage = {owner: rng.choice([0.0, 60.0, 3600.0, 86400.0]) for owner in range(OWNERS)}
     jobs = []
     for job_id in range(1, n_jobs + 1):
         text, memory = make_request(specs, rng)
+        gpus = 1
+        if rng.random() < gangs:
+            (text, gpus), memory = make_gang(rng), None
         owner = rng.randrange(OWNERS)
         jobs.append(QueuedJob(id=job_id, owner_id=owner, request=parse(text), gpu_memory_gb=memory,
-                              priority=rng.choice([0] * 9 + [10]), usage=usage[owner]))
+                              priority=rng.choice([0] * 9 + [10]), usage=usage[owner], gpus=gpus,
+                              timeout_s=rng.choice([600, 3600, 4 * 3600])))
 
     def run(cached: bool) -> tuple[float, int]:
         times, placed = [], 0
@@ -100,8 +111,8 @@ def pure_bench(n_jobs: int, n_devices: int, repeat: int, seed: int) -> None:
             placed = len(plan.placements)
         return statistics.median(times), placed
 
-    print(f"place(): {n_jobs} pending jobs, {n_devices} GPUs ({sum(r.state == 'online' for r in rooms)} online), "
-          f"{OWNERS} members, median of {repeat}")
+    print(f"place(): {n_jobs} pending jobs ({gangs:.0%} gangs), {n_devices} GPUs "
+          f"({sum(r.state == 'online' for r in rooms)} online), {OWNERS} members, median of {repeat}")
     for label, cached in (("with per-pass caches", True), ("baseline: no wait-reason cache", False)):
         total, placed = run(cached)
         print(f"  {label:32s} pass {1000 * total:8.1f} ms   placements {placed:3d}   "
@@ -113,7 +124,7 @@ class _NoCache(dict):
         return default
 
 
-def db_bench(n_jobs: int, n_devices: int, history: int, repeat: int, seed: int) -> None:
+def db_bench(n_jobs: int, n_devices: int, history: int, repeat: int, seed: int, gangs: float) -> None:
     rng = random.Random(seed)
     tmp = Path(tempfile.mkdtemp(prefix="gpulab-bench-"))
     url = f"sqlite:///{tmp / 'bench.sqlite3'}"
@@ -139,10 +150,17 @@ def db_bench(n_jobs: int, n_devices: int, history: int, repeat: int, seed: int) 
                              created_at=now, started_at=now - timedelta(seconds=60)))
         for _ in range(n_jobs):
             text, memory = make_request(specs, rng)
+            gpus = 1
+            if rng.random() < gangs:
+                (text, gpus), memory = make_gang(rng), None
             rows.append(dict(owner_id=rng.randrange(OWNERS) + 1, kind="bench", params={}, **request_fields(text),
-                             timeout_s=3600, status=JobStatus.pending, gpu_memory_gb=memory, created_at=now,
-                             priority=rng.choice([0] * 9 + [10])))
+                             timeout_s=rng.choice([600, 3600, 4 * 3600]), status=JobStatus.pending,
+                             gpu_memory_gb=memory, created_at=now, gpus=gpus, priority=rng.choice([0] * 9 + [10])))
         s.execute(insert(Job), rows)
+        # What runs holds its device, as the dispatcher's transaction would have recorded.
+        s.execute(insert(Allocation).from_select(
+            ["job_id", "device_id", "attempt", "leader", "rank"],
+            select(Job.id, Job.device_id, Job.attempt, true(), literal(0)).where(Job.status == JobStatus.running)))
         s.commit()
 
     def timed(fn) -> float:  # type: ignore[no-untyped-def]
@@ -186,9 +204,10 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--gangs", type=float, default=0.10, help="share of pending jobs that ask for 2-8 GPUs")
     args = parser.parse_args()
-    pure_bench(args.jobs, args.devices, args.repeat, args.seed)
-    db_bench(args.jobs, args.devices, args.history, args.repeat, args.seed)
+    pure_bench(args.jobs, args.devices, args.repeat, args.seed, args.gangs)
+    db_bench(args.jobs, args.devices, args.history, args.repeat, args.seed, args.gangs)
 
 
 if __name__ == "__main__":

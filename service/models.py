@@ -186,6 +186,7 @@ class Job(Base):
     request_device_id: Mapped[str | None] = mapped_column(String(200))
     request_model: Mapped[str | None] = mapped_column(String(64))
     request_min_memory_gb: Mapped[float | None] = mapped_column(Float)
+    gpus: Mapped[int] = mapped_column(Integer, default=1)  # devices of one host at once (a gang above 1)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     gpu_memory_gb: Mapped[float | None] = mapped_column(Float)
     timeout_s: Mapped[int]
@@ -219,6 +220,22 @@ class Job(Base):
     # The software the job ran with (the device's runtime as its process saw it), so a
     # result can be reproduced.
     runtime: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Allocation(Base):
+    """A device a job holds for one attempt. A gang holds N rows; the leader is the one it is sent to.
+
+    Written in the transaction that dispatches the job and deleted by the transition that
+    takes it out of dispatched/running, so a device is busy exactly while a row names it.
+    """
+
+    __tablename__ = "allocations"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True, index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    leader: Mapped[bool] = mapped_column(Boolean, default=False)
+    rank: Mapped[int] = mapped_column(Integer, default=0)  # the device's place in the gang, bus order
 
 
 class JobEvent(Base):

@@ -18,6 +18,8 @@ class JobCreate(BaseModel):
     priority: int = Field(0, ge=-100, le=100, description="members up to 0; admins above")
     timeout_s: int | None = Field(None, ge=1, description="time limit; default from the settings")
     gpu_memory_gb: float | None = Field(None, gt=0, le=4096, description="declared GPU memory: lets a job share a GPU")
+    gpus: int = Field(1, ge=1, le=64, description="devices of one host the job holds at once, each alone "
+                                                  "(the device filters apply to every one)")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     max_attempts: int | None = Field(None, ge=1, le=20)
 
@@ -45,6 +47,7 @@ class JobPublic(BaseModel):
     kind: str
     params: dict[str, Any]
     device_request: str
+    gpus: int = 1
     priority: int
     gpu_memory_gb: float | None
     timeout_s: int
@@ -183,6 +186,9 @@ class QueueEntry(BaseModel):
     waiting_s: float
     reason: str | None
     next_device: str | None
+    gpus: int = 1
+    # A gang assembling: how many of the devices it holds are free now (of `gpus`).
+    gang_ready: int | None = None
 
 
 class QueuePublic(BaseModel):

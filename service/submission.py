@@ -91,6 +91,24 @@ def check_declared_memory(request: DeviceRequest, gpu_memory_gb: float, session:
                              f"({max(sizes) / 1024:.1f} GiB)", field="gpu_memory_gb", value=gpu_memory_gb)
 
 
+def check_gang(request: DeviceRequest, body: JobCreate, session: Session) -> None:
+    """Refuse a gang no host could ever hold: more matching devices than any one host has."""
+    if body.gpu_memory_gb is not None:
+        raise InvalidRequest(f"gpu_memory_gb is for jobs that share a GPU; a job with gpus={body.gpus} holds "
+                             "each of its devices alone: leave gpu_memory_gb out", field="gpu_memory_gb",
+                             value=body.gpu_memory_gb)
+    per_host: dict[str, int] = {}
+    for d in session.scalars(select(Device).order_by(Device.id)):
+        if request.matches(device_id=d.id, kind=d.kind, name=d.name, memory_total_mb=d.memory_total_mb):
+            per_host[d.host] = per_host.get(d.host, 0) + 1
+    if max(per_host.values(), default=0) >= body.gpus:
+        return
+    counts = ", ".join(f"{host} has {n}" for host, n in sorted(per_host.items())) or "no host has any"
+    raise InvalidRequest(f"gpus={body.gpus}: no host has {body.gpus} devices matching device={body.device!r} "
+                         f"({counts}); ask for fewer, or another device", field="gpus", value=body.gpus,
+                         extra={"hosts": per_host})
+
+
 def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
            idempotency_key: str | None) -> tuple[Job, bool]:
     """Validate and record a job as pending; returns it and whether it is new."""
@@ -112,6 +130,8 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
                              field="gpu_memory_gb", value=body.gpu_memory_gb)
     if body.gpu_memory_gb is not None:
         check_declared_memory(request, body.gpu_memory_gb, session)
+    if body.gpus > 1:
+        check_gang(request, body, session)
     # Everything below reads and then writes: a member's submissions go one at a time (a row
     # lock on PostgreSQL; the IMMEDIATE write transaction on SQLite), so two racing submits
     # cannot both see room under the pending limit.
@@ -136,6 +156,7 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
         kind=body.kind,
         params=params,
         **request.columns(),
+        gpus=body.gpus,
         priority=body.priority,
         gpu_memory_gb=body.gpu_memory_gb,
         timeout_s=timeout_s,

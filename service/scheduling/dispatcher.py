@@ -78,7 +78,7 @@ class Dispatcher:
             for job_id, device_id in view.plan.placements:
                 row = rows[job_id]
                 attempt = mark_dispatched(session=session, job_id=job_id, attempt=row.attempt,
-                                          device_id=device_id)
+                                          device_id=device_id, devices=view.plan.allocations[job_id])
                 if attempt is not None:
                     to_send.append((job_id, attempt, device_id, row.timeout_s))
             session.commit()

@@ -25,7 +25,7 @@ def member_loads(*, session: Session) -> dict[int, MemberLoad]:
     """What each member holds now: dispatched and running jobs, and their Σ share of GPUs."""
     loads: dict[int, MemberLoad] = {}
     rows = session.execute(
-        select(Job.owner_id, Job.gpu_memory_gb, Device.kind, Device.slots, Device.memory_total_mb)
+        select(Job.owner_id, Job.gpu_memory_gb, Job.gpus, Device.kind, Device.slots, Device.memory_total_mb)
         .join(Device, Device.id == Job.device_id)
         .where(Job.status.in_([JobStatus.dispatched, JobStatus.running]))
     )
@@ -33,8 +33,10 @@ def member_loads(*, session: Session) -> dict[int, MemberLoad]:
         load = loads.setdefault(row.owner_id, MemberLoad())
         load.jobs += 1
         if row.kind == DeviceKind.cuda:
-            load.gpus += device_share(device_kind=row.kind, slots=row.slots, memory_total_mb=row.memory_total_mb,
-                                      gpu_memory_gb=row.gpu_memory_gb)
+            # A gang holds each of its N devices alone.
+            load.gpus += row.gpus * device_share(device_kind=row.kind, slots=row.slots,
+                                                 memory_total_mb=row.memory_total_mb,
+                                                 gpu_memory_gb=row.gpu_memory_gb)
     return loads
 
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import Device, DeviceKind, Job, JobStatus, utcnow
+from service.models import Allocation, Device, DeviceKind, Job, JobStatus, utcnow
 from service.scheduling.device_request import DeviceRequest
 from service.scheduling.fairshare import UsageCache
 from service.scheduling.limits import member_limits, member_loads
@@ -42,40 +42,31 @@ def external_memory_mb(session: Session) -> dict[str, int]:
             if s.external_mb and s.t >= fresh}
 
 
-def device_rooms(session: Session) -> list[DeviceRoom]:
-    """Every device with what its dispatched and running jobs already hold."""
-    load = {
-        row.device_id: row
-        for row in session.execute(
-            select(
-                Job.device_id,
-                func.count(Job.id).label("jobs"),
-                func.sum(case((Job.gpu_memory_gb.is_(None), 1), else_=0)).label("exclusive"),
-                func.coalesce(func.sum(Job.gpu_memory_gb), 0.0).label("declared_gb"),
-            )
-            .where(Job.status.in_([JobStatus.dispatched, JobStatus.running]))
-            .group_by(Job.device_id)
-        )
-    }
+def device_rooms(session: Session, *, now: datetime | None = None) -> list[DeviceRoom]:
+    """Every device with what its dispatched and running jobs already hold (a gang on each of its devices)."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(Allocation.device_id, Job.gpu_memory_gb, Job.gpus, Job.timeout_s, Job.started_at,
+               Job.dispatched_at)
+        .join(Job, Job.id == Allocation.job_id)
+        .where(Job.status.in_([JobStatus.dispatched, JobStatus.running]))
+    ).all()
     external = external_memory_mb(session)
-    rooms = []
-    for d in session.scalars(select(Device).order_by(Device.id)):
-        row = load.get(d.id)
-        rooms.append(
-            DeviceRoom(
-                id=d.id,
-                kind=d.kind,
-                name=d.name,
-                state=d.state,
-                slots=d.slots,
-                memory_total_mb=d.memory_total_mb,
-                external_mb=external.get(d.id, 0),
-                jobs=row.jobs if row else 0,
-                exclusive=bool(row and row.exclusive and d.kind == DeviceKind.cuda),
-                declared_mb=float(row.declared_gb) * 1024 if row else 0.0,
-            )
-        )
-    return rooms
+    rooms = {d.id: DeviceRoom(id=d.id, kind=d.kind, name=d.name, state=d.state, slots=d.slots,
+                              memory_total_mb=d.memory_total_mb, external_mb=external.get(d.id, 0))
+             for d in session.scalars(select(Device).order_by(Device.id))}
+    for row in rows:
+        room = rooms.get(row.device_id)
+        if room is None:
+            continue
+        room.jobs += 1
+        if row.gpus > 1 or (row.gpu_memory_gb is None and room.kind == DeviceKind.cuda):
+            room.exclusive = True
+        room.declared_mb += (row.gpu_memory_gb or 0.0) * 1024
+        # The time limit runs from the start (or, not yet claimed, from the dispatch).
+        since = row.started_at or row.dispatched_at or now
+        room.ends_in_s = max(room.ends_in_s, (since - now).total_seconds() + row.timeout_s)
+    return list(rooms.values())
 
 
 def pending_jobs(session: Session) -> list[Any]:
@@ -83,7 +74,7 @@ def pending_jobs(session: Session) -> list[Any]:
     return list(
         session.execute(
             select(Job.id, Job.owner_id, Job.attempt, Job.device_request, Job.gpu_memory_gb,
-                   Job.priority, Job.timeout_s, Job.created_at, Job.kind, Job.request_kind,
+                   Job.priority, Job.timeout_s, Job.created_at, Job.kind, Job.gpus, Job.request_kind,
                    Job.request_device_id, Job.request_model, Job.request_min_memory_gb)
             .where(Job.status == JobStatus.pending)
             .order_by(Job.id)
@@ -105,7 +96,7 @@ def plan_queue(session: Session, *, settings: Settings, now: datetime | None = N
     """Read the queue, devices, usage and loads; compute where each pending job would start now."""
     now = now or utcnow()
     rows = pending_jobs(session)
-    devices = device_rooms(session)
+    devices = device_rooms(session, now=now)
     usage = usage_cache(settings).usage(session=session, now=now) if rows else {}
     # Many jobs ask for the same thing: one DeviceRequest per distinct stored request.
     requests: dict[tuple[Any, ...], DeviceRequest] = {}
@@ -117,7 +108,8 @@ def plan_queue(session: Session, *, settings: Settings, now: datetime | None = N
         if request is None:
             request = requests[key] = DeviceRequest.from_columns(*key)
         queued.append(QueuedJob(id=job_id, owner_id=owner_id, request=request, gpu_memory_gb=memory,
-                                priority=priority, usage=usage.get((owner_id, request.kind), 0.0)))
+                                priority=priority, usage=usage.get((owner_id, request.kind), 0.0),
+                                gpus=row.gpus, timeout_s=row.timeout_s))
     ordered = start_order(queued)
     by_id = {j.id: j for j in rows}
     plan = place(ordered, devices, limits=member_limits(settings), loads=member_loads(session=session))

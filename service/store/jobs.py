@@ -17,6 +17,7 @@ from service.db import changed
 from service.errors import Forbidden, IdempotencyConflict, JobFinished, JobNotFound
 from service.live import jobs_channel, queue_publish, queue_wake
 from service.models import Artifact, FailReason, Job, JobStatus, User, utcnow
+from service.store.allocations import allocate, release
 from service.store.events import append_events, status_event, storable, storable_json
 
 ACTIVE = (JobStatus.pending, JobStatus.dispatched, JobStatus.running)
@@ -31,11 +32,16 @@ def _transition(
     reason: str | None = None,
     message: str = "",
 ) -> bool:
-    """Apply one conditional UPDATE and, if it won, record the status event."""
+    """Apply one conditional UPDATE and, if it won, record the status event.
+
+    A move out of dispatched/running frees every device the job held in the same transaction.
+    """
     result = session.execute(update(Job).where(Job.id == job_id, *where).values(**values))
     if changed(result) != 1:
         return False
     status = values["status"]
+    if status not in (JobStatus.dispatched, JobStatus.running):
+        release(session, job_id=job_id)
     append_events(session, job_id=job_id, events=[status_event(status, reason, message)])
     queue_publish(session, jobs_channel(), {"id": job_id, "status": status, "reason": reason})
     return True
@@ -161,9 +167,12 @@ def request_cancel(*, session: Session, job_id: int, user: User) -> Job:
     raise JobFinished(f"job {job_id} kept changing state; try again", field="job_id", value=job_id)
 
 
-def mark_dispatched(*, session: Session, job_id: int, attempt: int, device_id: str) -> int | None:
-    """pending → dispatched on `device_id` (in the dispatcher's transaction); the new attempt."""
+def mark_dispatched(*, session: Session, job_id: int, attempt: int, device_id: str,
+                    devices: Sequence[str] = ()) -> int | None:
+    """pending → dispatched on `device_id` (in the dispatcher's transaction), holding `devices`
+    (a gang's, the leader `device_id` first; default just that one); the new attempt."""
     new_attempt = attempt + 1
+    held = list(devices) or [device_id]
     won = _transition(
         session,
         job_id=job_id,
@@ -175,8 +184,10 @@ def mark_dispatched(*, session: Session, job_id: int, attempt: int, device_id: s
             "dispatched_at": utcnow(),
             "reason": None,
         },
-        message=f"dispatched to {device_id} (attempt {new_attempt})",
+        message=f"dispatched to {', '.join(held)} (attempt {new_attempt})",
     )
+    if won:
+        allocate(session, job_id=job_id, attempt=new_attempt, device_ids=held)
     return new_attempt if won else None
 
 

@@ -15,6 +15,7 @@ from service.scheduling.limits import check_pending_limit, member_loads
 from service.scheduling.placement import WaitReason
 from service.scheduling.queue_state import plan_queue
 from service.settings import Settings
+from service.store.allocations import allocate
 
 DAY = 24 * 3600.0
 HALF_LIFE = 7 * DAY
@@ -50,6 +51,9 @@ def add_job(db: Database, owner: int, *, status: JobStatus, device: str | None =
                   gpu_memory_gb=memory, status=status, device_id=device if status != JobStatus.pending else None,
                   started_at=started, finished_at=finished)
         s.add(job)
+        s.flush()
+        if device and status in (JobStatus.dispatched, JobStatus.running):
+            allocate(s, job_id=job.id, attempt=job.attempt, device_ids=[device])
         s.commit()
         return job.id
 

@@ -30,5 +30,6 @@ def queue(user: CurrentUser, session: ReadSession, state: State) -> QueuePublic:
         items.append(QueueEntry(position=position, job_id=job.id, owner=names.get(job.owner_id, "?"),
                                 kind=job.kind, device_request=job.device_request, priority=job.priority,
                                 waiting_s=(now - job.created_at).total_seconds(), reason=reason,
-                                next_device=placed.get(job.id)))
+                                next_device=placed.get(job.id), gpus=job.gpus,
+                                gang_ready=view.plan.assembling.get(job.id, (None,))[0]))
     return QueuePublic(dispatcher_active=active, items=items)

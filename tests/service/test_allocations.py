@@ -1,0 +1,94 @@
+"""Allocations: a gang's devices are taken in the dispatching transaction and freed by every way out."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.db import Database
+from service.models import Allocation, Job, JobStatus
+from service.scheduling.device_request import request_fields
+from service.scheduling.queue_state import device_rooms
+from service.store.allocations import job_devices, jobs_on_devices
+from service.store.devices import register_worker
+from service.store.jobs import claim_job, finish_job, insert_job, mark_dispatched, release_lost_job, undispatch
+from service.store.users import create_user
+
+CPUS = [f"testhost/cpu:{i}" for i in (0, 1)]
+
+
+@pytest.fixture
+def owner(db: Database) -> int:
+    with db.writing() as s:
+        user, _ = create_user(session=s, name="alice")
+        for i, device_id in enumerate(CPUS):
+            register_worker(session=s, worker_id=f"w{i}", pid=1, slots=2,
+                            device={"id": device_id, "host": "testhost", "kind": "cpu", "index": i, "name": "CPU",
+                                    "uuid": None, "memory_total_mb": 1024})
+        return user.id
+
+
+def gang(db: Database, owner: int) -> int:
+    with db.writing() as s:
+        job, _ = insert_job(session=s, job=Job(owner_id=owner, kind="test-echo", params={}, **request_fields("cpu"),
+                                               gpus=2, timeout_s=60, max_attempts=3))
+        s.commit()
+        return job.id
+
+
+def dispatch(db: Database, job_id: int, attempt: int = 0) -> int:
+    with db.writing() as s:
+        new = mark_dispatched(session=s, job_id=job_id, attempt=attempt, device_id=CPUS[0], devices=CPUS)
+        s.commit()
+    assert new == attempt + 1
+    return new
+
+
+def held(db: Database, job_id: int) -> list[tuple[str, int, bool]]:
+    with db.reading() as s:
+        return [(a.device_id, a.attempt, a.leader) for a in
+                s.query(Allocation).filter(Allocation.job_id == job_id).order_by(Allocation.rank)]
+
+
+def test_a_gang_holds_every_device_while_it_runs_and_frees_them_together(db: Database, owner: int) -> None:
+    job_id = gang(db, owner)
+    attempt = dispatch(db, job_id)
+    assert held(db, job_id) == [(CPUS[0], 1, True), (CPUS[1], 1, False)]
+    with db.reading() as s:
+        assert [d.id for d in job_devices(session=s, job_id=job_id)] == CPUS
+        assert jobs_on_devices(session=s) == {CPUS[0]: [job_id], CPUS[1]: [job_id]}
+        rooms = {r.id: r for r in device_rooms(s)}
+    # Both devices are the gang's alone: no slot job may join either.
+    assert all(rooms[d].exclusive and rooms[d].jobs == 1 for d in CPUS)
+    with db.writing() as s:
+        assert claim_job(session=s, job_id=job_id, attempt=attempt, device_id=CPUS[0], worker_id="w0", pid=7)
+    with db.writing() as s:
+        assert finish_job(session=s, job_id=job_id, attempt=attempt, status=JobStatus.succeeded, result={})
+    assert held(db, job_id) == []
+
+
+@pytest.mark.parametrize("way_out", ["undispatch", "worker_lost"])
+def test_every_way_back_to_pending_frees_the_devices(db: Database, owner: int, way_out: str) -> None:
+    job_id = gang(db, owner)
+    attempt = dispatch(db, job_id)
+    with db.writing() as s:
+        if way_out == "undispatch":
+            assert undispatch(session=s, job_id=job_id, attempt=attempt, why="test")
+        else:
+            assert claim_job(session=s, job_id=job_id, attempt=attempt, device_id=CPUS[0], worker_id="w0", pid=7)
+            s.commit()
+            assert release_lost_job(session=s, job_id=job_id, attempt=attempt, why="test") is not None
+            s.commit()
+    assert held(db, job_id) == []
+    # The next attempt takes them again, under its own fence.
+    assert dispatch(db, job_id, attempt) == attempt + 1
+    assert [a for _, a, _ in held(db, job_id)] == [attempt + 1, attempt + 1]
+
+
+def test_a_stale_attempt_frees_nothing(db: Database, owner: int) -> None:
+    job_id = gang(db, owner)
+    attempt = dispatch(db, job_id)
+    with db.writing() as s:
+        assert not finish_job(session=s, job_id=job_id, attempt=attempt + 5, status=JobStatus.failed,
+                              from_statuses=(JobStatus.dispatched, JobStatus.running))
+        s.commit()
+    assert len(held(db, job_id)) == 2
