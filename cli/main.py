@@ -66,6 +66,7 @@ def submit(
     device: str = typer.Option("cpu", "--device", "-d",
                                help="cpu, gpu, cuda:N, HOST/cuda:N, model=NAME, min_memory_gb=GB"),
     gpu_memory_gb: float | None = typer.Option(None, help="declared GPU memory (lets the job share a GPU)"),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="devices of one host the job holds at once (torchrun/DDP)"),
     priority: int = typer.Option(0),
     timeout: int | None = typer.Option(None, help="time limit in seconds"),
     seed: int | None = typer.Option(None),
@@ -84,6 +85,8 @@ def submit(
     else:
         params = build_params(param, params_schema(api, kind))
     body: dict[str, Any] = {"kind": kind, "params": params, "device": device, "priority": priority}
+    if gpus != 1:
+        body["gpus"] = gpus
     for key, value in (("gpu_memory_gb", gpu_memory_gb), ("timeout_s", timeout), ("seed", seed)):
         if value is not None:
             body[key] = value
@@ -91,7 +94,8 @@ def submit(
     if no_wait:
         out.print(job["id"])
         return
-    err.print(f"job {job['id']} submitted ({kind} on {job['device_request']})")
+    on = job["device_request"] if job.get("gpus", 1) == 1 else f"{job['gpus']} × {job['device_request']}"
+    err.print(f"job {job['id']} submitted ({kind} on {on})")
     status = follow(api, job["id"])
     final = api.get(f"/jobs/{job['id']}")
     if as_json:

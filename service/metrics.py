@@ -22,7 +22,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from service.db import Database
-from service.models import Device, DeviceKind, Job, JobStatus, User, Worker, utcnow
+from service.models import Allocation, Device, DeviceKind, Job, JobStatus, User, Worker, utcnow
 from service.settings import Settings
 from service.store.samples import latest_samples
 from service.usage import idle_jobs
@@ -139,8 +139,10 @@ class GpulabCollector(Collector):
                   for key, names in GPU_NAMES.items()}
         running: dict[str, list[tuple[int, str]]] = {}
         for device_id, job_id, owner in session.execute(
-            select(Job.device_id, Job.id, User.name).join(User, Job.owner_id == User.id)
-            .where(Job.status == JobStatus.running, Job.device_id.is_not(None)).order_by(Job.id)
+            # Through the allocations: a gang's job on each of its devices.
+            select(Allocation.device_id, Job.id, User.name).join(Allocation, Allocation.job_id == Job.id)
+            .join(User, Job.owner_id == User.id)
+            .where(Job.status == JobStatus.running).order_by(Job.id)
         ):
             running.setdefault(str(device_id), []).append((job_id, owner))
         external = GaugeMetricFamily("gpulab_gpu_external_memory_mib",

@@ -29,6 +29,7 @@ from jobs.base import JobError
 from jobs.command import Params
 from service.models import FailReason, Job, PythonEnv, User
 from service.settings import Settings
+from service.store.allocations import job_devices
 from service.store.bundles import bundle_of_job
 from worker.command_account import Account, resolve_account, secure_state
 from worker.command_env import build_env, default_prefix
@@ -42,6 +43,7 @@ from worker.command_files import (
     snapshot,
 )
 from worker.command_output import OutputReader
+from worker.command_sweep import end_job_processes
 from worker.command_venv import EnvBuildFailed, venv_for
 from worker.context import WorkerContext
 from worker.device import DeviceInfo
@@ -120,6 +122,9 @@ def _prepare(params: Params, ctx: WorkerContext, *, settings: Settings, device: 
         unix_user = session.scalar(select(User.unix_user).where(User.id == job.owner_id))
         bundle = bundle_of_job(session=session, sha256=params.bundle, owner_id=job.owner_id) if params.bundle else None
         env_row = session.get(PythonEnv, params.python_env) if params.python_env else None
+        gang = job_devices(session=session, job_id=job_id) if job.gpus > 1 else []
+        gang_uuids = [d.uuid for d in gang if d.uuid]
+        gang_size = job.gpus
         facts: dict[str, Any] = {"bundle": None if bundle is None else {
             "sha256": bundle.sha256, "size_bytes": bundle.size_bytes, "files": bundle.files}}
     account = resolve_account(settings, unix_user)
@@ -143,7 +148,8 @@ def _prepare(params: Params, ctx: WorkerContext, *, settings: Settings, device: 
 
         def env_on(prefix: Path) -> dict[str, str]:
             return build_env(settings=settings, device=device, account=account, folder=folder, lib=lib,
-                             prefix=prefix, job_id=job_id, attempt=ctx.attempt, seed=ctx.seed, member_env=params.env)
+                             prefix=prefix, job_id=job_id, attempt=ctx.attempt, seed=ctx.seed, member_env=params.env,
+                             gang_uuids=gang_uuids, gang_size=gang_size)
 
         env = env_on(prefix)
         requirements = folder.work / "requirements.txt"
@@ -246,6 +252,9 @@ def _run(params: Params, ctx: WorkerContext, prepared: Prepared, settings: Setti
             signal_group(proc.pid, signal.SIGKILL)
         code = proc.wait()
         signal_group(proc.pid, signal.SIGKILL)  # what the command left running in its group
+        # ...and outside it: torchrun's ranks run in sessions of their own.
+        if (left := end_job_processes(int(ctx.job_id), ctx.attempt)):
+            ctx.log(f"ended {left} process(es) the command left outside its process group")
         proc.stdout.close()
     reader.close()
     seconds = round(time.monotonic() - started, 3)

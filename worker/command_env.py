@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from service.settings import Settings
@@ -42,8 +43,9 @@ def threads_for(settings: Settings, device: DeviceInfo) -> int:
 
 
 def build_env(*, settings: Settings, device: DeviceInfo, account: Account, folder: RunFolder, lib: Path,
-              prefix: Path, job_id: int, attempt: int, seed: int, member_env: dict[str, str]) -> dict[str, str]:
-    """The command's whole environment."""
+              prefix: Path, job_id: int, attempt: int, seed: int, member_env: dict[str, str],
+              gang_uuids: Sequence[str] = (), gang_size: int = 1) -> dict[str, str]:
+    """The command's whole environment. A gang's leader gets every GPU of the gang (UUIDs in bus order)."""
     home = account.home if account.home and os.path.isdir(account.home) else str(folder.home)
     threads = str(threads_for(settings, device))
     env = {
@@ -56,7 +58,10 @@ def build_env(*, settings: Settings, device: DeviceInfo, account: Account, folde
         "TMPDIR": str(folder.tmp),
         "PYTHONUNBUFFERED": "1",  # output arrives as it is printed, so progress is live
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-        "CUDA_VISIBLE_DEVICES": device.uuid if device.kind == "cuda" and device.uuid else "",
+        # The worker is pinned to one card, but its subprocess may see several: a gang's N cards.
+        "CUDA_VISIBLE_DEVICES": (",".join(gang_uuids) if gang_uuids else device.uuid or "")
+        if device.kind == "cuda" else "",
+        "GPULAB_GPUS": str(gang_size),
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(free_port()),
         "OMP_NUM_THREADS": threads,

@@ -70,6 +70,9 @@ class WorkerContext(FileContext):
         if self._stop:
             return True
         now = time.monotonic()
+        # Lines a quiet job printed last would otherwise wait for its next line (or its end).
+        if self._buffer and now - self._last_flush >= self.flush_s:
+            self.flush()
         if now - self._last_poll >= STOP_POLL_S:
             self._last_poll = now
             try:

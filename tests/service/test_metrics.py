@@ -13,6 +13,7 @@ from service.db import Database
 from service.models import Device, Job, User, utcnow
 from service.scheduling.device_request import request_fields
 from service.settings import Settings
+from service.store.allocations import allocate
 from service.store.samples import record_sample
 from service.store.users import create_user
 
@@ -49,8 +50,11 @@ def seed(db: Database) -> str:
                        started_at=None if started_s is None else now - timedelta(seconds=started_s),
                        run_seconds=run_s)
 
-        session.add_all([job("succeeded", 100, 99.8, 3.0), job("failed", 50, 20, 400.0), job("running", 10, 9.97, None),
+        running = job("running", 10, 9.97, None)
+        session.add_all([job("succeeded", 100, 99.8, 3.0), job("failed", 50, 20, 400.0), running,
                          job("pending", 5, None, None), job("pending", 4, None, None)])
+        session.flush()
+        allocate(session, job_id=running.id, attempt=running.attempt, device_ids=["lab1/cuda:1"])
         session.commit()
     return token
 

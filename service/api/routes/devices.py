@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from service.api.deps import AdminUser, CurrentUser, ReadSession, WriteSession
-from service.models import DeviceSample, Job, JobStatus, User, utcnow
+from service.models import Allocation, DeviceSample, Job, JobStatus, User, utcnow
 from service.schemas import DeviceJob, DevicePublic, DeviceSamplePoint
 from service.store import devices as device_store
 from service.store import samples as sample_store
@@ -20,8 +20,10 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 
 
 def _device_jobs(session: ReadSession) -> dict[str, list[DeviceJob]]:
+    # Through the allocations: a gang's job shows on each of its devices.
     rows = session.execute(
-        select(Job.id, Job.device_id, Job.kind, Job.status, Job.gpu_memory_gb, User.name)
+        select(Job.id, Allocation.device_id, Job.kind, Job.status, Job.gpu_memory_gb, User.name)
+        .join(Allocation, Allocation.job_id == Job.id)
         .join(User, User.id == Job.owner_id)
         .where(Job.status.in_([JobStatus.dispatched, JobStatus.running]))
         .order_by(Job.id)

@@ -1,0 +1,119 @@
+"""Gangs end to end on the CPU: one host exposing two CPU devices (workers `--device cpu:0`, `cpu:1`)
+runs a 2-rank DDP all-reduce with the gloo backend under torchrun; cancel ends both ranks.
+
+torchrun is run as `python -m torch.distributed.run` (the same program as torch's `torchrun`
+script), since the lab's environment reaches torch through a .pth and has no script of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.commands import command_stack, with_lab_env
+from tests.support.stack import Stack
+
+DDP = textwrap.dedent('''
+    import os, sys, time
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    value = torch.tensor([float(rank + 1)])
+    dist.all_reduce(value)
+    print(f"rank {rank} of {world}: all_reduce={value.item():g} pid={os.getpid()}", flush=True)
+    if rank == 0:
+        import gpulab_report
+        gpulab_report.result({"all_reduce": value.item(), "world": world,
+                              "gpulab_gpus": int(os.environ.get("GPULAB_GPUS", "0"))})
+    if sys.argv[1:] == ["hang"]:
+        while True:
+            time.sleep(0.1)
+    dist.destroy_process_group()
+''')
+TORCHRUN = ["python", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "ddp.py"]
+
+
+@pytest.fixture(scope="module")
+def gang_stack() -> Iterator[Stack]:
+    for stack in command_stack("sqlite", env={"GPULAB_CANCEL_GRACE_S": "10"}):
+        with_lab_env(stack)
+        # One host, two CPU devices: the same grammar as cuda:N (`gpulab worker --device cpu:1`).
+        for device in ("cpu:0", "cpu:1"):
+            stack.add_worker(device, host="ganghost")
+        yield stack
+
+
+def submit(stack: Stack, tmp_path: Path, *args: str) -> int:
+    root = tmp_path / "ddp"
+    root.mkdir(exist_ok=True)
+    (root / "ddp.py").write_text(DDP)
+    out = stack.gpulab("submit", "--working-dir", str(root), "--no-wait", "--python-env", "lab", "--device", "cpu",
+                       "--gpus", "2", "--timeout", "300", "--", *TORCHRUN, *args, env={"GPULAB_TOKEN": stack.token})
+    return int(out.stdout.strip())
+
+
+def rank_lines(stack: Stack, job_id: int) -> dict[int, dict[str, float]]:
+    items = stack.api("GET", f"/jobs/{job_id}/events", params={"type": "log", "limit": 500})["items"]
+    ranks = {}
+    for item in items:
+        if m := re.search(r"rank (\d) of (\d): all_reduce=(\S+) pid=(\d+)", item.get("message") or ""):
+            ranks[int(m[1])] = {"world": int(m[2]), "sum": float(m[3]), "pid": int(m[4])}
+    return ranks
+
+
+def test_a_request_no_host_can_hold_is_refused_with_the_hosts_and_counts(gang_stack: Stack) -> None:
+    r = gang_stack.http.post("/jobs", json={"kind": "test-echo", "device": "cpu", "gpus": 3})  # type: ignore[union-attr]
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert (body["code"], body["field"], body["value"]) == ("invalid_request", "gpus", 3)
+    assert body["hosts"] == {"ganghost": 2, "testhost": 1}
+    assert "ganghost has 2" in body["detail"]
+
+
+@pytest.mark.timeout(420)
+def test_two_rank_ddp_all_reduce_runs_on_both_cpu_devices_of_one_host(gang_stack: Stack, tmp_path: Path) -> None:
+    job_id = submit(gang_stack, tmp_path)
+    done = gang_stack.wait_for(job_id, timeout=300)
+    assert done["status"] == "succeeded", done
+    assert done["gpus"] == 2 and done["device_id"] == "ganghost/cpu:0"  # the leader, first in bus order
+    # 1 + 2 summed over both ranks, seen by each rank.
+    ranks = rank_lines(gang_stack, job_id)
+    assert sorted(ranks) == [0, 1] and all(r == {**r, "world": 2, "sum": 3.0} for r in ranks.values())
+    assert done["result"]["all_reduce"] == 3.0 and done["result"]["gpulab_gpus"] == 2
+    events = gang_stack.api("GET", f"/jobs/{job_id}/events", params={"type": "status"})["items"]
+    assert any("ganghost/cpu:0, ganghost/cpu:1" in (e.get("message") or "") for e in events)
+
+
+@pytest.mark.timeout(420)
+def test_a_gang_shows_on_both_devices_and_cancel_ends_both_ranks(gang_stack: Stack, tmp_path: Path) -> None:
+    job_id = submit(gang_stack, tmp_path, "hang")
+
+    def both_report() -> bool:
+        status = gang_stack.job(job_id)["status"]
+        assert status in ("pending", "dispatched", "running"), status
+        return len(rank_lines(gang_stack, job_id)) == 2
+
+    gang_stack.wait(both_report, 300, f"both ranks of job {job_id} to report")
+    pids = [r["pid"] for r in rank_lines(gang_stack, job_id).values()]
+    devices = {d["id"]: d for d in gang_stack.api("GET", "/devices")}
+    for i in (0, 1):  # the gang's job on each of its devices
+        assert job_id in [j["id"] for j in devices[f"ganghost/cpu:{i}"]["jobs"]], devices[f"ganghost/cpu:{i}"]
+    gang_stack.api("POST", f"/jobs/{job_id}/cancel")
+    done = gang_stack.wait_for(job_id, timeout=60)
+    assert done["status"] == "cancelled", done
+    gang_stack.wait(lambda: not any(_is_rank(pid) for pid in pids), 30, f"ranks {pids} to end")
+    devices = {d["id"]: d for d in gang_stack.api("GET", "/devices")}
+    assert devices["ganghost/cpu:0"]["jobs"] == devices["ganghost/cpu:1"]["jobs"] == []
+
+
+def _is_rank(pid: int) -> bool:
+    try:
+        return b"ddp.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

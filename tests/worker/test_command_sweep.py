@@ -1,0 +1,29 @@
+"""The sweep ends a job's processes that left its process group (torchrun's ranks), and only those."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from worker.command_sweep import end_job_processes, job_processes
+
+
+def sleeper(job_id: int, attempt: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "GPULAB_JOB_ID": str(job_id), "GPULAB_ATTEMPT": str(attempt)}
+    # A session of its own, as torchrun starts each rank: a signal to the job's group misses it.
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True)
+
+
+def test_the_sweep_kills_this_job_and_attempt_only() -> None:
+    ours, other_attempt, other_job = sleeper(9101, 2), sleeper(9101, 1), sleeper(9102, 2)
+    try:
+        assert job_processes(9101, 2) == [ours.pid]
+        assert end_job_processes(9101, 2) == 1
+        assert ours.wait(timeout=10) == -9
+        assert other_attempt.poll() is None and other_job.poll() is None
+        assert job_processes(9101, 2) == []
+    finally:
+        for p in (ours, other_attempt, other_job):
+            p.kill()
+            p.wait()

@@ -1,0 +1,41 @@
+"""End every process a command job left, even those that left its process group.
+
+torchrun starts each rank in a session of its own (`start_new_session=True`), so a signal to
+the command's group reaches torchrun but not the ranks: a torchrun killed before it could
+stop them leaves them running on the devices. Every process of a job carries the job's
+GPULAB_JOB_ID and GPULAB_ATTEMPT in its environment (built by `command_env`, inherited by
+torchrun's ranks), and that pair, not a bare pid, is what the sweep kills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+
+def job_processes(job_id: int, attempt: int, *, proc: Path = Path("/proc")) -> list[int]:
+    """Pids whose environment names this job and attempt (those this process may read)."""
+    marks = (f"GPULAB_JOB_ID={job_id}".encode(), f"GPULAB_ATTEMPT={attempt}".encode())
+    me = os.getpid()
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or another account's that we may not read
+            continue
+        if all(mark in env for mark in marks):
+            found.append(int(entry.name))
+    return found
+
+
+def end_job_processes(job_id: int, attempt: int) -> int:
+    """SIGKILL whatever still runs for this job and attempt; returns how many were found."""
+    pids = job_processes(job_id, attempt)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
