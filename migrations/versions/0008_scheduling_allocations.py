@@ -1,14 +1,14 @@
 """gangs: jobs.gpus and the allocations table (job, attempt, device), filled for jobs already placed
 
-Revision ID: 0006_scheduling_allocations
-Revises: 0005_scheduling_request
+Revision ID: 0008_scheduling_allocations
+Revises: 0007_faults_worker
 Create Date: 2026-11-30 04:40:00
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_scheduling_allocations'
-down_revision = '0005_scheduling_request'
+revision = '0008_scheduling_allocations'
+down_revision = '0007_faults_worker'
 branch_labels = None
 depends_on = None
 
