@@ -55,6 +55,8 @@ def _automatic_problems(route: APIRoute) -> list[int]:
     if route.dependant.query_params or route.dependant.path_params or route.dependant.header_params \
             or route.body_field is not None:
         statuses.append(422)
+    if route.body_field is not None:
+        statuses.append(413)  # the request guard refuses any body past its limit (1 MiB; bundles stream)
     return statuses
 
 

@@ -85,7 +85,7 @@ def test_operations_declare_the_problems_they_send(client: TestClient) -> None:
     problem = spec["components"]["schemas"]["Problem"]
     assert {"type", "title", "status", "code", "detail"} <= set(problem["required"])
     paths = spec["paths"]
-    assert _problem_statuses(paths["/jobs"]["post"]) >= {401, 403, 409, 422, 429, 503}
+    assert _problem_statuses(paths["/jobs"]["post"]) >= {401, 403, 409, 413, 422, 429, 503}
     assert _problem_statuses(paths["/jobs/{job_id}"]["get"]) >= {401, 404, 422, 503}
     assert _problem_statuses(paths["/jobs/{job_id}/cancel"]["post"]) >= {401, 403, 404, 409}
     assert 403 in _problem_statuses(paths["/users"]["post"])  # admins only
@@ -93,7 +93,7 @@ def test_operations_declare_the_problems_they_send(client: TestClient) -> None:
     # FastAPI's own validation-error shape is never sent, so it is never declared.
     assert "HTTPValidationError" not in str(paths)
     declared = set().union(*(_problem_statuses(op) for ops in paths.values() for op in ops.values()))
-    assert declared >= {401, 403, 404, 409, 422, 429, 503}
+    assert declared >= {401, 403, 404, 409, 413, 422, 429, 503}
 
 
 def test_a_real_error_links_to_its_page(client: TestClient, tokens: dict[str, str]) -> None:
