@@ -97,7 +97,7 @@ def test_cli_submit_follows_and_exits_by_outcome(stack: Stack) -> None:
     assert bad.returncode == 2 and "unknown_kind" in bad.stderr
     job_id = int(stack.gpulab("submit", "test-echo", "--no-wait", env=env).stdout.strip())
     stack.wait_for(job_id)
-    shown = json.loads(stack.gpulab("show", str(job_id), env=env).stdout)
+    shown = json.loads(stack.gpulab("show", str(job_id), "--json", env=env).stdout)
     assert shown["status"] == "succeeded"
     logs = stack.gpulab("logs", str(job_id), env=env).stdout
     assert "hello 0" in logs
