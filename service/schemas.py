@@ -239,7 +239,7 @@ class JobUsagePublic(BaseModel):
     status: str
     device_id: str | None
     device_kind: str | None
-    share: float = Field(description="the fraction of its device the job holds")
+    share: float = Field(description="the fraction of its device the job holds (N for a gang of N devices)")
     wait_seconds: float | None
     run_seconds: float
     allocated_seconds: float = Field(description="share × run time")

@@ -128,7 +128,7 @@ def _job_rows(session: Session, where: Any) -> list[Any]:
 def _job_usage(row: Any, series: dict[str, UtilizationSeries], since: datetime | None, now: datetime) -> JobUsage:
     job: Job = row.Job
     share = device_share(device_kind=row.device_kind or DeviceKind.cpu, slots=row.slots or 1,
-                         memory_total_mb=row.memory_total_mb, gpu_memory_gb=job.gpu_memory_gb)
+                         memory_total_mb=row.memory_total_mb, gpu_memory_gb=job.gpu_memory_gb) * job.gpus
     start = job.started_at
     if start is not None and since is not None and start < since:
         start = since  # clip to the window

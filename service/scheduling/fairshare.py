@@ -33,7 +33,7 @@ OVERLAP_S = 300.0
 def member_usage(*, session: Session, half_life_s: float, now: datetime) -> dict[tuple[int, str], float]:
     """Decayed allocated device-seconds per (member id, device kind)."""
     stmt = (
-        select(Job.owner_id, Job.status, Job.gpu_memory_gb, Job.started_at, Job.finished_at,
+        select(Job.owner_id, Job.status, Job.gpu_memory_gb, Job.gpus, Job.started_at, Job.finished_at,
                Device.kind, Device.slots, Device.memory_total_mb)
         .join(Device, Device.id == Job.device_id)
         .where(Job.started_at.is_not(None))
@@ -48,7 +48,7 @@ def member_usage(*, session: Session, half_life_s: float, now: datetime) -> dict
         if row.status != JobStatus.running and row.finished_at is None:
             continue  # dispatched again after a lost run: its new run will count
         share = device_share(device_kind=row.kind, slots=row.slots, memory_total_mb=row.memory_total_mb,
-                             gpu_memory_gb=row.gpu_memory_gb)
+                             gpu_memory_gb=row.gpu_memory_gb) * row.gpus  # a gang holds N devices
         seconds = allocated_seconds(share=share, started_at=row.started_at, finished_at=row.finished_at, now=now)
         usage[(row.owner_id, row.kind)] += seconds * decay_weight(ended_at=row.finished_at or now, now=now,
                                                                   half_life_s=half_life_s)
@@ -56,7 +56,7 @@ def member_usage(*, session: Session, half_life_s: float, now: datetime) -> dict
 
 
 def _columns() -> Any:
-    return (select(Job.id, Job.owner_id, Job.gpu_memory_gb, Job.started_at, Job.finished_at,
+    return (select(Job.id, Job.owner_id, Job.gpu_memory_gb, Job.gpus, Job.started_at, Job.finished_at,
                    Device.kind, Device.slots, Device.memory_total_mb)
             .join(Device, Device.id == Job.device_id)
             .where(Job.started_at.is_not(None)))
@@ -64,7 +64,7 @@ def _columns() -> Any:
 
 def _weighted(row: Any, now: datetime, half_life_s: float) -> float:
     share = device_share(device_kind=row.kind, slots=row.slots, memory_total_mb=row.memory_total_mb,
-                         gpu_memory_gb=row.gpu_memory_gb)
+                         gpu_memory_gb=row.gpu_memory_gb) * row.gpus  # a gang holds N devices
     seconds = allocated_seconds(share=share, started_at=row.started_at, finished_at=row.finished_at, now=now)
     return seconds * decay_weight(ended_at=row.finished_at or now, now=now, half_life_s=half_life_s)
 

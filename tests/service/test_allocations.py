@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from service.db import Database
-from service.models import Allocation, Job, JobStatus
+from service.models import Allocation, Device, Job, JobStatus, utcnow
 from service.scheduling.device_request import request_fields
+from service.scheduling.fairshare import member_usage
 from service.scheduling.queue_state import device_rooms
 from service.store.allocations import job_devices, jobs_on_devices
 from service.store.devices import register_worker
 from service.store.jobs import claim_job, finish_job, insert_job, mark_dispatched, release_lost_job, undispatch
 from service.store.users import create_user
+from service.usage import job_usage
 
 CPUS = [f"testhost/cpu:{i}" for i in (0, 1)]
 
@@ -92,3 +96,22 @@ def test_a_stale_attempt_frees_nothing(db: Database, owner: int) -> None:
                               from_statuses=(JobStatus.dispatched, JobStatus.running))
         s.commit()
     assert len(held(db, job_id)) == 2
+
+
+def test_a_gang_counts_n_times_its_run_time_in_fair_share_and_usage(db: Database, owner: int) -> None:
+    end = utcnow()
+    with db.writing() as s:
+        s.add_all([Device(id=f"gpuhost/cuda:{i}", host="gpuhost", kind="cuda", index=i, name="NVIDIA H100",
+                          memory_total_mb=81559, slots=1, state="online") for i in (0, 1)])
+        jobs = [Job(owner_id=owner, kind="test-echo", params={}, **request_fields("gpu"), gpus=gpus, timeout_s=600,
+                    status=JobStatus.succeeded, device_id="gpuhost/cuda:0", started_at=end - timedelta(seconds=100),
+                    finished_at=end) for gpus in (1, 2)]
+        s.add_all(jobs)
+        s.commit()
+        ids = [j.id for j in jobs]
+    with db.reading() as s:
+        usage = member_usage(session=s, half_life_s=0, now=end)
+        shares = [job_usage(s, job_id=i, idle_minutes=10, idle_pct=5, now=end) for i in ids]
+        shares = [u.allocated_seconds for u in shares if u is not None]
+    assert usage[(owner, "cuda")] == pytest.approx(300.0)  # 100 s alone + 2 × 100 s
+    assert shares == pytest.approx([100.0, 200.0])
