@@ -23,7 +23,7 @@ app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.devices_app, name="devices")
 app.add_typer(envs.envs_app, name="envs")
 
-for command in (serve.up, serve.api, serve.dispatcher, serve.worker, serve.migrate,
+for command in (serve.up, serve.api, serve.dispatcher, serve.worker, serve.workers, serve.migrate,
                 admin.queue, admin.top, admin.usage, admin.config, local_run.run):
     app.command()(command)
 

@@ -201,6 +201,47 @@ def up(port: int = typer.Option(8000, help="the API's port"),
             redis_proc.wait(timeout=10)
 
 
+def workers(device: list[str] = typer.Option([], "--device", "-d",
+                                         help="a device to serve (repeatable); default every GPU, else the CPU"),
+            slots: int = typer.Option(1, min=1, max=64, help="jobs at once on each device"),
+            host_name: str | None = typer.Option(None, help="host part of the device ids (default GPULAB_HOST)")
+            ) -> None:
+    """Run one worker per device of this host, and start each again if it exits (a host's container)."""
+    from worker.device import count_gpus
+
+    devices = device or [f"cuda:{i}" for i in range(count_gpus())] or ["cpu"]
+    extra = ["--slots", str(slots)] + (["--host-name", host_name] if host_name else [])
+    me = [sys.executable, "-m", "cli.main"]
+    # Each process pins itself to its own card; the container sees every card, so a gang's
+    # leader can hand all of its cards to the command it starts.
+    parts = [Part(f"worker {d}", [*me, "worker", "--device", d, *extra]) for d in devices]
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    for part in parts:
+        part.start()
+    console.print(f"workers for {', '.join(devices)}")
+    try:
+        while not stopping:
+            for part in parts:
+                _supervise(part)
+            time.sleep(0.5)
+    finally:
+        for part in parts:
+            part.stop()
+        for part in parts:
+            if part.proc:
+                try:
+                    part.proc.wait(timeout=50)
+                except subprocess.TimeoutExpired:
+                    part.proc.kill()
+
+
 def _supervise(part: Part) -> None:
     """Schedule the start of a part that exited, and start it when its delay has passed."""
     now = time.monotonic()

@@ -75,15 +75,16 @@ def _gpulab() -> list[str]:
     return [sys.executable, "-c", "from cli.main import app; app()"]
 
 
-def _cuda_index(argv: list[str]) -> int | None:
-    """N for a command that carries `--device cuda:N` (or `--device=cuda:N`), else None."""
+def _cuda_indices(argv: list[str]) -> list[int]:
+    """Every N a command names with `--device cuda:N` (or `--device=cuda:N`)."""
+    found = []
     for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--device" and i + 1 < len(argv) else None
+        value = argv[i + 1] if arg in ("--device", "-d") and i + 1 < len(argv) else None
         if arg.startswith("--device="):
             value = arg.split("=", 1)[1]
         if value is not None and (m := re.fullmatch(r"cuda:(\d+)", value)):
-            return int(m.group(1))
-    return None
+            found.append(int(m.group(1)))
+    return found
 
 
 def test_compose_file_matches_the_compose_specification() -> None:
@@ -130,32 +131,31 @@ def test_every_container_command_is_a_gpulab_command(where: str, argv: list[str]
     assert "Usage" in result.stdout, result.stdout
 
 
-def test_every_gpu_worker_reserves_the_card_it_names() -> None:
+def test_every_gpu_worker_reserves_the_cards_it_names_and_no_card_twice() -> None:
+    """A worker container reserves exactly the cards its processes serve (all of a host's, so a
+    gang's leader sees every card of the gang), and no card is served by two containers."""
     seen: dict[int, str] = {}
     for name, service in SERVICES.items():
-        index = _cuda_index(_argv(service.get("command", [])))
+        indices = _cuda_indices(_argv(service.get("command", [])))
         devices = service.get("deploy", {}).get("resources", {}).get("reservations", {})
         devices = devices.get("devices", [])
-        if index is None:
+        if not indices:
             assert devices == [], f"{name} reserves {devices!r} but runs no CUDA worker"
             continue
-        assert index not in seen, f"{name} and {seen.get(index)} both serve cuda:{index}"
-        seen[index] = name
-        assert len(devices) == 1, f"{name} must reserve exactly its own GPU, has {devices!r}"
+        assert len(indices) == len(set(indices)), f"{name} serves a card twice: {indices}"
+        for index in indices:
+            assert index not in seen, f"{name} and {seen.get(index)} both serve cuda:{index}"
+            seen[index] = name
+        assert len(devices) == 1, f"{name} must reserve its cards in one nvidia entry, has {devices!r}"
         (device,) = devices
         assert device.get("driver") == "nvidia", f"{name}: {device!r}"
-        assert [str(d) for d in device.get("device_ids", [])] == [str(index)], (
-            f"{name} runs cuda:{index} but reserves device_ids {device.get('device_ids')!r}"
+        assert sorted(str(d) for d in device.get("device_ids", [])) == sorted(str(i) for i in indices), (
+            f"{name} runs cuda:{indices} but reserves device_ids {device.get('device_ids')!r}"
         )
         assert "gpu" in device.get("capabilities", []), f"{name}: {device!r}"
-        assert "count" not in device, f"{name}: count and device_ids exclude each other"
-    assert seen, "no GPU worker in docker-compose.yml"
-    cpu_workers = [
-        name
-        for name, service in SERVICES.items()
-        if _argv(service.get("command", []))[:4] == ["gpulab", "worker", "--device", "cpu"]
-    ]
-    assert cpu_workers, "no CPU worker in docker-compose.yml"
+        # Ranks of a gang share tensors through /dev/shm.
+        assert service.get("shm_size") or service.get("ipc") == "host", f"{name} keeps Docker's 64 MB /dev/shm"
+    assert seen, "no service runs a GPU worker"
 
 
 def test_redis_keeps_an_append_only_file_on_a_volume() -> None:
