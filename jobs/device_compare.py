@@ -19,6 +19,9 @@ from jobs.base import JobContext, JobKind
 from jobs.common import save_figure, seed_everything, torch_device
 
 MIN_SAMPLE_S = 2e-3
+# Two ways of timing the same matmul differ a little by method (events or a host clock, calls
+# back to back or one by one): below this they are taken to agree whatever the spread says.
+METHOD_TOLERANCE = 0.10
 
 
 class Params(BaseModel):
@@ -48,17 +51,49 @@ def _elapsed(fn: Callable[[], Any], calls: int, device: Any) -> float:
     return time.perf_counter() - t0
 
 
-def time_op(fn: Callable[[], Any], device: Any, repeats: int) -> float:
-    """Median seconds per call of fn, after a warm-up."""
+def time_samples(fn: Callable[[], Any], device: Any, repeats: int) -> list[float]:
+    """`repeats` samples of seconds per call of fn, after a warm-up."""
     _elapsed(fn, 1, device)
     calls = 1
     while (t := _elapsed(fn, calls, device)) < MIN_SAMPLE_S and calls < 4096:
         calls = min(4096, max(calls * 2, int(calls * MIN_SAMPLE_S / max(t, 1e-7)) + 1))
-    return statistics.median(_elapsed(fn, calls, device) / calls for _ in range(repeats))
+    return [_elapsed(fn, calls, device) / calls for _ in range(repeats)]
 
 
-def direct_torch_gflops(n: int, device: Any) -> float:
-    """GFLOP/s of an n x n matmul timed the plain way: a loop between two synchronizes."""
+def time_op(fn: Callable[[], Any], device: Any, repeats: int) -> float:
+    """Median seconds per call of fn, after a warm-up."""
+    return statistics.median(time_samples(fn, device, repeats))
+
+
+def spread(samples: list[float]) -> float:
+    """How far apart repeated measurements fell: (max - min) / median."""
+    return (max(samples) - min(samples)) / statistics.median(samples) if samples else 0.0
+
+
+def judge_timing(kind_s: list[float], direct_s: list[float]) -> dict[str, Any]:
+    """Whether the kind's matmul timing and the direct torch timing of the same size agree
+    within the noise both measured; when not, something else ran on the machine meanwhile."""
+    kind, direct = statistics.median(kind_s), statistics.median(direct_s)
+    disagreement = abs(kind - direct) / min(kind, direct)
+    noise = max(spread(kind_s) + spread(direct_s), METHOD_TOLERANCE)
+    verdict: dict[str, Any] = {
+        "repeats": len(kind_s),
+        "kind_spread": spread(kind_s),
+        "direct_spread": spread(direct_s),
+        "disagreement": disagreement,
+        "reliable": disagreement <= noise,
+    }
+    if not verdict["reliable"]:
+        verdict["warning"] = (
+            f"the machine was busy: this run's matmul timing and a direct torch timing of the same size "
+            f"differ by {disagreement:.0%}, more than the {noise:.0%} their {len(kind_s)} repeats spread; "
+            "the figures are unreliable, run it again when the device is idle"
+        )
+    return verdict
+
+
+def direct_torch_times(n: int, device: Any, repeats: int) -> list[float]:
+    """Seconds per n x n matmul timed the plain way, `repeats` times: a loop between two synchronizes."""
     import torch
 
     def sync() -> None:
@@ -72,16 +107,19 @@ def direct_torch_gflops(n: int, device: Any) -> float:
     t0 = time.perf_counter()
     a @ b
     sync()
-    iters = max(3, min(10_000, int(0.2 / max(time.perf_counter() - t0, 1e-7))))
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        a @ b
-    sync()
-    return 2 * n**3 / ((time.perf_counter() - t0) / iters) / 1e9
+    iters = max(3, min(10_000, int(0.2 / repeats / max(time.perf_counter() - t0, 1e-7))))
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            a @ b
+        sync()
+        out.append((time.perf_counter() - t0) / iters)
+    return out
 
 
-def measure(n: int, device: Any, copies: bool, repeats: int) -> tuple[float, float]:
-    """(matmul seconds, add seconds) at size n; with copies, inputs start and end on the host."""
+def measure(n: int, device: Any, copies: bool, repeats: int) -> tuple[list[float], list[float]]:
+    """Samples of (matmul seconds, add seconds) at size n; with copies, inputs start and end on the host."""
     import torch
 
     host = [torch.randn(n, n) for _ in range(2)]
@@ -101,7 +139,7 @@ def measure(n: int, device: Any, copies: bool, repeats: int) -> tuple[float, flo
         def add() -> Any:
             return a + b
 
-    return time_op(mm, device, repeats), time_op(add, device, repeats)
+    return time_samples(mm, device, repeats), time_samples(add, device, repeats)
 
 
 def crossover(sizes: list[int], speedups: list[float]) -> int | None:
@@ -157,6 +195,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
     series: dict[str, dict[str, list[float]]] = {
         k: {"matmul_s": [], "add_s": [], "matmul_gflops": [], "add_gbps": []} for k in plan
     }
+    last_matmul_samples: dict[str, list[float]] = {}
     stopped = False
     for i, n in enumerate(sizes):
         if ctx.should_stop():
@@ -165,9 +204,11 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
         for name, (dev, threads, copies) in plan.items():
             torch.set_num_threads(threads)
             try:
-                mm_s, add_s = measure(n, dev, copies, params.repeats)
+                mm_samples, add_samples = measure(n, dev, copies, params.repeats)
             finally:
                 torch.set_num_threads(all_threads)  # the process is shared: put it back
+            mm_s, add_s = statistics.median(mm_samples), statistics.median(add_samples)
+            last_matmul_samples[name] = mm_samples
             s = series[name]
             s["matmul_s"].append(mm_s)
             s["add_s"].append(add_s)
@@ -201,7 +242,11 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
     if done:
         result["largest_size"] = done[-1]
         result["kind_gflops"] = series[main]["matmul_gflops"][-1]
-        result["direct_torch_gflops"] = direct_torch_gflops(done[-1], plan[main][0])
+        direct = direct_torch_times(done[-1], plan[main][0], params.repeats)
+        result["direct_torch_gflops"] = 2 * done[-1] ** 3 / statistics.median(direct) / 1e9
+        result["timing"] = judge_timing(last_matmul_samples[main], direct)
+        if not result["timing"]["reliable"]:
+            ctx.log(result["timing"]["warning"])
         plot(ctx.artifact_path("device_compare.png", "image/png"), sizes, series)
     return result
 
