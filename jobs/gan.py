@@ -22,7 +22,7 @@ class Params(BaseModel):
     target_std: float = Field(default=1.25, ge=0.1, le=5.0)
     noise_dim: int = Field(default=4, ge=1, le=64)
     hidden: int = Field(default=32, ge=4, le=512)
-    steps: int = Field(default=2000, ge=1, le=100_000, description="generator updates")
+    steps: int = Field(default=1000, ge=1, le=100_000, description="generator updates")
     batch_size: int = Field(default=256, ge=8, le=65_536)
     lr: float = Field(default=1e-3, gt=0.0, le=0.1)
     n_critic: int = Field(default=5, ge=1, le=20, description="critic updates per step (wgan)")
@@ -31,8 +31,9 @@ class Params(BaseModel):
     # Small: in 1-D a critic whose slope starts with the wrong sign must cross slope 0 to
     # turn round, and the two-sided penalty walls that off when it is large.
     gp_weight: float = Field(default=0.1, ge=0.0, le=100.0, description="wgan gp")
-    average: float = Field(default=0.99, ge=0.0, lt=1.0, description="decay of the averaged generator reported")
+    average: float = Field(default=0.995, ge=0.0, lt=1.0, description="decay of the averaged generator reported")
     eval_every: int = Field(default=100, ge=1, le=100_000)
+    standardize: bool = Field(default=True, description="train on (x - mean) / std of the real data")
 
 
 def discriminator_loss(p: Params, d: Any, real: Any, fake: Any) -> Any:
@@ -96,20 +97,22 @@ def train_step(p: Params, nets: dict[str, Any], sample_real: Any, noise: Any) ->
     return d_loss.item(), g_loss.item()
 
 
-def save_checkpoint(ctx: JobContext, nets: dict[str, Any], step: int, p: Params) -> None:
+def save_checkpoint(ctx: JobContext, nets: dict[str, Any], step: int, p: Params, scale: tuple[float, float]) -> None:
     """Both players, their optimizers and schedules, and the averaged generator."""
     import torch
 
     state = {k: v.state_dict() for k, v in nets.items()}
     arch = {"net": "MLP", "noise_dim": p.noise_dim, "hidden": p.hidden, "depth": 2}
-    torch.save({**state, "step": step, "params": p.model_dump(), "arch": arch}, ctx.checkpoint_path())
+    torch.save({**state, "step": step, "params": p.model_dump(), "arch": arch, "scale": list(scale)},
+               ctx.checkpoint_path())
 
 
-def generated_stats(g: Any, noise_dim: int, device: Any) -> tuple[Any, float, float]:
+def generated_stats(g: Any, noise_dim: int, device: Any, scale: tuple[float, float]) -> tuple[Any, float, float]:
+    """Samples of G in the data's units (undoing the standardisation), their mean and std."""
     import torch
 
     with torch.no_grad():
-        x = g(torch.randn(20_000, noise_dim, device=device)).squeeze(1)
+        x = g(torch.randn(20_000, noise_dim, device=device)).squeeze(1) * scale[1] + scale[0]
     return x, x.mean().item(), x.std().item()
 
 
@@ -155,15 +158,20 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
     # The learning rate falls linearly to zero so the players settle rather than circle.
     for k in ("g", "d"):
         nets[f"sched_{k}"] = torch.optim.lr_scheduler.LambdaLR(nets[f"opt_{k}"], lambda i: max(0.0, 1 - i / p.steps))
+    # The players see the real data standardised by its own mean and std (estimated once from
+    # 10^5 draws), so every target in the range is the same problem: N(0, 1) in their units.
+    reference = p.target_mean + p.target_std * torch.randn(100_000, device=device)
+    scale = (reference.mean().item(), reference.std().item()) if p.standardize else (0.0, 1.0)
     step = 0
     if (state := ctx.resume_state()) is not None:
         for k in nets:
             nets[k].load_state_dict(state[k])
-        step = state["step"]
+        step, scale = state["step"], tuple(state["scale"])
         ctx.log(f"resumed from the checkpoint at step {step}")
 
     def sample_real() -> Any:
-        return p.target_mean + p.target_std * torch.randn(p.batch_size, 1, device=device)
+        real = p.target_mean + p.target_std * torch.randn(p.batch_size, 1, device=device)
+        return (real - scale[0]) / scale[1]
 
     def noise() -> Any:
         return torch.randn(p.batch_size, p.noise_dim, device=device)
@@ -177,7 +185,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
         d_loss, g_loss = train_step(p, nets, sample_real, noise)
         step += 1
         if step % p.eval_every == 0 or step == p.steps:
-            _, mean, std = generated_stats(g_avg, p.noise_dim, device)
+            _, mean, std = generated_stats(g_avg, p.noise_dim, device, scale)
             history.append({"step": step, "mean": mean, "std": std})
             for name, value in (
                 ("d_loss", d_loss),
@@ -187,9 +195,9 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
             ):
                 ctx.metric(name, value, step)
             ctx.progress(step, p.steps)
-            save_checkpoint(ctx, nets, step, p)
-    save_checkpoint(ctx, nets, step, p)
-    fake, mean, std = generated_stats(g_avg, p.noise_dim, device)
+            save_checkpoint(ctx, nets, step, p, scale)
+    save_checkpoint(ctx, nets, step, p, scale)
+    fake, mean, std = generated_stats(g_avg, p.noise_dim, device, scale)
     plot(ctx.artifact_path("histogram.png", "image/png"), fake, p)
     ctx.log(f"generated mean {mean:.3f} (target {p.target_mean}), std {std:.3f} (target {p.target_std})")
     return {
@@ -200,6 +208,7 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
         "generated_mean": mean,
         "generated_std": std,
         "mean_error": abs(mean - p.target_mean),
+        "mean_error_in_stds": abs(mean - p.target_mean) / p.target_std,
         "std_relative_error": abs(std - p.target_std) / p.target_std,
         "history": history,
         "stopped_early": stopped,

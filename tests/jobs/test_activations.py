@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -9,8 +10,13 @@ from jobs.context import LocalContext
 NAMES = ["relu", "sigmoid", "tanh", "softplus", "leaky_relu", "gelu", "elu", "silu"]
 
 
-def test_values_and_derivatives_match_closed_forms(ctx: LocalContext) -> None:
-    result = KIND.run(KIND.validate({}), ctx)
+@pytest.mark.parametrize(
+    ("seed", "setting"),
+    [(0, {}), (1, {"x_min": -20, "x_max": 12, "points": 4001, "negative_slope": 0.2, "alpha": 0.5})],
+)
+def test_values_and_derivatives_match_closed_forms(tmp_path: Path, seed: int, setting: dict) -> None:
+    ctx = LocalContext(artifacts_root=tmp_path, job_id=1, seed=seed)
+    result = KIND.run(KIND.validate(setting), ctx)
     assert list(result["activations"]) == NAMES
     for name, r in result["activations"].items():
         assert r["value_max_abs_error"] < 1e-6, name

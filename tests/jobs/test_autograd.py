@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 
@@ -6,8 +7,10 @@ from jobs.autograd import KIND
 from jobs.context import LocalContext
 
 
-def test_gradients_match_analytic_derivatives(ctx: LocalContext) -> None:
-    result = KIND.run(KIND.validate({}), ctx)
+@pytest.mark.parametrize(("seed", "setting"), [(0, {}), (1, {"points": [-7.5, -0.01, 0.25, 4.0, 9.0]})])
+def test_gradients_match_analytic_derivatives(tmp_path: Path, seed: int, setting: dict) -> None:
+    ctx = LocalContext(artifacts_root=tmp_path, job_id=1, seed=seed)
+    result = KIND.run(KIND.validate(setting), ctx)
     names = [e["name"] for e in result["expressions"]]
     assert names == ["x**3", "sin(x)*exp(x)", "log(1+x**2)", "tanh(x**2+sin(x))", "x*y+y**2"]
     for expr in result["expressions"]:

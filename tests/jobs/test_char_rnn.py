@@ -1,5 +1,4 @@
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,6 @@ from jobs.context import LocalContext
 
 # A few steps of a small model: enough for the mechanics, not for the numbers.
 TINY = {"hidden": 32, "steps": 6, "eval_every": 3, "seq_len": 16, "batch_size": 8, "sample_length": 40}
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # A small RNN steps faster on one thread, and far faster on a busy 2-core machine
-    # (measured: 62 ms a step on one thread, 1.2 s on two while other work ran).
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(("seed", "setting"), [(0, {}), (1, {"cell": "gru", "hidden": 96})])

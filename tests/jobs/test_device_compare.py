@@ -8,6 +8,11 @@ from jobs.device_compare import KIND, METHOD_TOLERANCE, crossover, judge_timing,
 SMALL = {"sizes": [32, 64, 128], "repeats": 2}
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> None:
+    """This kind compares one thread with all of them: keep the process's own setting."""
+
+
 @pytest.mark.parametrize(("seed", "setting"), [(0, {}), (1, {"repeats": 4, "include_copies": False})])
 def test_cpu_only_job_compares_thread_counts(tmp_path: Path, seed: int, setting: dict) -> None:
     import torch

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -5,7 +7,9 @@ from jobs.context import LocalContext
 from jobs.tensor_anatomy import KIND
 
 
-def test_smoke_describes_every_shape_and_dtype(ctx: LocalContext) -> None:
+@pytest.mark.parametrize("seed", [0, 1])
+def test_smoke_describes_every_shape_and_dtype(tmp_path: Path, seed: int) -> None:
+    ctx = LocalContext(artifacts_root=tmp_path, job_id=1, seed=seed)
     params = KIND.validate({"shapes": [[2, 3, 4], []], "dtypes": ["float64", "uint8"]})
     result = KIND.run(params, ctx)
     first = result["tensors"][0]
