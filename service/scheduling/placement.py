@@ -293,7 +293,7 @@ class _Pass:
                 self.reserved.add(d.id)
                 self.shadow[d.id] = start_in
                 self.first_in_line.setdefault(d.id, job)
-        self.version += 1
+                self.version += 1  # only a new hold changes what later jobs see
         plan.waits[job.id] = WaitReason.ASSEMBLING_GANG
         plan.assembling[job.id] = (sum(1 for d in chosen if d.jobs == 0), job.gpus)
 
@@ -301,8 +301,9 @@ class _Pass:
         load = self.loads.setdefault(job.owner_id, MemberLoad())
         if self.limits.max_jobs and load.jobs >= self.limits.max_jobs:
             return WaitReason.MEMBER_LIMIT
-        # The time limit is in the key: backfill beside a waiting gang depends on it.
-        key = (job.request, job.gpu_memory_gb, job.owner_id, job.priority, job.usage, job.timeout_s)
+        # With a gang holding devices, backfill depends on the time limit: then it is in the key.
+        key = (job.request, job.gpu_memory_gb, job.owner_id, job.priority, job.usage,
+               job.timeout_s if self.shadow else None)
         seen = self.waits_seen.get(key)
         if seen is not None and seen[0] == self.version:
             return seen[1]
