@@ -19,8 +19,8 @@ from tests.faults.conftest import own_stack
 from tests.support.stack import Stack
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance"
-MAX_EXAMPLES = os.environ.get("GPULAB_SCHEMATHESIS_EXAMPLES", "4")
-MAX_TIME_S = os.environ.get("GPULAB_SCHEMATHESIS_MAX_TIME_S", "25")
+MAX_EXAMPLES = os.environ.get("GPULAB_SCHEMATHESIS_EXAMPLES", "3")
+MAX_TIME_S = os.environ.get("GPULAB_SCHEMATHESIS_MAX_TIME_S", "20")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

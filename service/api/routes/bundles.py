@@ -27,7 +27,9 @@ def bundle_public(bundle: Bundle, keep_s: float) -> BundlePublic:
                         expires_at=bundle.last_used_at + timedelta(seconds=keep_s))
 
 
-@router.post("", status_code=201, response_model=BundlePublic, responses=problem_responses(413, 422),
+@router.post("", status_code=201, response_model=BundlePublic,
+             responses={**problem_responses(413, 422),
+                        200: {"model": BundlePublic, "description": "this content was uploaded before"}},
              summary="Upload a bundle (a tar archive, gzip allowed, as the raw body)",
              description="Streamed to disk under its sha256; the same content again answers 200. "
              "Over GPULAB_MAX_BUNDLE_MB: 413. Entries that are absolute, contain `..`, are devices or "

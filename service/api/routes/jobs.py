@@ -71,7 +71,9 @@ def _last_progress(session: ReadSession, job_id: int) -> dict | None:
 
 
 @router.post("", status_code=201, response_model=JobPublic, summary="Submit a job",
-             responses=problem_responses(403, 409, 429))
+             responses={**problem_responses(403, 409, 429),
+                        200: {"model": JobPublic,
+                              "description": "a retry with the same Idempotency-Key: the first job"}})
 def create_job(
     body: JobCreate,
     response: Response,
