@@ -96,12 +96,12 @@ def test_the_environment_is_built_from_nothing(tmp_path: Path, monkeypatch: pyte
                     member_env={"PYTHONPATH": "src", "RUN": "a"})
     assert "secret" not in str(env) and "worker-only" not in str(env)
     assert not [k for k in env if k.startswith("GPULAB_") and k not in
-                ("GPULAB_JOB_ID", "GPULAB_ATTEMPT", "GPULAB_SEED", "GPULAB_OUTPUT_DIR", "GPULAB_DEVICE")]
+                ("GPULAB_JOB_ID", "GPULAB_ATTEMPT", "GPULAB_SEED", "GPULAB_OUTPUT_DIR", "GPULAB_DEVICE", "GPULAB_GPUS")]
     assert env["CUDA_VISIBLE_DEVICES"] == "GPU-1234" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert env["PATH"].startswith("/opt/envs/torch/bin:")
     assert env["HOME"] == str(tmp_path / "home")  # the account has no home folder here
     assert (env["GPULAB_JOB_ID"], env["GPULAB_ATTEMPT"], env["GPULAB_SEED"]) == ("12", "2", "7")
-    assert env["OMP_NUM_THREADS"] == "3" and int(env["MASTER_PORT"]) > 0
+    assert env["OMP_NUM_THREADS"] == "3" and int(env["MASTER_PORT"]) > 0 and env["GPULAB_GPUS"] == "1"
     assert env["PYTHONPATH"] == f"src:{tmp_path / 'lib'}" and env["RUN"] == "a"
     cpu = build_env(settings=settings, device=CPU, account=account, folder=folder_in(tmp_path / "b"),
                     lib=tmp_path, prefix=Path(sys.prefix), job_id=1, attempt=1, seed=0, member_env={})
