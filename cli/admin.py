@@ -27,8 +27,8 @@ def queue(as_json: bool = typer.Option(False, "--json")) -> None:
         err.print("[yellow]no dispatcher is active: nothing will start[/]")
     table = Table("#", "job", "owner", "kind", "device", "prio", "waiting", "reason", box=None)
     for e in data["items"]:
-        table.add_row(str(e["position"]), str(e["job_id"]), e["owner"], e["kind"], e["device_request"],
-                      str(e["priority"]), f"{e['waiting_s']:.0f}s", e["reason"] or f"starts on {e['next_device']}")
+        table.add_row(str(e["position"]), str(e["job_id"]), e["owner"], e["kind"], views.queue_device(e),
+                      str(e["priority"]), f"{e['waiting_s']:.0f}s", views.queue_reason(e))
     out.print(table)
 
 

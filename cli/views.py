@@ -52,6 +52,19 @@ def devices_table(devices: list[dict[str, Any]]) -> Table:
     return table
 
 
+def queue_device(entry: dict[str, Any]) -> str:
+    """What a queued job asks for: `2 × gpu` for a gang."""
+    gpus = entry.get("gpus", 1)
+    return entry["device_request"] if gpus == 1 else f"{gpus} × {entry['device_request']}"
+
+
+def queue_reason(entry: dict[str, Any]) -> str:
+    """Why a queued job waits; a gang assembling says how many of its devices are free already."""
+    if entry.get("gang_ready") is not None:
+        return f"{entry['reason']} ({entry['gang_ready']} of {entry.get('gpus', 1)} free)"
+    return entry["reason"] or f"starts on {entry['next_device']}"
+
+
 # The facts of a device's runtime, in the order a reader compares them.
 RUNTIME_FACTS = ("torch", "cuda_runtime", "cudnn", "nccl", "driver", "cuda_driver", "compute_capability",
                  "memory_total_mb", "tf32_matmul", "tf32_cudnn", "float32_matmul_precision", "torch_threads",
@@ -72,8 +85,8 @@ def queue_table(queue: dict[str, Any], limit: int = 10) -> Table:
     table = Table("#", "job", "owner", "kind", "device", "waiting", "reason", box=None, title="queue",
                   title_justify="left")
     for e in queue["items"][:limit]:
-        table.add_row(str(e["position"]), str(e["job_id"]), e["owner"], e["kind"], e["device_request"],
-                      f"{e['waiting_s']:.0f}s", e["reason"] or f"starts on {e['next_device']}")
+        table.add_row(str(e["position"]), str(e["job_id"]), e["owner"], e["kind"], queue_device(e),
+                      f"{e['waiting_s']:.0f}s", queue_reason(e))
     return table
 
 

@@ -117,3 +117,29 @@ def _is_rank(pid: int) -> bool:
         return b"ddp.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+@pytest.mark.timeout(300)
+def test_a_waiting_gang_holds_what_frees_and_only_jobs_that_end_first_backfill(gang_stack: Stack) -> None:
+    blocker = gang_stack.submit("test-sleep", {"seconds": 20}, device="ganghost/cpu:1", timeout_s=60)["id"]
+    gang_stack.wait_for(blocker, ("running",), timeout=60)
+    gang = gang_stack.submit("command", {"argv": ["python", "-c", "print('gang ran')"], "python_env": "lab"},
+                             device="cpu", gpus=2, timeout_s=60)["id"]
+
+    def entry(job_id: int) -> dict:
+        return next(e for e in gang_stack.api("GET", "/queue")["items"] if e["job_id"] == job_id)
+
+    gang_stack.wait(lambda: entry(gang)["reason"] == "assembling_gang", 30, "the gang to assemble")
+    assert (entry(gang)["gpus"], entry(gang)["gang_ready"]) == (2, 1)
+    shown = gang_stack.gpulab("queue", env={"GPULAB_TOKEN": gang_stack.token}).stdout
+    assert "assembling_gang (1 of 2 free)" in shown and "2 × cpu" in shown, shown
+    # cpu:0 is held: a job whose limit ends before the blocker's may use it, a longer one may not.
+    long = gang_stack.submit("test-echo", {}, device="ganghost/cpu:0", timeout_s=600)["id"]
+    short = gang_stack.submit("test-echo", {}, device="ganghost/cpu:0", timeout_s=5)["id"]
+    assert gang_stack.wait_for(short, timeout=60)["status"] == "succeeded"
+    assert gang_stack.job(long)["status"] == "pending" and entry(long)["reason"] == "priority"
+    gang_stack.api("POST", f"/jobs/{blocker}/cancel")
+    done = gang_stack.wait_for(gang, timeout=120)
+    assert done["status"] == "succeeded", done
+    assert gang_stack.job(long)["started_at"] > done["started_at"]  # behind the gang, as it was in line
+    gang_stack.wait_for(long, timeout=60)
