@@ -28,6 +28,7 @@ from service.queues import PROBE, RUN_JOB, device_queue, make_celery, restore_un
 from service.settings import Settings
 from service.store.devices import register_worker, stop_worker
 from worker.command_account import announce as announce_command_account
+from worker.command_sweep import end_orphans_of_device
 from worker.device import DeviceInfo, pin_process, resolve_device, runtime_facts
 from worker.heartbeat import Watch, is_child_alive
 from worker.probe import Probe
@@ -249,6 +250,8 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     for name in ("celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(name).addFilter(_QuietProbes())
     queue = device_queue(info.id)
+    if (orphans := end_orphans_of_device(queue)):
+        log.warning("ended %d process(es) an earlier worker of %s left running", orphans, info.id)
     with contextlib.suppress(redis.RedisError):  # Redis down: the messages wait for its return
         restored = restore_unacked(settings.redis_url, queue)
         if restored:

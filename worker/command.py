@@ -28,6 +28,7 @@ from sqlalchemy import select
 from jobs.base import JobError
 from jobs.command import Params
 from service.models import FailReason, Job, PythonEnv, User
+from service.queues import device_queue
 from service.settings import Settings
 from service.store.allocations import job_devices
 from service.store.bundles import bundle_of_job
@@ -149,7 +150,7 @@ def _prepare(params: Params, ctx: WorkerContext, *, settings: Settings, device: 
         def env_on(prefix: Path) -> dict[str, str]:
             return build_env(settings=settings, device=device, account=account, folder=folder, lib=lib,
                              prefix=prefix, job_id=job_id, attempt=ctx.attempt, seed=ctx.seed, member_env=params.env,
-                             gang_uuids=gang_uuids, gang_size=gang_size)
+                             gang_uuids=gang_uuids, gang_size=gang_size, queue=device_queue(device.id))
 
         env = env_on(prefix)
         requirements = folder.work / "requirements.txt"

@@ -44,7 +44,7 @@ def threads_for(settings: Settings, device: DeviceInfo) -> int:
 
 def build_env(*, settings: Settings, device: DeviceInfo, account: Account, folder: RunFolder, lib: Path,
               prefix: Path, job_id: int, attempt: int, seed: int, member_env: dict[str, str],
-              gang_uuids: Sequence[str] = (), gang_size: int = 1) -> dict[str, str]:
+              gang_uuids: Sequence[str] = (), gang_size: int = 1, queue: str = "") -> dict[str, str]:
     """The command's whole environment. A gang's leader gets every GPU of the gang (UUIDs in bus order)."""
     home = account.home if account.home and os.path.isdir(account.home) else str(folder.home)
     threads = str(threads_for(settings, device))
@@ -72,6 +72,9 @@ def build_env(*, settings: Settings, device: DeviceInfo, account: Account, folde
         "GPULAB_DEVICE": "cuda:0" if device.kind == "cuda" else "cpu",
         "GPULAB_OUTPUT_DIR": str(folder.output),
     }
+    if queue:
+        # Marks every process of the job (torchrun's ranks too) for the sweeps in command_sweep.
+        env["GPULAB_DEVICE_QUEUE"] = queue
     if os.environ.get("VIRTUAL_ENV") or (prefix / "pyvenv.cfg").exists():
         env["VIRTUAL_ENV"] = str(prefix)
     extra_path = member_env.get("PYTHONPATH")

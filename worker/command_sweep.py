@@ -17,7 +17,19 @@ from pathlib import Path
 
 def job_processes(job_id: int, attempt: int, *, proc: Path = Path("/proc")) -> list[int]:
     """Pids whose environment names this job and attempt (those this process may read)."""
-    marks = (f"GPULAB_JOB_ID={job_id}".encode(), f"GPULAB_ATTEMPT={attempt}".encode())
+    return _marked((f"GPULAB_JOB_ID={job_id}".encode(), f"GPULAB_ATTEMPT={attempt}".encode()), proc)
+
+
+def device_processes(device_queue: str, *, proc: Path = Path("/proc")) -> list[int]:
+    """Pids of command jobs started by the worker of this device queue (any job, any attempt).
+
+    The queue name carries the installation id: another gpulab on this host (a second test
+    stack, say) may have a device of the same id, and its jobs are not ours to end.
+    """
+    return _marked((f"GPULAB_DEVICE_QUEUE={device_queue}".encode(),), proc)
+
+
+def _marked(marks: tuple[bytes, ...], proc: Path) -> list[int]:
     me = os.getpid()
     found = []
     for entry in proc.iterdir():
@@ -34,7 +46,20 @@ def job_processes(job_id: int, attempt: int, *, proc: Path = Path("/proc")) -> l
 
 def end_job_processes(job_id: int, attempt: int) -> int:
     """SIGKILL whatever still runs for this job and attempt; returns how many were found."""
-    pids = job_processes(job_id, attempt)
+    return _kill(job_processes(job_id, attempt))
+
+
+def end_orphans_of_device(device_queue: str) -> int:
+    """At a worker's start: kill what an earlier worker of this device left running (its ranks).
+
+    A new incarnation runs nothing yet, so any command job process marked with its queue
+    belongs to a worker that died without ending it (the reaper retries or fails that job as an
+    old incarnation's); left alone it would hold the cards' memory.
+    """
+    return _kill(device_processes(device_queue))
+
+
+def _kill(pids: list[int]) -> int:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)

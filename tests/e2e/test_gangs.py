@@ -143,3 +143,20 @@ def test_a_waiting_gang_holds_what_frees_and_only_jobs_that_end_first_backfill(g
     assert done["status"] == "succeeded", done
     assert gang_stack.job(long)["started_at"] > done["started_at"]  # behind the gang, as it was in line
     gang_stack.wait_for(long, timeout=60)
+
+
+@pytest.mark.timeout(420)
+def test_a_lost_leader_frees_both_devices_and_its_next_incarnation_ends_the_ranks(gang_stack: Stack,
+                                                                                    tmp_path: Path) -> None:
+    job_id = submit(gang_stack, tmp_path, "hang")
+    gang_stack.wait(lambda: len(rank_lines(gang_stack, job_id)) == 2, 300, f"both ranks of job {job_id} to report")
+    pids = [r["pid"] for r in rank_lines(gang_stack, job_id).values()]
+    # The leader's worker dies with its pool; torchrun's ranks, in sessions of their own, live on.
+    gang_stack.kill("worker-ganghost/cpu:0")
+    assert any(_is_rank(pid) for pid in pids)
+    done = gang_stack.wait_for(job_id, timeout=120)
+    assert (done["status"], done["reason"]) == ("failed", "worker_lost"), done
+    devices = {d["id"]: d for d in gang_stack.api("GET", "/devices")}
+    assert devices["ganghost/cpu:1"]["jobs"] == []
+    gang_stack.add_worker("cpu:0", host="ganghost")  # its start ends what the lost one left
+    gang_stack.wait(lambda: not any(_is_rank(pid) for pid in pids), 60, f"ranks {pids} to end")

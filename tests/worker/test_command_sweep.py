@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from worker.command_sweep import end_job_processes, job_processes
+from worker.command_sweep import device_processes, end_job_processes, end_orphans_of_device, job_processes
 
 
 def sleeper(job_id: int, attempt: int) -> subprocess.Popen[bytes]:
@@ -25,5 +25,21 @@ def test_the_sweep_kills_this_job_and_attempt_only() -> None:
         assert job_processes(9101, 2) == []
     finally:
         for p in (ours, other_attempt, other_job):
+            p.kill()
+            p.wait()
+
+
+def test_a_new_worker_ends_what_its_device_left_and_nothing_of_another_installation() -> None:
+    env = {**os.environ, "GPULAB_JOB_ID": "1", "GPULAB_ATTEMPT": "1"}
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            env={**env, "GPULAB_DEVICE_QUEUE": "dev.inst1.h/cuda:0"}, start_new_session=True)
+    theirs = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                              env={**env, "GPULAB_DEVICE_QUEUE": "dev.inst2.h/cuda:0"}, start_new_session=True)
+    try:
+        assert device_processes("dev.inst1.h/cuda:0") == [ours.pid]
+        assert end_orphans_of_device("dev.inst1.h/cuda:0") == 1
+        assert ours.wait(timeout=10) == -9 and theirs.poll() is None
+    finally:
+        for p in (ours, theirs):
             p.kill()
             p.wait()
