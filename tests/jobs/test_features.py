@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,9 @@ from jobs.context import LocalContext
 from jobs.features import KIND
 
 
-def test_hooked_activations_equal_the_layer_called_directly(job_on_digits: LocalContext) -> None:
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hooked_activations_equal_the_layer_called_directly(digits_jobs_root: Path, seed: int) -> None:
+    job_on_digits = LocalContext(artifacts_root=digits_jobs_root, job_id=f"features-seed-{seed}", seed=seed)
     result = KIND.run(KIND.validate({"from_job": 1, "layer": "conv1", "batch_size": 100}), job_on_digits)
     saved = np.load(job_on_digits.dir / result["artifact"])
     labels = np.load(job_on_digits.dir / "labels.npy")

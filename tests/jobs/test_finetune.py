@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -16,6 +18,12 @@ def test_fine_tuned_network_beats_the_same_network_from_scratch(job_on_digits: L
     assert result["gain_over_scratch"] == pytest.approx(result["finetune_accuracy"] - result["scratch_accuracy"])
     assert len(job_on_digits.metric_values("loss")) == 40
     assert len(job_on_digits.metric_values("scratch_loss")) == 40
+
+
+def test_another_seed_and_task_beat_the_network_from_scratch(digits_jobs_root: Path) -> None:
+    ctx = LocalContext(artifacts_root=digits_jobs_root, job_id="finetune-seed-1", seed=1)
+    result = KIND.run(KIND.validate({"from_job": 1, "task": "even", "train_samples": 100}), ctx)
+    assert result["finetune_accuracy"] >= 0.9 and result["finetune_accuracy"] > result["scratch_accuracy"]
 
 
 def test_frozen_layers_keep_their_weights(job_on_digits: LocalContext) -> None:

@@ -17,6 +17,13 @@ def test_defaults_fit_down_to_the_noise(ctx: LocalContext) -> None:
         assert (ctx.dir / name).stat().st_size > 0
 
 
+def test_another_seed_and_a_noisier_curve_fit_down_to_the_noise(tmp_path: Path) -> None:
+    ctx = LocalContext(artifacts_root=tmp_path, job_id=1, seed=1)
+    result = KIND.run(KIND.validate({"noise_std": 0.3, "hidden": 32, "steps": 800}), ctx)
+    assert result["final_mse"] <= 1.5 * result["noise_variance"]  # measured: 1.07
+    assert result["mse_to_true_curve"] < 0.5 * result["noise_variance"]
+
+
 def test_checkpoint_holds_what_a_retry_needs(ctx: LocalContext) -> None:
     KIND.run(KIND.validate({"steps": 5}), ctx)
     state = ctx.resume_state()
