@@ -18,9 +18,19 @@ function deviceRows(d) {
                 ["power", d.power_w === null ? "–" : d.power_w.toFixed(0) + " W"],
                 ["memory outside gpulab", mb(d.external_mb)]] : []),
     ["slots", String(d.slots)],
+    ["software", softwareLine(d.runtime), "the versions this device's worker reported; each job records its own"],
     ["jobs", d.jobs.length ? d.jobs.map((j) => h("div", {}, jobLink(j.id), ` ${j.owner} · ${j.kind} `, badge(j.status)))
                            : h("span", { class: "muted" }, "idle")],
   ];
+}
+
+// torch, CUDA, cuDNN, driver...: what a result on this device depends on besides its code.
+function softwareLine(rt) {
+  if (!rt) return h("span", { class: "muted" }, "not reported");
+  const parts = [["torch", rt.torch], ["CUDA", rt.cuda_runtime], ["cuDNN", rt.cudnn], ["NCCL", rt.nccl],
+    ["driver", rt.driver], ["sm", rt.compute_capability], ["TF32", rt.tf32_matmul === undefined ? null : (rt.tf32_matmul ? "on" : "off")],
+    ["Python", rt.python]];
+  return h("span", { class: "muted" }, parts.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k} ${v}`).join(" · "));
 }
 
 export async function devicesPage() {
