@@ -72,7 +72,7 @@ class WorkerContext(FileContext):
         now = time.monotonic()
         # Lines a quiet job printed last would otherwise wait for its next line (or its end).
         if self._buffer and now - self._last_flush >= self.flush_s:
-            self.flush()
+            self._flush_unless_away()
         if now - self._last_poll >= STOP_POLL_S:
             self._last_poll = now
             try:
@@ -94,13 +94,16 @@ class WorkerContext(FileContext):
         self._buffer.append(event)
         if (len(self._buffer) >= self.flush_lines
                 or time.monotonic() - self._last_flush >= self.flush_s):
-            try:
-                self.flush()
-            except SQLAlchemyError as exc:
-                if not is_transient(exc):
-                    raise
-                # The database is away: the lines stay buffered for the next flush, and the
-                # job goes on (its last flush, before the outcome, waits for the database).
+            self._flush_unless_away()
+
+    def _flush_unless_away(self) -> None:
+        try:
+            self.flush()
+        except SQLAlchemyError as exc:
+            if not is_transient(exc):
+                raise
+            # The database is away: the lines stay buffered for the next flush, and the
+            # job goes on (its last flush, before the outcome, waits for the database).
 
     def flush(self) -> None:
         """Commit the buffered events (then they are published to live followers).
