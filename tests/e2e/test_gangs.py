@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.commands import command_stack, with_lab_env
 from tests.support.stack import Stack
+from worker.command_sweep import job_processes
 
 DDP = textwrap.dedent('''
     import os, sys, time
@@ -49,12 +50,13 @@ def gang_stack() -> Iterator[Stack]:
         yield stack
 
 
-def submit(stack: Stack, tmp_path: Path, *args: str) -> int:
+def submit(stack: Stack, tmp_path: Path, *args: str, timeout_s: int = 300) -> int:
     root = tmp_path / "ddp"
     root.mkdir(exist_ok=True)
     (root / "ddp.py").write_text(DDP)
     out = stack.gpulab("submit", "--working-dir", str(root), "--no-wait", "--python-env", "lab", "--device", "cpu",
-                       "--gpus", "2", "--timeout", "300", "--", *TORCHRUN, *args, env={"GPULAB_TOKEN": stack.token})
+                       "--gpus", "2", "--timeout", str(timeout_s), "--", *TORCHRUN, *args,
+                       env={"GPULAB_TOKEN": stack.token})
     return int(out.stdout.strip())
 
 
@@ -160,3 +162,13 @@ def test_a_lost_leader_frees_both_devices_and_its_next_incarnation_ends_the_rank
     assert devices["ganghost/cpu:1"]["jobs"] == []
     gang_stack.add_worker("cpu:0", host="ganghost")  # its start ends what the lost one left
     gang_stack.wait(lambda: not any(_is_rank(pid) for pid in pids), 60, f"ranks {pids} to end")
+
+
+@pytest.mark.timeout(300)
+def test_the_time_limit_ends_every_rank(gang_stack: Stack, tmp_path: Path) -> None:
+    job_id = submit(gang_stack, tmp_path, "hang", timeout_s=40)
+    done = gang_stack.wait_for(job_id, timeout=200)
+    assert (done["status"], done["reason"]) == ("failed", "timeout"), (done["error"], done["result"])
+    gang_stack.wait(lambda: not job_processes(job_id, done["attempt"]), 30, f"job {job_id}'s processes to end")
+    devices = {d["id"]: d for d in gang_stack.api("GET", "/devices")}
+    assert devices["ganghost/cpu:0"]["jobs"] == devices["ganghost/cpu:1"]["jobs"] == []
