@@ -69,6 +69,17 @@ def rank_lines(stack: Stack, job_id: int) -> dict[int, dict[str, float]]:
     return ranks
 
 
+def wait_ranks(stack: Stack, job_id: int, timeout: float = 300) -> list[int]:
+    """Wait until both ranks reported; on a timeout, fail with the job's status and log (for a diagnosis)."""
+    try:
+        stack.wait(lambda: len(rank_lines(stack, job_id)) == 2, timeout, f"both ranks of job {job_id} to report")
+    except AssertionError:
+        items = stack.api("GET", f"/jobs/{job_id}/events", params={"limit": 500})["items"]
+        log = "\n".join(f"{e['type']}: {e.get('message')}" for e in items)
+        raise AssertionError(f"job {job_id} is {stack.job(job_id)['status']}; its events:\n{log}") from None
+    return [r["pid"] for r in rank_lines(stack, job_id).values()]
+
+
 def test_a_request_no_host_can_hold_is_refused_with_the_hosts_and_counts(gang_stack: Stack) -> None:
     r = gang_stack.http.post("/jobs", json={"kind": "test-echo", "device": "cpu", "gpus": 3})  # type: ignore[union-attr]
     assert r.status_code == 422, r.text
@@ -151,8 +162,7 @@ def test_a_waiting_gang_holds_what_frees_and_only_jobs_that_end_first_backfill(g
 def test_a_lost_leader_frees_both_devices_and_its_next_incarnation_ends_the_ranks(gang_stack: Stack,
                                                                                     tmp_path: Path) -> None:
     job_id = submit(gang_stack, tmp_path, "hang")
-    gang_stack.wait(lambda: len(rank_lines(gang_stack, job_id)) == 2, 300, f"both ranks of job {job_id} to report")
-    pids = [r["pid"] for r in rank_lines(gang_stack, job_id).values()]
+    pids = wait_ranks(gang_stack, job_id)
     # The leader's worker dies with its pool; torchrun's ranks, in sessions of their own, live on.
     gang_stack.kill("worker-ganghost/cpu:0")
     assert any(_is_rank(pid) for pid in pids)
