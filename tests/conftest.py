@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from collections.abc import Iterator
@@ -15,13 +16,18 @@ from service.settings import Settings
 from tests.support import services
 from tests.support.stack import Stack
 
-# One Redis database number per test run and purpose, so parallel runs and earlier runs
-# never see each other's queues.
-_REDIS_DBS = iter(random.Random(os.getpid()).sample(range(1, 16), 15))
+# Redis database numbers for this run's stacks, in an order of its own so parallel runs rarely
+# start on the same one. Each is flushed when this run first takes it (an earlier run's leftovers
+# go); past fifteen stacks the numbers are shared without a flush, which is safe because every
+# queue name and channel carries the stack's installation id.
+_REDIS_DBS = random.Random(os.getpid()).sample(range(1, 16), 15)
+_redis_taken = itertools.count()
 
 
 def next_redis_url() -> str:
-    return services.redis_url(next(_REDIS_DBS))
+    n = next(_redis_taken)
+    db = _REDIS_DBS[n % len(_REDIS_DBS)]
+    return services.redis_url(db) if n < len(_REDIS_DBS) else f"{services.redis_base()}/{db}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -16,14 +16,13 @@ import pytest
 from service.queues import device_queue
 from tests.support.stack import Stack, free_port
 
-pytestmark = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-
 
 def celery(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "celery", "-A", "worker.app", *args], env=stack.env,
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_inspect_ping_active_and_stats_see_the_worker(stack: Stack) -> None:
     name = "gpulab-testhost-cpu@testhost"
     ping = celery(stack, "inspect", "ping", "--timeout", "5", "--json")
@@ -38,7 +37,9 @@ def test_inspect_ping_active_and_stats_see_the_worker(stack: Stack) -> None:
     assert json.loads(stats.stdout)[name]["pool"]["max-concurrency"] == 1
 
 
-def test_flower_sees_the_workers_queues_and_tasks(stack: Stack) -> None:
+def test_flower_sees_the_workers_queues_and_tasks(sqlite_stack: Stack) -> None:
+    # A stack of this module's own: the worker it adds must not take the shared stack's jobs.
+    stack = sqlite_stack
     device = stack.add_worker("cpu", host="flowerhost", env={"GPULAB_CELERY_EVENTS": "true"})
     port = free_port()
     env = {**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}

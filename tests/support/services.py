@@ -33,7 +33,7 @@ def unavailable(what: str) -> None:
 _local_redis: list[subprocess.Popen[bytes]] = []
 
 
-def _redis_base() -> str:
+def redis_base() -> str:
     """Redis at GPULAB_TEST_REDIS_URL, or one started for this run when nothing answers there."""
     global REDIS_BASE_URL
     if redis_answers(REDIS_BASE_URL) or _local_redis:
@@ -59,7 +59,7 @@ def _free_port() -> int:
 
 def redis_url(db: int) -> str:
     """A flushed Redis database number for one stack."""
-    base = _redis_base()
+    base = redis_base()
     redis.Redis.from_url(f"{base}/{db}").flushdb()
     return f"{base}/{db}"
 
