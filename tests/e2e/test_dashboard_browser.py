@@ -301,3 +301,22 @@ def test_chart_axes_fit_single_points(browser, ui_stack: Stack) -> None:  # type
     assert len(set(result["yticks"])) == len(result["yticks"]) >= 2, result
     assert all(any(m in t for m in ("Jun", "6月", "juin")) for t in result["dayTicks"]), result
     page.close()
+
+
+def test_a_command_jobs_page_says_what_runs_in_what_and_as_whom(browser, ui_stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    """The job page's rows for GET /jobs/{id}'s `command`: argv as a shell would read it, account, env, bundle."""
+    page = browser.new_page()
+    page.goto(ui_stack.url + "/dashboard/index.html")
+    rows = page.evaluate("""async () => {
+        const { commandRows } = await import('/dashboard/pages/job.js');
+        const { h } = await import('/dashboard/dom.js');
+        const dl = h('dl', {}, commandRows({ argv: ['python', 'train.py', '--note', "it's fine"],
+            env: { LR: '0.1' }, python_env: 'torch-2.13', requeue: false, unix_user: 'alice',
+            bundle: { sha256: 'ab'.repeat(32), size_bytes: 3 << 20, files: 7 } }));
+        const none = h('dl', {}, commandRows(null));
+        return { text: [...dl.querySelectorAll('dd')].map(d => d.textContent), empty: none.children.length };
+    }""")
+    assert rows["text"] == ["python train.py --note 'it'\\''s fine'", "alice", "torch-2.13 · LR=0.1",
+                            "bundle abababababab · 3.0 MiB · 7 files"], rows
+    assert rows["empty"] == 0
+    page.close()

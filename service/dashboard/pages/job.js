@@ -48,6 +48,22 @@ function efficiencyTiles(u) {
   ];
 }
 
+// What a command job runs, in what, and as whom (GET /jobs/{id}'s `command`).
+export function commandRows(cmd) {
+  if (!cmd) return [];
+  const quote = (a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`);
+  const env = Object.entries(cmd.env || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+  const b = cmd.bundle;
+  const size = (n) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`);
+  return [
+    h("dt", {}, "command"), h("dd", {}, h("code", { id: "job-command" }, cmd.argv.map(quote).join(" "))),
+    h("dt", {}, "runs as"), h("dd", {}, cmd.unix_user + (cmd.requeue ? " · re-run after a lost worker" : "")),
+    h("dt", {}, "environment"), h("dd", {}, cmd.python_env + (env ? ` · ${env}` : "")),
+    h("dt", {}, "working dir"), h("dd", {}, !b ? "an empty folder"
+      : `bundle ${b.sha256.slice(0, 12)}` + (b.size_bytes == null ? " (expired)" : ` · ${size(b.size_bytes)} · ${b.files} files`)),
+  ];
+}
+
 export async function jobPage(id) {
   const compare = query().get("compare") || "";
   render(
@@ -85,6 +101,7 @@ export async function jobPage(id) {
       h("dt", {}, "device"), h("dd", {}, job.device_id || `(asked: ${job.device_request})`),
       h("dt", {}, "params"), h("dd", { class: "params-list" }, Object.entries(job.params || {}).map(([k, v]) =>
         h("span", {}, h("span", { class: "muted" }, k + " "), h("code", {}, JSON.stringify(v))))),
+      commandRows(job.command),
       h("dt", {}, "seed · time limit · priority"), h("dd", {}, `${job.seed} · ${secs(job.timeout_s)} · ${job.priority}`),
       h("dt", {}, "wait"), h("dd", {}, secs(job.wait_seconds)),
       h("dt", {}, "run time"), h("dd", {}, secs(runSeconds(job)) + (job.status === "running" ? " so far" : "")),
