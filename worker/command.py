@@ -13,6 +13,7 @@ import ctypes
 import os
 import queue
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from service.queues import device_queue
 from service.settings import Settings
 from service.store.allocations import job_devices
 from service.store.bundles import bundle_of_job
-from worker.command_account import Account, resolve_account, secure_state
+from worker.command_account import Account, first_closed_folder, resolve_account, secure_state
 from worker.command_env import build_env, default_prefix
 from worker.command_files import (
     RunFolder,
@@ -195,6 +196,17 @@ def _die_with_parent() -> None:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _not_runnable(program: str, prepared: Prepared, exc: OSError) -> str:
+    """Why the account may not run the program, and what to do: usually an interpreter under /root."""
+    found = shutil.which(program, path=prepared.env["PATH"])
+    closed = first_closed_folder(prepared.account, Path(found)) if found else None
+    if closed is None:
+        return f"cannot start {program!r}: {exc.strerror} (PATH={prepared.env['PATH']})"
+    return (f"cannot start {program!r} as {prepared.account.name}: {found} lies under {closed}, which that account "
+            "cannot enter; an admin registers a Python environment it can run (gpulab envs add NAME /opt/...) "
+            "and the job names it with --python-env NAME")
+
+
 def _start(params: Params, prepared: Prepared) -> subprocess.Popen[bytes]:
     account = prepared.account
     switch: dict[str, Any] = {}
@@ -209,7 +221,9 @@ def _start(params: Params, prepared: Prepared) -> subprocess.Popen[bytes]:
         return subprocess.Popen(params.argv, cwd=prepared.folder.work, env=prepared.env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                 close_fds=True, umask=0o077, preexec_fn=_die_with_parent, **switch)
-    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+    except PermissionError as exc:
+        raise CommandFailed(_not_runnable(params.argv[0], prepared, exc)) from None
+    except (FileNotFoundError, NotADirectoryError) as exc:
         raise CommandFailed(f"cannot start {params.argv[0]!r}: {exc.strerror} (PATH={prepared.env['PATH']})") from None
     finally:
         if main:

@@ -145,3 +145,24 @@ def account_groups_name(account: Account) -> str:
         return grp.getgrgid(account.gid).gr_name
     except KeyError:
         return str(account.gid)
+
+
+def can_enter(account: Account, path: Path) -> bool:
+    """Whether the account may pass through this folder (the x bit that applies to it)."""
+    st = path.stat()
+    if account.uid == st.st_uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == account.gid or st.st_gid in account.groups:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def first_closed_folder(account: Account, program: Path) -> Path | None:
+    """The first folder on the way to `program` (links resolved) that the account cannot enter."""
+    for folder in reversed(program.resolve().parents):
+        try:
+            if not can_enter(account, folder):
+                return folder
+        except OSError:
+            return folder
+    return None

@@ -271,3 +271,27 @@ def test_a_runs_folder_the_accounts_cannot_reach_is_named() -> None:
         assert make_run_folder(settings, 1, 1, account).work.is_dir()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_interpreter_the_account_cannot_reach_names_the_closed_folder() -> None:
+    """An interpreter under a private folder (pyenv under /root) is named, with what to do."""
+    import tempfile
+
+    from worker.command_account import first_closed_folder
+
+    # Outside pytest's own temp root, which is private to root itself.
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        base = Path(top)
+        base.chmod(0o755)
+        closed = base / "private"
+        (closed / "bin").mkdir(parents=True)
+        program = closed / "bin" / "python3"
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+        link = base / "python"
+        link.symlink_to(program)
+        stranger = Account("nobody", 65534, 65534, (65534,), "/", switch=True)
+        closed.chmod(0o700)
+        assert first_closed_folder(stranger, link) == closed
+        closed.chmod(0o711)
+        assert first_closed_folder(stranger, link) is None

@@ -15,7 +15,7 @@ from service.settings import Settings
 from service.store.devices import heartbeat, register_worker
 from service.store.jobs import insert_job
 from service.store.users import create_user
-from tests.support import services
+from tests.conftest import next_redis_url
 from worker.probe import Probe
 
 DEVICE = {"id": "testhost/cpu", "host": "testhost", "kind": "cpu", "index": None, "name": "CPU",
@@ -23,7 +23,7 @@ DEVICE = {"id": "testhost/cpu", "host": "testhost", "kind": "cpu", "index": None
 
 
 def probe_on_a_queue_nobody_reads(busy: list[bool]) -> tuple[Probe, redis.Redis, str]:
-    client = redis.Redis.from_url(services.redis_url(0))
+    client = redis.Redis.from_url(next_redis_url())  # never flush 0: a local gpulab may be using it
     queue = f"probe-test-{uuid.uuid4().hex}"
     probe = Probe(send=lambda: client.rpush(queue, b"probe"), busy=lambda: busy[0], period_s=0.1, timeout_s=0.5)
     return probe, client, queue

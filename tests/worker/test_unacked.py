@@ -14,7 +14,7 @@ import redis
 
 from service.queues import RUN_JOB, UNACKED_KEY, make_celery, restore_unacked
 from service.settings import Settings
-from tests.support import services
+from tests.conftest import next_redis_url
 
 # Takes one message from the queue named in argv and dies without acknowledging it.
 TAKE_AND_DIE = """
@@ -30,7 +30,7 @@ with Connection(sys.argv[1]) as conn:
 
 
 def test_a_killed_consumers_message_is_restored_to_its_own_queue_only(tmp_path) -> None:
-    url = services.redis_url(0)
+    url = next_redis_url()  # a database of this run's own: a local gpulab may be using 0
     client = redis.Redis.from_url(url)
     mine, other = f"gpulab.t{uuid.uuid4().hex[:6]}.dev.a", f"gpulab.t{uuid.uuid4().hex[:6]}.dev.b"
     celery = make_celery(Settings(redis_url=url, state_dir=tmp_path))
