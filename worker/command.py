@@ -202,7 +202,9 @@ def _not_runnable(program: str, prepared: Prepared, exc: OSError) -> str:
     closed = first_closed_folder(prepared.account, Path(found)) if found else None
     if closed is None:
         return f"cannot start {program!r}: {exc.strerror} (PATH={prepared.env['PATH']})"
-    return (f"cannot start {program!r} as {prepared.account.name}: {found} lies under {closed}, which that account "
+    real = Path(found).resolve()
+    where = found if real == Path(found) else f"{found} (→ {real})"
+    return (f"cannot start {program!r} as {prepared.account.name}: {where} lies under {closed}, which that account "
             "cannot enter; an admin registers a Python environment it can run (gpulab envs add NAME /opt/...) "
             "and the job names it with --python-env NAME")
 
