@@ -30,8 +30,18 @@ def job_dir(artifacts_root: Path, job_id: int | str) -> Path:
     return artifacts_root / str(job_id)
 
 
+# Files a training job writes that the system's MIME table gets wrong or does not know
+# (it calls a PyTorch `.pt` checkpoint an SNES page table).
+ML_TYPES = {".pt": "application/octet-stream", ".pth": "application/octet-stream",
+            ".ckpt": "application/octet-stream", ".safetensors": "application/octet-stream",
+            ".npy": "application/octet-stream", ".npz": "application/zip", ".jsonl": "application/jsonl"}
+
+
 def guess_content_type(name: str) -> str:
     """The content type recorded for an artifact whose job named none."""
+    suffix = Path(name).suffix.lower()
+    if suffix in ML_TYPES:
+        return ML_TYPES[suffix]
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
