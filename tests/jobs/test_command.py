@@ -297,9 +297,9 @@ def test_an_interpreter_the_account_cannot_reach_names_the_closed_folder() -> No
         assert first_closed_folder(stranger, link) is None
 
 
-@pytest.mark.parametrize(("name", "expected"), [("model.pt", "application/octet-stream"),
-                                                 ("ckpt.PTH", "application/octet-stream"),
-                                                 ("fit.png", "image/png"), ("odd.unknownext", "application/octet-stream")])
+@pytest.mark.parametrize(("name", "expected"), [
+    ("model.pt", "application/octet-stream"), ("ckpt.PTH", "application/octet-stream"),
+    ("fit.png", "image/png"), ("odd.unknownext", "application/octet-stream")])
 def test_checkpoints_are_plain_bytes_not_what_the_mime_table_guesses(name: str, expected: str) -> None:
     from jobs.context import guess_content_type
 
