@@ -200,7 +200,7 @@ def _not_runnable(program: str, prepared: Prepared, exc: OSError) -> str:
     """Why the account may not run the program, and what to do: usually an interpreter under /root."""
     found = shutil.which(program, path=prepared.env["PATH"])
     closed = first_closed_folder(prepared.account, Path(found)) if found else None
-    if closed is None:
+    if found is None or closed is None:
         return f"cannot start {program!r}: {exc.strerror} (PATH={prepared.env['PATH']})"
     real = Path(found).resolve()
     where = found if real == Path(found) else f"{found} (→ {real})"
