@@ -224,8 +224,9 @@ def job_artifacts(job_id: JobId, user: CurrentUser, session: ReadSession) -> lis
 
 
 @router.get("/{job_id}/artifacts/{name}", summary="Download one artifact", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}},
-                             "description": "the file, with the content type it was recorded with"}})
+            responses={200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "the file, with the content type it was recorded with "
+                                            "(image/png for a plot, application/octet-stream for a checkpoint)"}})
 def job_artifact(job_id: JobId, name: Annotated[str, FastPath(max_length=128)], user: CurrentUser,
                  session: ReadSession, state: State) -> StreamingResponse:
     if not is_safe_artifact_name(name):
