@@ -23,25 +23,39 @@ class ArtifactRefused(Exception):
     """The name is not a regular file inside the job's folder (missing, a link, a folder, a device)."""
 
 
+def open_no_follow(root: Path, rel: str) -> int:
+    """An fd of the regular file root/rel, opened a component at a time without following any link.
+
+    The one way gpulab opens a file a job may have made (recording, collecting, serving): a link
+    at any step raises OSError (ELOOP), so nothing outside the job's folder is ever reached.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    parts = rel.split("/")
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        out = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(out).st_mode):
+        os.close(out)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return out
+
+
 def _open_in(folder: Path, name: str) -> int:
-    """An fd of folder/name opened without following a link at either step."""
+    """An fd of folder/name, a plain file name, opened without following a link at either step."""
     if "/" in name or name in ("", ".", ".."):
         raise ArtifactRefused(f"{name!r} is not a plain file name")
+    if not folder.is_dir() or folder.is_symlink():
+        raise ArtifactRefused(f"the job's folder {folder} cannot be opened")
     try:
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise ArtifactRefused(f"the job's folder {folder} cannot be opened ({exc.strerror})") from None
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        return open_no_follow(folder, name)
     except OSError as exc:
         reason = "is a link" if exc.errno == errno.ELOOP else exc.strerror
         raise ArtifactRefused(f"{name!r} {reason}") from None
-    finally:
-        os.close(dir_fd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ArtifactRefused(f"{name!r} is not a regular file")
-    return fd
 
 
 def open_artifact(folder: Path, name: str) -> tuple[BinaryIO, int]:

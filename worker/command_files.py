@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.artifacts import open_no_follow
 from jobs.base import JobContext, JobError
 from service.bundles import UNPACK_FACTOR, bundle_file, unpack
 from service.settings import Settings
@@ -110,24 +111,6 @@ def _walk_fd(dir_fd: int, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
         os.close(dir_fd)
 
 
-def _open_no_follow(root: Path, rel: str) -> int:
-    """An fd of root/rel, opened a component at a time without following any link."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    parts = rel.split("/")
-    try:
-        for part in parts[:-1]:
-            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        out = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(os.fstat(out).st_mode):
-        os.close(out)
-        raise OSError(f"{rel} is not a regular file")
-    return out
-
-
 def artifact_name(rel: str) -> str:
     """The artifact name of a file at `rel` in its folder: sub-folders joined with '__'."""
     return rel.replace("/", "__")
@@ -186,7 +169,7 @@ def _inside(folder: RunFolder, path: str) -> tuple[str | None, Path | None]:
 
 def _copy(root: Path, rel: str, name: str, ctx: JobContext, harvest: Harvest, limit_bytes: int) -> None:
     try:
-        fd = _open_no_follow(root, rel)
+        fd = open_no_follow(root, rel)
     except OSError:
         harvest.skipped.append(f"{rel} (a link, or not a regular file)")
         return
