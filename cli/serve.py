@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,51 +151,31 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     parts = [Part("api", [*me, "api", "--host", host, "--port", str(port)]),
              Part("dispatcher", [*me, "dispatcher"])]
     parts += [Part(f"worker {d}", [*me, "worker", "--device", d]) for d in devices]
-    for part in parts:
-        part.start()
-    stopping = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     workers = [p for p in parts if p.name.startswith("worker")]
     # "Up" means a submit succeeds now: the API answers and every worker started here has
     # registered its device (a submit before that is refused as an unknown device).
     db = Database.from_settings(settings)
     deadline = time.monotonic() + ready_timeout
-    announced = warned = False
+    said = {"up": False, "late": False}
+
+    def announce() -> None:
+        if said["up"]:
+            return
+        waiting = _not_ready(url, db, settings.host, workers)
+        if not waiting:
+            said["up"] = True
+            console.print(f"[green]gpulab is up[/] at {url} (API docs {url}/docs) with devices: "
+                          f"{', '.join(devices)}\n  try: gpulab submit regression -p steps=200"
+                          f"{'' if 'cpu' in devices else ' --device gpu'}")
+        elif not said["late"] and time.monotonic() > deadline:
+            said["late"] = True
+            console.print(f"[red]gpulab is not up after {ready_timeout:.0f} s: {waiting}[/]; see the "
+                          f"output above, fix it and restart (Ctrl-C stops everything)")
+
     try:
-        while not stopping:
-            for part in parts:
-                if not stopping:
-                    _supervise(part)
-            if not announced:
-                waiting = _not_ready(url, db, settings.host, workers)
-                if not waiting:
-                    announced = True
-                    console.print(f"[green]gpulab is up[/] at {url} (API docs {url}/docs) with devices: "
-                                  f"{', '.join(devices)}\n  try: gpulab submit regression -p steps=200"
-                                  f"{'' if 'cpu' in devices else ' --device gpu'}")
-                elif not warned and time.monotonic() > deadline:
-                    warned = True
-                    console.print(f"[red]gpulab is not up after {ready_timeout:.0f} s: {waiting}[/]; see the "
-                                  f"output above, fix it and restart (Ctrl-C stops everything)")
-            time.sleep(0.5)
+        run_parts(parts, on_tick=announce, stop_wait_s=20, stopping="gpulab")
     finally:
-        console.print("stopping gpulab…")
-        for part in parts:
-            part.stop()
-        deadline = time.monotonic() + 20
-        for part in parts:
-            if part.proc:
-                try:
-                    part.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    part.proc.kill()
         db.engine.dispose()
         if redis_proc:
             redis_proc.terminate()
@@ -215,29 +196,39 @@ def workers(device: list[str] = typer.Option([], "--device", "-d",
     # Each process pins itself to its own card; the container sees every card, so a gang's
     # leader can hand all of its cards to the command it starts.
     parts = [Part(f"worker {d}", [*me, "worker", "--device", d, *extra]) for d in devices]
-    stopping = False
+    console.print(f"workers for {', '.join(devices)}")
+    run_parts(parts, stop_wait_s=50, stopping="the workers")
+
+
+def run_parts(parts: list[Part], *, stop_wait_s: float, stopping: str,
+              on_tick: Callable[[], None] = lambda: None) -> None:
+    """Start the parts, start again any that exits, and stop them all on SIGTERM or Ctrl-C."""
+    stop = False
 
     def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        nonlocal stop
+        stop = True
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     for part in parts:
         part.start()
-    console.print(f"workers for {', '.join(devices)}")
     try:
-        while not stopping:
+        while not stop:
             for part in parts:
-                _supervise(part)
+                if not stop:
+                    _supervise(part)
+            on_tick()
             time.sleep(0.5)
     finally:
+        console.print(f"stopping {stopping}…")
         for part in parts:
             part.stop()
+        deadline = time.monotonic() + stop_wait_s
         for part in parts:
             if part.proc:
                 try:
-                    part.proc.wait(timeout=50)
+                    part.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     part.proc.kill()
 
