@@ -22,6 +22,9 @@ PREFIX = "GPULAB "
 
 
 def _emit(payload: dict[str, Any]) -> None:
+    # The whole line in one write: torchrun's ranks run unbuffered (-u) and share the job's one
+    # pipe, and a line written in pieces (as print writes its text, then its newline) can get
+    # another rank's output in between; one write up to PIPE_BUF bytes arrives whole.
     sys.stdout.write(PREFIX + json.dumps(payload) + "\n")
     sys.stdout.flush()
 

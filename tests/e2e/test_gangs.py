@@ -27,7 +27,9 @@ DDP = textwrap.dedent('''
     rank, world = dist.get_rank(), dist.get_world_size()
     value = torch.tensor([float(rank + 1)])
     dist.all_reduce(value)
-    print(f"rank {rank} of {world}: all_reduce={value.item():g} pid={os.getpid()}", flush=True)
+    # One write per line: under torchrun (which starts ranks with -u) print() writes the text and
+    # its newline apart, and two ranks printing at once into the job's one pipe glue their lines.
+    sys.stdout.write(f"rank {rank} of {world}: all_reduce={value.item():g} pid={os.getpid()}\\n")
     if rank == 0:
         import gpulab_report
         gpulab_report.result({"all_reduce": value.item(), "world": world,
@@ -71,8 +73,13 @@ def rank_lines(stack: Stack, job_id: int) -> dict[int, dict[str, float]]:
 
 def wait_ranks(stack: Stack, job_id: int, timeout: float = 300) -> list[int]:
     """Wait until both ranks reported; on a timeout, fail with the job's status and log (for a diagnosis)."""
+    def both_report() -> bool:
+        status = stack.job(job_id)["status"]
+        assert status in ("pending", "dispatched", "running"), status  # a job that ended will not report
+        return len(rank_lines(stack, job_id)) == 2
+
     try:
-        stack.wait(lambda: len(rank_lines(stack, job_id)) == 2, timeout, f"both ranks of job {job_id} to report")
+        stack.wait(both_report, timeout, f"both ranks of job {job_id} to report")
     except AssertionError:
         items = stack.api("GET", f"/jobs/{job_id}/events", params={"limit": 500})["items"]
         log = "\n".join(f"{e['type']}: {e.get('message')}" for e in items)
@@ -106,14 +113,7 @@ def test_two_rank_ddp_all_reduce_runs_on_both_cpu_devices_of_one_host(gang_stack
 @pytest.mark.timeout(420)
 def test_a_gang_shows_on_both_devices_and_cancel_ends_both_ranks(gang_stack: Stack, tmp_path: Path) -> None:
     job_id = submit(gang_stack, tmp_path, "hang")
-
-    def both_report() -> bool:
-        status = gang_stack.job(job_id)["status"]
-        assert status in ("pending", "dispatched", "running"), status
-        return len(rank_lines(gang_stack, job_id)) == 2
-
-    gang_stack.wait(both_report, 300, f"both ranks of job {job_id} to report")
-    pids = [r["pid"] for r in rank_lines(gang_stack, job_id).values()]
+    pids = wait_ranks(gang_stack, job_id)
     devices = {d["id"]: d for d in gang_stack.api("GET", "/devices")}
     for i in (0, 1):  # the gang's job on each of its devices
         assert job_id in [j["id"] for j in devices[f"ganghost/cpu:{i}"]["jobs"]], devices[f"ganghost/cpu:{i}"]

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.gpu
 
 NCCL = textwrap.dedent('''
     import os
+    import sys
     import torch
     import torch.distributed as dist
 
@@ -29,7 +30,8 @@ NCCL = textwrap.dedent('''
     value = torch.tensor([float(rank + 1)], device="cuda")
     dist.all_reduce(value)
     uuid = torch.cuda.get_device_properties(rank).uuid
-    print(f"rank {rank}: all_reduce={value.item():g} devices={torch.cuda.device_count()} uuid={uuid}", flush=True)
+    # One write per line (print() under torchrun's -u writes text and newline apart; ranks share a pipe).
+    sys.stdout.write(f"rank {rank}: all_reduce={value.item():g} devices={torch.cuda.device_count()} uuid={uuid}\\n")
     dist.destroy_process_group()
 ''')
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from jobs import gpulab_report
 from jobs.command import Params
 from jobs.context import LocalContext
 from service.settings import Settings
@@ -74,6 +75,36 @@ def test_cuda_out_of_memory_is_noticed(tmp_path: Path) -> None:
     reader = OutputReader(LocalContext(artifacts_root=tmp_path))
     reader.feed(b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB\n")
     assert reader.oom
+
+
+def test_a_report_is_one_write_so_ranks_sharing_the_pipe_cannot_split_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # torchrun starts ranks with -u: each write() is a syscall of its own, and the ranks share the
+    # job's one pipe. A report written in two pieces (print's text, then its newline) could get
+    # another rank's line between them; one whole line per write cannot (a pipe write up to
+    # PIPE_BUF is atomic).
+    class Writes:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.calls.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    writes = Writes()
+    monkeypatch.setattr(sys, "stdout", writes)
+    gpulab_report.result({"all_reduce": 3.0})
+    gpulab_report.metric("loss", 0.5, 1)
+    assert len(writes.calls) == 2 and all(c.startswith("GPULAB {") and c.endswith("}\n") for c in writes.calls)
+    # Another rank's unfinished line before a report still leaves both readable.
+    ctx = LocalContext(artifacts_root=tmp_path)
+    reader = OutputReader(ctx)
+    reader.feed(b"rank 1 of 2: all_reduce=3" + writes.calls[0].encode() + b"\n")
+    reader.close()
+    assert reader.result == {"all_reduce": 3.0} and ctx.recorded.logs == ["rank 1 of 2: all_reduce=3"]
 
 
 # -- environment -------------------------------------------------------------------------------
