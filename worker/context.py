@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import SQLAlchemyError, StatementError
 
 from jobs.context import FileContext
 from service.db import Database
@@ -25,6 +26,18 @@ log = logging.getLogger("gpulab.worker")
 STOP_POLL_S = 1.0
 MAX_LINE = 4000
 MAX_BUFFER = 100_000  # events kept while the database is away (a few tens of MB at most)
+
+
+def raise_time_limit(exc: SQLAlchemyError) -> None:
+    """Raise the time limit again if SQLAlchemy wrapped it; a database error is left to the caller.
+
+    Celery raises the soft time limit from a signal handler wherever the job's thread is. Landing
+    while SQLAlchemy builds a statement's execution context, it comes back as a StatementError
+    (an SQLAlchemyError): the handlers for database faults below would drop it, or fail the job
+    as the member's error, and the command would never be stopped for its time limit.
+    """
+    if isinstance(exc, StatementError) and isinstance(exc.orig, SoftTimeLimitExceeded):
+        raise exc.orig from None
 
 
 class WorkerContext(FileContext):
@@ -80,6 +93,7 @@ class WorkerContext(FileContext):
                     self._stop = is_cancel_requested(session=session, job_id=int(self.job_id),
                                                      attempt=self.attempt)
             except SQLAlchemyError as exc:
+                raise_time_limit(exc)
                 if not is_transient(exc):
                     raise
                 # The database is away: the job goes on; a cancel is seen once it is back.
@@ -122,6 +136,7 @@ class WorkerContext(FileContext):
             with self.db.writing() as session:
                 record_events(session=session, job_id=int(self.job_id), attempt=self.attempt, events=batch)
         except SQLAlchemyError as exc:
+            raise_time_limit(exc)  # the batch stays buffered for the last flush
             if is_transient(exc):
                 raise
             # Not a passing fault: this batch can never be stored; the job must not stall on it.
