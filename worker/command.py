@@ -270,7 +270,7 @@ def _run(params: Params, ctx: WorkerContext, prepared: Prepared, settings: Setti
         code = proc.wait()
         signal_group(proc.pid, signal.SIGKILL)  # what the command left running in its group
         # ...and outside it: torchrun's ranks run in sessions of their own.
-        if (left := end_job_processes(int(ctx.job_id), ctx.attempt)):
+        if (left := end_job_processes(int(ctx.job_id), ctx.attempt, prepared.env["GPULAB_DEVICE_QUEUE"])):
             ctx.log(f"ended {left} process(es) the command left outside its process group")
         proc.stdout.close()
     reader.close()

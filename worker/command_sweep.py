@@ -3,8 +3,8 @@
 torchrun starts each rank in a session of its own (`start_new_session=True`), so a signal to
 the command's group reaches torchrun but not the ranks: a torchrun killed before it could
 stop them leaves them running on the devices. Every process of a job carries the job's
-GPULAB_JOB_ID and GPULAB_ATTEMPT in its environment (built by `command_env`, inherited by
-torchrun's ranks), and that pair, not a bare pid, is what the sweep kills.
+GPULAB_JOB_ID, GPULAB_ATTEMPT and GPULAB_DEVICE_QUEUE in its environment (built by
+`command_env`, inherited by torchrun's ranks), and those, not a bare pid, are what the sweep kills.
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ import signal
 from pathlib import Path
 
 
-def job_processes(job_id: int, attempt: int, *, proc: Path = Path("/proc")) -> list[int]:
-    """Pids whose environment names this job and attempt (those this process may read)."""
-    return _marked((f"GPULAB_JOB_ID={job_id}".encode(), f"GPULAB_ATTEMPT={attempt}".encode()), proc)
+def job_processes(job_id: int, attempt: int, device_queue: str, *, proc: Path = Path("/proc")) -> list[int]:
+    """Pids whose environment names this job and attempt, run from this device queue (those this
+    process may read).
+
+    Job ids are small numbers in every installation: another gpulab on this host (a second test
+    stack, say) has its own job of this id and attempt, and its ranks are not ours to end. The
+    queue name carries the installation id.
+    """
+    return _marked((f"GPULAB_JOB_ID={job_id}".encode(), f"GPULAB_ATTEMPT={attempt}".encode(),
+                    f"GPULAB_DEVICE_QUEUE={device_queue}".encode()), proc)
 
 
 def device_processes(device_queue: str, *, proc: Path = Path("/proc")) -> list[int]:
@@ -44,9 +51,9 @@ def _marked(marks: tuple[bytes, ...], proc: Path) -> list[int]:
     return found
 
 
-def end_job_processes(job_id: int, attempt: int) -> int:
+def end_job_processes(job_id: int, attempt: int, device_queue: str) -> int:
     """SIGKILL whatever still runs for this job and attempt; returns how many were found."""
-    return _kill(job_processes(job_id, attempt))
+    return _kill(job_processes(job_id, attempt, device_queue))
 
 
 def end_orphans_of_device(device_queue: str) -> int:

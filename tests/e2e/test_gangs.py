@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from service.queues import device_queue
 from tests.support.commands import command_stack, with_lab_env
 from tests.support.stack import Stack
 from worker.command_sweep import job_processes
@@ -154,8 +155,8 @@ def test_a_waiting_gang_holds_what_frees_and_only_jobs_that_end_first_backfill(g
     gang_stack.api("POST", f"/jobs/{blocker}/cancel")
     done = gang_stack.wait_for(gang, timeout=120)
     assert done["status"] == "succeeded", done
-    assert gang_stack.job(long)["started_at"] > done["started_at"]  # behind the gang, as it was in line
-    gang_stack.wait_for(long, timeout=60)
+    # Behind the gang, as it was in line (it may not have started yet when the gang ends).
+    assert gang_stack.wait_for(long, timeout=60)["started_at"] > done["started_at"]
 
 
 @pytest.mark.timeout(420)
@@ -179,6 +180,7 @@ def test_the_time_limit_ends_every_rank(gang_stack: Stack, tmp_path: Path) -> No
     job_id = submit(gang_stack, tmp_path, "hang", timeout_s=40)
     done = gang_stack.wait_for(job_id, timeout=200)
     assert (done["status"], done["reason"]) == ("failed", "timeout"), (done["error"], done["result"])
-    gang_stack.wait(lambda: not job_processes(job_id, done["attempt"]), 30, f"job {job_id}'s processes to end")
+    queue = device_queue(done["device_id"], gang_stack.installation)
+    gang_stack.wait(lambda: not job_processes(job_id, done["attempt"], queue), 30, f"job {job_id}'s processes to end")
     devices = {d["id"]: d for d in gang_stack.api("GET", "/devices")}
     assert devices["ganghost/cpu:0"]["jobs"] == devices["ganghost/cpu:1"]["jobs"] == []

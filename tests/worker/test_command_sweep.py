@@ -9,22 +9,24 @@ import sys
 from worker.command_sweep import device_processes, end_job_processes, end_orphans_of_device, job_processes
 
 
-def sleeper(job_id: int, attempt: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GPULAB_JOB_ID": str(job_id), "GPULAB_ATTEMPT": str(attempt)}
+def sleeper(job_id: int, attempt: int, queue: str = "dev.inst1.h/cpu") -> subprocess.Popen[bytes]:
+    env = {**os.environ, "GPULAB_JOB_ID": str(job_id), "GPULAB_ATTEMPT": str(attempt), "GPULAB_DEVICE_QUEUE": queue}
     # A session of its own, as torchrun starts each rank: a signal to the job's group misses it.
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True)
 
 
 def test_the_sweep_kills_this_job_and_attempt_only() -> None:
+    # Another installation on the host (a second stack) has its own job 9101, attempt 2.
     ours, other_attempt, other_job = sleeper(9101, 2), sleeper(9101, 1), sleeper(9102, 2)
+    other_installation = sleeper(9101, 2, "dev.inst2.h/cpu")
     try:
-        assert job_processes(9101, 2) == [ours.pid]
-        assert end_job_processes(9101, 2) == 1
+        assert job_processes(9101, 2, "dev.inst1.h/cpu") == [ours.pid]
+        assert end_job_processes(9101, 2, "dev.inst1.h/cpu") == 1
         assert ours.wait(timeout=10) == -9
-        assert other_attempt.poll() is None and other_job.poll() is None
-        assert job_processes(9101, 2) == []
+        assert other_attempt.poll() is None and other_job.poll() is None and other_installation.poll() is None
+        assert job_processes(9101, 2, "dev.inst1.h/cpu") == []
     finally:
-        for p in (ours, other_attempt, other_job):
+        for p in (ours, other_attempt, other_job, other_installation):
             p.kill()
             p.wait()
 
