@@ -28,24 +28,25 @@ BUSY_TIMEOUT_MS = 30_000
 # Ids and sequence numbers are INTEGER columns: PostgreSQL refuses a larger number as "out of
 # range" (and SQLite beyond 64 bits), so inputs are bounded by this before any query.
 MAX_INTEGER = 2**31 - 1
-# The API runs sync routes in a threadpool of 40 threads, each holding at most one session
-# (one connection) at a time: a pool that can reach 40 never makes a request wait for a
-# connection while holding another (two per request froze 16 concurrent submits for 30 s).
-POOL_SIZE = 10
-POOL_OVERFLOW = 30
+# A process opens at most GPULAB_DB_POOL_SIZE connections, keeping up to POOL_KEPT of them
+# open when idle. The API admits that many requests to the database at once (deps.AppState.gate),
+# each holding one session, so a checkout waits only when the database itself is slow.
+POOL_KEPT = 10
 POOL_TIMEOUT_S = 10
 
 
-def _sqlite_engine(url: str, echo: bool, pooled: bool) -> Engine:
+def _pool(settings: Settings) -> dict[str, Any]:
+    kept = min(POOL_KEPT, settings.db_pool_size)
+    return {"pool_size": kept, "max_overflow": settings.db_pool_size - kept, "pool_timeout": POOL_TIMEOUT_S}
+
+
+def _sqlite_engine(url: str, echo: bool, pool: dict[str, Any] | None) -> Engine:
     path = make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pool: dict[str, Any] = (
-        {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT_S}
-        if pooled else {"poolclass": NullPool}
-    )
     engine = create_engine(
-        url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **pool,
+        url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        **(pool or {"poolclass": NullPool}),
     )
 
     @event.listens_for(engine, "connect")
@@ -101,15 +102,13 @@ def is_connection_lost(exc: BaseException) -> bool:
 def make_engine(settings: Settings, *, pooled: bool = True) -> Engine:
     """An engine for the configured database, with the pragmas and pool it needs."""
     if settings.is_sqlite:
-        return _sqlite_engine(settings.database_url, settings.sql_echo, pooled)
+        return _sqlite_engine(settings.database_url, settings.sql_echo, _pool(settings) if pooled else None)
     if not pooled:
         return create_engine(settings.database_url, echo=settings.sql_echo, poolclass=NullPool)
     return create_engine(
         settings.database_url,
         echo=settings.sql_echo,
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_OVERFLOW,
-        pool_timeout=POOL_TIMEOUT_S,
+        **_pool(settings),
         pool_pre_ping=True,
         pool_recycle=1800,
     )

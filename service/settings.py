@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     token: str = Field("", description="the CLI's bearer token (else the credentials file)")
     credentials_file: Path = Field(Path("~/.config/gpulab/token"), description="the CLI's saved token")
     sql_echo: bool = Field(False, description="log every SQL statement (debugging)")
+    db_pool_size: int = Field(40, ge=1, le=1000,
+                              description="database connections per process; the API admits this many "
+                                          "requests to the database at once")
 
     @model_validator(mode="after")
     def _resolve_and_check(self) -> Settings:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Annotated
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import contextmanager_in_threadpool
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from service.db import MAX_INTEGER, Database
 from service.errors import Forbidden, Unauthorized
@@ -22,11 +25,28 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_ID = MAX_INTEGER
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class AppState:
     settings: Settings
     db: Database
     publisher: Publisher
+    # Requests admitted to the database at once: no more than the pool has connections.
+    # Without it, requests that finished their route kept their connection while waiting for
+    # a thread to validate the response, while every thread waited for a connection: under
+    # 120 concurrent requests the pool timed out and answered 503 (see docs/design.md).
+    gate: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = asyncio.Semaphore(self.settings.db_pool_size)
+
+
+async def in_db_thread(state: AppState, fn: Callable[..., T], *args: object) -> T:
+    """Run `fn` (which opens its own session) in a thread, once the database admits it."""
+    async with state.gate:
+        return await run_in_threadpool(fn, *args)
 
 
 def get_state(request: Request) -> AppState:
@@ -36,15 +56,16 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def request_session(request: Request, state: State) -> Iterator[Session]:
+async def request_session(request: Request, state: State) -> AsyncIterator[Session]:
     """The one session of this request, shared by the user lookup and the route.
 
     Two sessions per request (one to authenticate, one for the route) held two pooled
     connections at once: 16 concurrent submits emptied a pool of 15 and froze for 30 s.
     A write method gets a write session (BEGIN IMMEDIATE on SQLite), a read method a read one.
+    The request holds a place at the database gate until its session is closed.
     """
     factory = state.db.reading if request.method in SAFE_METHODS else state.db.writing
-    with factory() as session:
+    async with state.gate, contextmanager_in_threadpool(factory()) as session:
         yield session
 
 
@@ -81,6 +102,19 @@ def current_user(request: Request, session: ReadSession) -> User:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def current_user_brief(request: Request, state: State) -> User:
+    """The authenticated user, looked up in a session of its own that is closed at once: for
+    async routes that then wait long (an upload) without holding a place at the database gate."""
+    def lookup() -> User:
+        with state.db.reading() as session:
+            return current_user(request, session)
+
+    return await in_db_thread(state, lookup)
+
+
+BriefUser = Annotated[User, Depends(current_user_brief)]
 
 
 def user_by_token_hash(session: Session, token_hash: str) -> User:

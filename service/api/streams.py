@@ -15,9 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import AppState
+from service.api.deps import AppState, in_db_thread
 from service.errors import BrokerUnavailable
 from service.live import job_channel
 from service.models import FINAL_STATUSES, JobStatus
@@ -77,7 +76,7 @@ async def follow_job(
         first = True
         while True:
             if first or loop.time() >= next_resync:
-                caught, status = await run_in_threadpool(catch_up)
+                caught, status = await in_db_thread(state, catch_up)
                 pending.extend(caught)
                 next_resync = loop.time() + RESYNC_S
                 if first and not caught and JobStatus(status).is_final:
@@ -95,7 +94,7 @@ async def follow_job(
             if await request.is_disconnected():
                 return
             if loop.time() >= next_auth:
-                if not await run_in_threadpool(_token_active, state, token_hash):
+                if not await in_db_thread(state, _token_active, state, token_hash):
                     yield "event: revoked\ndata: {\"detail\": \"the token was revoked\"}\n\n"
                     return
                 next_auth = loop.time() + AUTH_CHECK_S

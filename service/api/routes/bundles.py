@@ -6,10 +6,9 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from service import bundles as bundle_files
-from service.api.deps import CurrentUser, ReadSession, State
+from service.api.deps import BriefUser, CurrentUser, ReadSession, State, in_db_thread
 from service.api.problems import problem_responses
 from service.models import Bundle
 from service.schemas import BundlePublic
@@ -34,7 +33,7 @@ def bundle_public(bundle: Bundle, keep_s: float) -> BundlePublic:
              description="Streamed to disk under its sha256; the same content again answers 200. "
              "Over GPULAB_MAX_BUNDLE_MB: 413. Entries that are absolute, contain `..`, are devices or "
              "links pointing outside: 422.")
-async def upload_bundle(request: Request, response: Response, user: CurrentUser, state: State) -> BundlePublic:
+async def upload_bundle(request: Request, response: Response, user: BriefUser, state: State) -> BundlePublic:
     settings = state.settings
     limit = settings.max_bundle_mb * 2**20
     declared = request.headers.get("content-length")
@@ -44,7 +43,7 @@ async def upload_bundle(request: Request, response: Response, user: CurrentUser,
             f"the bundle ({int(declared) // 2**20} MiB) is larger than GPULAB_MAX_BUNDLE_MB="
             f"{settings.max_bundle_mb}; leave data out (.gpulabignore) or ask an admin to raise it",
             field="body", value=int(declared), extra={"limit_mb": settings.max_bundle_mb})
-    await run_in_threadpool(_expire, state)
+    await in_db_thread(state, _expire, state)
     info = await bundle_files.receive(request.stream(), root=settings.bundles_root, limit_bytes=limit)
 
     def record() -> tuple[BundlePublic, bool]:
@@ -54,7 +53,7 @@ async def upload_bundle(request: Request, response: Response, user: CurrentUser,
                 files=info.files, unpacked_bytes=info.unpacked_bytes)
             return bundle_public(bundle, settings.bundle_keep_s), created
 
-    public, created = await run_in_threadpool(record)
+    public, created = await in_db_thread(state, record)
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/bundles/{info.sha256}"

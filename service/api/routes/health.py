@@ -6,9 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
-from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import State
+from service.api.deps import State, in_db_thread
 from service.models import Device, DeviceState
 from service.schemas import Health
 
@@ -39,7 +38,7 @@ async def readyz(state: State) -> JSONResponse:
 
     for name, check in (("database", database), ("redis", broker)):
         try:
-            await run_in_threadpool(check)
+            await in_db_thread(state, check)
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"

@@ -22,6 +22,7 @@ from service.api.deps import (
     State,
     WriteSession,
     bearer_token,
+    in_db_thread,
     unauthorized,
     user_by_token_hash,
 )
@@ -188,7 +189,7 @@ async def job_events(
                                             limit=limit, types=type or ())
             return job, items
 
-    job, items = await run_in_threadpool(read)
+    job, items = await in_db_thread(state, read)
     if "text/event-stream" in request.headers.get("accept", ""):
         start = after
         if last_event_id:

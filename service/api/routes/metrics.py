@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import State, current_user
+from service.api.deps import State, current_user, in_db_thread
 from service.metrics import render_metrics
 
 router = APIRouter(tags=["health"])
@@ -21,6 +20,6 @@ async def metrics(request: Request, state: State) -> Response:
             with state.db.reading() as session:
                 current_user(request, session)
 
-        await run_in_threadpool(check)
-    body = await run_in_threadpool(render_metrics, state.db, state.settings)
+        await in_db_thread(state, check)
+    body = await in_db_thread(state, render_metrics, state.db, state.settings)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
