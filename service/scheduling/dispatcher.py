@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from service.db import Database
 from service.live import Publisher, wake_channel
-from service.models import Device, DeviceState, Job, JobStatus, utcnow
+from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
 from service.queues import RUN_JOB, device_queue, make_celery
 from service.scheduling.queue_state import plan_queue
 from service.settings import Settings
@@ -124,17 +124,19 @@ class Dispatcher:
                                      why=f"worker {worker_id} on {device_id} stopped answering")
         cutoff = utcnow() - timedelta(seconds=self.settings.dispatch_timeout_s)
         with self.db.reading() as session:
+            # Through the allocations: a gang whose other device went offline goes back too.
             stale = session.execute(
-                select(Job.id, Job.attempt, Job.device_id, Device.state)
-                .join(Device, Device.id == Job.device_id)
+                select(Job.id, Job.attempt, Device.id.label("device"), Device.state)
+                .join(Allocation, Allocation.job_id == Job.id).join(Device, Device.id == Allocation.device_id)
                 .where(Job.status == JobStatus.dispatched)
                 .where((Job.dispatched_at < cutoff) | (Device.state == DeviceState.offline))
+                .order_by(Job.id)
             ).all()
         for row in stale:
-            why = ("its device went offline" if row.state == DeviceState.offline
+            why = (f"{row.device} went offline" if row.state == DeviceState.offline
                    else f"not claimed within {self.settings.dispatch_timeout_s:g} s")
             with self.db.writing() as session:
-                undispatch(session=session, job_id=row.id, attempt=row.attempt, why=why)
+                undispatch(session=session, job_id=row.id, attempt=row.attempt, why=why)  # once per job: fenced
 
     def resend_after_broker_restart(self) -> int:
         """When Redis restarted, the messages of dispatched jobs may be gone: send them again.

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db import changed
 from service.errors import NotFound
 from service.live import queue_wake
-from service.models import Device, DeviceState, Job, JobStatus, Worker, utcnow
+from service.models import Allocation, Device, DeviceState, Job, JobStatus, Worker, utcnow
 
 
 def register_worker(
@@ -108,7 +108,12 @@ def find_silent_workers(*, session: Session, timeout_s: float) -> list[Worker]:
 
 
 def declare_worker_lost(*, session: Session, worker_id: str) -> list[tuple[int, int]]:
-    """Mark a silent worker stopped and its device offline; return its running (job, attempt)s."""
+    """Mark a silent worker stopped and its device offline; return the running (job, attempt)s it
+    ran, and those of the gangs that held its device.
+
+    A gang runs under its leader's worker, but it lives or dies whole: a lost device is a lost
+    rank. A gang dispatched after a new incarnation took the device over is that one's, not lost.
+    """
     won = changed(session.execute(
         update(Worker).where(Worker.id == worker_id, Worker.stopped_at.is_(None)).values(stopped_at=utcnow())
     )) == 1
@@ -120,8 +125,16 @@ def declare_worker_lost(*, session: Session, worker_id: str) -> list[tuple[int, 
         .where(Device.worker_id == worker_id, Device.state.in_([DeviceState.online, DeviceState.stalled]))
         .values(state=DeviceState.offline)
     )
+    device_id = session.scalar(select(Worker.device_id).where(Worker.id == worker_id))
+    replaced_at = session.scalar(
+        select(Worker.started_at).join(Device, Device.worker_id == Worker.id)
+        .where(Device.id == device_id, Worker.id != worker_id)
+    )
+    held = select(Allocation.job_id).where(Allocation.device_id == device_id)
+    gangs = and_(Job.id.in_(held), Job.dispatched_at < replaced_at) if replaced_at else Job.id.in_(held)
     jobs = session.execute(
-        select(Job.id, Job.attempt).where(Job.worker_id == worker_id, Job.status == JobStatus.running)
+        select(Job.id, Job.attempt).where(Job.status == JobStatus.running, or_(Job.worker_id == worker_id, gangs))
+        .order_by(Job.id)
     ).all()
     session.commit()
     return [(j.id, j.attempt) for j in jobs]

@@ -184,3 +184,22 @@ def test_the_time_limit_ends_every_rank(gang_stack: Stack, tmp_path: Path) -> No
     gang_stack.wait(lambda: not job_processes(job_id, done["attempt"], queue), 30, f"job {job_id}'s processes to end")
     devices = {d["id"]: d for d in gang_stack.api("GET", "/devices")}
     assert devices["ganghost/cpu:0"]["jobs"] == devices["ganghost/cpu:1"]["jobs"] == []
+
+
+@pytest.mark.timeout(420)
+def test_a_lost_non_leader_ends_the_gang_and_frees_both_devices(gang_stack: Stack, tmp_path: Path) -> None:
+    job_id = submit(gang_stack, tmp_path, "hang")
+    pids = wait_ranks(gang_stack, job_id)
+    # cpu:1's worker runs nothing of the gang (the leader on cpu:0 started torchrun), yet its
+    # device is one of the gang's: its loss ends the job like the leader's would.
+    gang_stack.kill("worker-ganghost/cpu:1")
+    try:
+        done = gang_stack.wait_for(job_id, timeout=120)
+        assert (done["status"], done["reason"]) == ("failed", "worker_lost"), done
+        assert "ganghost/cpu:1 stopped answering" in done["error"], done["error"]
+        # The leader's worker lives: it sees the job end and stops every rank.
+        gang_stack.wait(lambda: not any(_is_rank(pid) for pid in pids), 60, f"ranks {pids} to end")
+        devices = {d["id"]: d for d in gang_stack.api("GET", "/devices")}
+        assert devices["ganghost/cpu:0"]["jobs"] == devices["ganghost/cpu:1"]["jobs"] == []
+    finally:
+        gang_stack.add_worker("cpu:1", host="ganghost")

@@ -12,7 +12,7 @@ from service.scheduling.device_request import request_fields
 from service.scheduling.fairshare import member_usage
 from service.scheduling.queue_state import device_rooms
 from service.store.allocations import job_devices, jobs_on_devices
-from service.store.devices import register_worker
+from service.store.devices import declare_worker_lost, register_worker
 from service.store.jobs import claim_job, finish_job, insert_job, mark_dispatched, release_lost_job, undispatch
 from service.store.users import create_user
 from service.usage import job_usage
@@ -86,6 +86,31 @@ def test_every_way_back_to_pending_frees_the_devices(db: Database, owner: int, w
     # The next attempt takes them again, under its own fence.
     assert dispatch(db, job_id, attempt) == attempt + 1
     assert [a for _, a, _ in held(db, job_id)] == [attempt + 1, attempt + 1]
+
+
+def claimed_gang(db: Database, owner: int) -> tuple[int, int]:
+    job_id = gang(db, owner)
+    attempt = dispatch(db, job_id)
+    with db.writing() as s:
+        assert claim_job(session=s, job_id=job_id, attempt=attempt, device_id=CPUS[0], worker_id="w0", pid=7)
+    return job_id, attempt
+
+
+def test_a_lost_worker_of_a_non_leader_device_loses_the_gang(db: Database, owner: int) -> None:
+    job_id, attempt = claimed_gang(db, owner)
+    with db.writing() as s:
+        assert declare_worker_lost(session=s, worker_id="w1") == [(job_id, attempt)]
+
+
+def test_a_gang_placed_after_a_new_incarnation_took_the_device_is_not_the_lost_ones(db: Database,
+                                                                                      owner: int) -> None:
+    with db.writing() as s:  # cpu:1's worker restarted before its old incarnation was found silent
+        register_worker(session=s, worker_id="w1-new", pid=2, slots=2,
+                        device={"id": CPUS[1], "host": "testhost", "kind": "cpu", "index": 1, "name": "CPU",
+                                "uuid": None, "memory_total_mb": 1024})
+    claimed_gang(db, owner)
+    with db.writing() as s:
+        assert declare_worker_lost(session=s, worker_id="w1") == []
 
 
 def test_a_stale_attempt_frees_nothing(db: Database, owner: int) -> None:
