@@ -69,7 +69,10 @@ class Settings(BaseSettings):
     max_bundle_mb: int = Field(200, ge=1, description="the largest bundle (packed) a member may upload")
     bundle_keep_s: float = Field(7 * 86400, gt=0, description="a bundle no job used for this long is removed")
     max_output_mb: int = Field(2048, ge=0, description="a command job's outputs kept as artifacts, at most")
-    command_user: str = Field("nobody", description="Unix account for members without one (root workers)")
+    command_user: str = Field("", description="one Unix account shared by unmapped members (root workers); "
+                                              "empty: each has an account of its own")
+    command_uid_base: int = Field(900_000_000, ge=1000, le=3_000_000_000,
+                                  description="an unmapped member's own account is uid this + member id")
     command_server_dirs: str = Field("", description="folders (':'-separated) under which command jobs may run "
                                      "in place (server_dir); empty: none")
 
@@ -104,7 +107,7 @@ class Settings(BaseSettings):
         self.runs_dir = (self.runs_dir or self.state_dir / "runs").expanduser()
         if self.command_user in ("root", "0"):
             raise ValueError("GPULAB_COMMAND_USER=root: members' commands never run as root; "
-                             "name an unprivileged account (nobody)")
+                             "leave it empty (each unmapped member gets an account of its own)")
         if self.default_timeout_s > self.max_timeout_s:
             raise ValueError(
                 f"GPULAB_DEFAULT_TIMEOUT_S={self.default_timeout_s} is longer than "

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import select
 
 from jobs.base import JobError
 from jobs.command import Params
@@ -121,7 +120,8 @@ def _prepare(params: Params, ctx: WorkerContext, *, settings: Settings, device: 
     with ctx.db.reading() as session:
         job = session.get(Job, job_id)
         assert job is not None  # claimed a moment ago
-        unix_user = session.scalar(select(User.unix_user).where(User.id == job.owner_id))
+        owner = session.get(User, job.owner_id)
+        assert owner is not None
         bundle = bundle_of_job(session=session, sha256=params.bundle, owner_id=job.owner_id) if params.bundle else None
         env_row = session.get(PythonEnv, params.python_env) if params.python_env else None
         gang = job_devices(session=session, job_id=job_id) if job.gpus > 1 else []
@@ -129,7 +129,7 @@ def _prepare(params: Params, ctx: WorkerContext, *, settings: Settings, device: 
         gang_size = job.gpus
         facts: dict[str, Any] = {"bundle": None if bundle is None else {
             "sha256": bundle.sha256, "size_bytes": bundle.size_bytes, "files": bundle.files}}
-    account = resolve_account(settings, unix_user)
+    account = resolve_account(settings, owner.unix_user, member_id=owner.id, member=owner.name)
     prefix = _python_prefix(params, env_row)
     lib = secure_state(settings)
     folder = make_run_folder(settings, job_id, ctx.attempt, account)

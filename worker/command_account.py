@@ -1,9 +1,13 @@
 """Who a command job runs as, and what it must not read.
 
 A worker running as root starts a member's command as the Unix account an admin mapped them to
-(`gpulab users add NAME --unix-user ACCOUNT`), an unmapped member's as GPULAB_COMMAND_USER
-(`nobody` by default), and never as root. A worker that is not root cannot switch users: it
-runs commands as itself, and says so when it starts.
+(`gpulab users add NAME --unix-user ACCOUNT`), and never as root. An unmapped member's command
+runs as an account of that member's own: uid and gid GPULAB_COMMAND_UID_BASE + the member's id,
+with no passwd entry and no supplementary groups (as systemd's DynamicUser does), so two
+members' jobs can neither read each other's folders nor signal each other's processes, and
+their cached environments stay apart. An admin may name one shared account instead
+(GPULAB_COMMAND_USER). A worker that is not root cannot switch users: it runs commands as
+itself, and says so when it starts.
 
 Everything the service keeps in its state dir is made private to the service's own account
 (files 0600, folders 0700); only the runs folder (0711: pass through, no listing) and the
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from jobs.base import JobError
 from service.settings import Settings
+from service.store.users import member_account_name
 
 log = logging.getLogger("gpulab.worker")
 
@@ -50,12 +55,14 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def resolve_account(settings: Settings, unix_user: str | None) -> Account:
+def resolve_account(settings: Settings, unix_user: str | None, *, member_id: int, member: str) -> Account:
     """The account this member's command runs as on this worker; raises JobError when it cannot."""
     if not is_root():
         me = pwd.getpwuid(os.geteuid())
         return Account(me.pw_name, me.pw_uid, me.pw_gid, tuple(os.getgroups()), me.pw_dir, switch=False)
     name = unix_user or settings.command_user
+    if not name:
+        return member_account(settings, member_id=member_id, member=member)
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -67,6 +74,18 @@ def resolve_account(settings: Settings, unix_user: str | None) -> Account:
     return Account(name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir, switch=True)
 
 
+def member_account(settings: Settings, *, member_id: int, member: str) -> Account:
+    """The unmapped member's own account: a uid of its own that no passwd entry claims."""
+    uid = settings.command_uid_base + member_id
+    try:
+        taken = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return Account(member_account_name(member), uid, uid, (), "", switch=True)
+    raise JobError(f"uid {uid} (GPULAB_COMMAND_UID_BASE + member id {member_id}) belongs to the account {taken!r} "
+                   f"on {settings.host}; an admin moves GPULAB_COMMAND_UID_BASE to a free range or maps {member} "
+                   "to an account (gpulab users set NAME --unix-user ACCOUNT)")
+
+
 def announce(settings: Settings) -> None:
     """Say at the worker's start whom command jobs will run as, and secure the state dir."""
     if is_root():
@@ -75,19 +94,27 @@ def announce(settings: Settings) -> None:
             log.warning("%s is closed to other accounts (mode %o): command jobs cannot reach their folders "
                         "under %s; set GPULAB_RUNS_DIR to a folder outside it (/var/lib/gpulab-runs)",
                         blocked, blocked.stat().st_mode & 0o777, settings.runs_root)
-        try:
-            default = pwd.getpwnam(settings.command_user)
-            log.info("command jobs run as their members' mapped Unix accounts; unmapped members as %s "
-                     "(uid %s)", settings.command_user, default.pw_uid)
-        except KeyError:
-            log.warning("GPULAB_COMMAND_USER=%s does not exist here: unmapped members' command jobs will "
-                        "fail until an admin creates it", settings.command_user)
+        if not settings.command_user:
+            log.info("command jobs run as their members' mapped Unix accounts; an unmapped member's as an "
+                     "account of its own (uid %s + member id)", settings.command_uid_base)
+        else:
+            _announce_shared(settings)
     else:
         me = pwd.getpwuid(os.geteuid())
         log.warning("this worker is not root: command jobs run as %s, the worker's own account, and can "
                     "read whatever it can (its state dir, database and tokens). Run workers as root to "
                     "run members' commands as their own accounts.", me.pw_name)
     secure_state(settings)
+
+
+def _announce_shared(settings: Settings) -> None:
+    try:
+        shared = pwd.getpwnam(settings.command_user)
+        log.info("command jobs run as their members' mapped Unix accounts; unmapped members share %s (uid %s): "
+                 "their jobs may read each other's folders", settings.command_user, shared.pw_uid)
+    except KeyError:
+        log.warning("GPULAB_COMMAND_USER=%s does not exist here: unmapped members' command jobs will "
+                    "fail until an admin creates it", settings.command_user)
 
 
 def unreachable_parent(path: Path) -> Path | None:

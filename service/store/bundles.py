@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.errors import InvalidParams, NotFound
 from service.models import Bundle, Job, JobStatus, User, utcnow
+from service.store.users import run_as
 
 ACTIVE = (JobStatus.pending, JobStatus.dispatched, JobStatus.running)
 
@@ -84,7 +85,7 @@ def count_bundles(*, session: Session, sha256: str) -> int:
     return session.scalar(select(func.count(Bundle.id)).where(Bundle.sha256 == sha256)) or 0
 
 
-def command_facts(*, session: Session, job: Job, default_user: str) -> dict[str, object] | None:
+def command_facts(*, session: Session, job: Job, shared_account: str) -> dict[str, object] | None:
     """What a command job runs, on which bundle, and as which account (for showing the job)."""
     if job.kind != "command":
         return None
@@ -96,7 +97,9 @@ def command_facts(*, session: Session, job: Job, default_user: str) -> dict[str,
                   "files": row.files if row else None}
     ran_as = (job.result or {}).get("unix_user")
     if not ran_as:  # not run yet (or it failed before reporting): the account it maps to now
-        ran_as = session.scalar(select(User.unix_user).where(User.id == job.owner_id)) or default_user
+        owner = session.get(User, job.owner_id)
+        ran_as = run_as(unix_user=owner.unix_user if owner else None, shared_account=shared_account,
+                        member=owner.name if owner else "?")
     return {"argv": params.get("argv", []), "env": params.get("env", {}),
             "python_env": params.get("python_env") or "default", "requeue": bool(params.get("requeue")),
             "bundle": bundle, "unix_user": ran_as}

@@ -17,6 +17,16 @@ NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
 UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
+def member_account_name(member: str) -> str:
+    """What an unmapped member's own command account is called (it has no passwd entry)."""
+    return f"gpulab-{member}"
+
+
+def run_as(*, unix_user: str | None, shared_account: str, member: str) -> str:
+    """The account a member's command runs as on a root worker: mapped, shared, or its own."""
+    return unix_user or shared_account or member_account_name(member)
+
+
 def check_unix_user(unix_user: str | None) -> str | None:
     """A Unix account name a member may be mapped to (never root); None clears the mapping."""
     if unix_user in (None, ""):

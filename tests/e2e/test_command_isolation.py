@@ -52,6 +52,15 @@ HOSTILE = textwrap.dedent('''
             if k in ("GPULAB_DATABASE_URL", "GPULAB_REDIS_URL", "GPULAB_TOKEN", "GPULAB_API_URL")
             or "redis://" in v or "sqlite" in v or "postgresql" in v or "glab_" in v}
     found["own environment"] = "READ: " + str(mine) if mine else "clean"
+    others = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(pid) != os.getpid():
+                os.kill(int(pid), 0)  # sends nothing; succeeds only for a process it may signal
+                others.append(pid)
+        except OSError:
+            pass
+    found["processes it may signal"] = "READ: " + str(others) if others else "denied (none)"
     found["uid"] = os.getuid()
     print("GPULAB " + json.dumps({"result": {"found": found}}))
 ''')
@@ -85,7 +94,7 @@ def shared() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def iso_stack(accounts: dict[str, str], shared: Path) -> Iterator[Stack]:
-    # Three slots: another member's job runs meanwhile.
+    # Three slots: two other members' jobs run meanwhile.
     yield from command_stack("sqlite", slots=3, env={"GPULAB_COMMAND_SERVER_DIRS": str(shared)})
 
 
@@ -111,9 +120,13 @@ def test_a_hostile_command_finds_nothing(iso_stack: Stack, accounts: dict[str, s
     bob_token = token_of(stack, bob, None)
     stack.gpulab("users", "set", bob, "--unix-user", accounts["bob"])  # mapped after the fact
     secret = upload(stack, bob_token, {"secret.txt": b"bob's secret"})
-    sleeper = stack.submit("command", {"argv": ["sleep", "60"], "bundle": secret}, token=bob_token)
     earlier = stack.submit("command", {"argv": ["bash", "-c", "echo weights > model.pt"]}, token=bob_token)
     assert stack.wait_for(earlier["id"])["status"] == "succeeded"
+    sleeper = stack.submit("command", {"argv": ["sleep", "60"], "bundle": secret}, token=bob_token)
+    # And an unmapped member's: unmapped members each have an account of their own.
+    carol_token = token_of(stack, f"c{free_port()}", None)
+    carol_secret = upload(stack, carol_token, {"secret.txt": b"carol's secret"})
+    carol_sleeper = stack.submit("command", {"argv": ["sleep", "60"], "bundle": carol_secret}, token=carol_token)
     # A token file left readable: gpulab tightens it before any command runs.
     token_file = stack.state_dir / "token"
     token_file.write_text(stack.token + "\n")
@@ -125,16 +138,20 @@ def test_a_hostile_command_finds_nothing(iso_stack: Stack, accounts: dict[str, s
         "folders": {"state dir": str(stack.state_dir), "runs": str(stack.state_dir / "runs"),
                     "bundles": str(stack.state_dir / "bundles"), "artifacts": str(stack.state_dir / "artifacts")},
     }
-    stack.wait_for(sleeper["id"], ("running",))
+    for job in (sleeper, carol_sleeper):
+        stack.wait_for(job["id"], ("running",))
     targets["files"]["other job's file"] = str(stack.state_dir / "runs" / f"{sleeper['id']}-1" / "work" / "secret.txt")
+    targets["files"]["unmapped member's file"] = str(
+        stack.state_dir / "runs" / f"{carol_sleeper['id']}-1" / "work" / "secret.txt")
     hostile = upload(stack, token, {"hostile.py": HOSTILE.encode()})
     job = stack.submit("command", {"argv": ["/usr/bin/python3", "hostile.py", json.dumps(targets)],
                                    "bundle": hostile}, token=token)
     done = stack.wait_for(job["id"])
-    stack.api("POST", f"/jobs/{sleeper['id']}/cancel")
+    for job in (sleeper, carol_sleeper):
+        stack.api("POST", f"/jobs/{job['id']}/cancel")
     assert done["status"] == "succeeded", done["error"]
     found = done["result"]["found"]
-    expected_account = accounts["alice"] if mapped else "nobody"
+    expected_account = accounts["alice"] if mapped else f"gpulab-{member}"
     assert done["result"]["unix_user"] == expected_account
     assert found.pop("uid") != 0
     assert found.pop("environ of service processes") == "none readable"
@@ -144,7 +161,8 @@ def test_a_hostile_command_finds_nothing(iso_stack: Stack, accounts: dict[str, s
     assert Path(targets["files"]["database"]).exists() and token_file.exists()
     assert Path(targets["files"]["earlier job's artifact"]).exists()
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
-    stack.wait_for(sleeper["id"])
+    for job in (sleeper, carol_sleeper):
+        stack.wait_for(job["id"])
 
 
 def test_members_map_to_accounts_through_the_api(iso_stack: Stack, accounts: dict[str, str]) -> None:

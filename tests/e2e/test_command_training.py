@@ -103,7 +103,7 @@ def test_training_program_runs_and_its_checkpoint_comes_back(cmd_stack: Stack, t
     # train.py, the data and .gitignore: not runs/, *.log, __pycache__ or the venv.
     assert "3 files" in done.stderr, done.stderr
     result = job["result"]
-    assert result["exit_code"] == 0 and result["unix_user"] == "nobody"
+    assert result["exit_code"] == 0 and result["unix_user"] == "gpulab-admin"  # unmapped: its own account
     assert result["bundle"]["files"] == 3 and result["outputs"] == ["model.pt"]
     assert result["final_loss"] < 0.05
     # The tqdm-style bar became the job's progress, its last step is 40 of 40.
@@ -112,9 +112,9 @@ def test_training_program_runs_and_its_checkpoint_comes_back(cmd_stack: Stack, t
     assert len(cmd_stack.api("GET", f"/jobs/{job['id']}/metrics")) == 40
     shown = cmd_stack.api("GET", f"/jobs/{job['id']}")["command"]
     assert shown["argv"] == ["python", "train.py", "--steps", "40"] and shown["env"] == {"RUN_NAME": "first"}
-    assert (shown["unix_user"], shown["python_env"], shown["bundle"]["files"]) == ("nobody", "lab", 3)
+    assert (shown["unix_user"], shown["python_env"], shown["bundle"]["files"]) == ("gpulab-admin", "lab", 3)
     summary = cli(cmd_stack, "show", str(job["id"])).stdout
-    for text in ("python train.py --steps 40", "nobody", "3 files", "RUN_NAME", "lab"):
+    for text in ("python train.py --steps 40", "gpulab-admin", "3 files", "RUN_NAME", "lab"):
         assert text in summary, summary
     dest = tmp_path / "back.pt"
     cli(cmd_stack, "get", str(job["id"]), "model.pt", "-o", str(dest))

@@ -245,13 +245,31 @@ def test_accounts_are_never_root(tmp_path: Path) -> None:
     from worker.command_account import resolve_account
 
     settings = Settings(state_dir=tmp_path, command_user="nobody")
-    assert resolve_account(settings, None).name == "nobody" and resolve_account(settings, None).uid != 0
+    shared = resolve_account(settings, None, member_id=1, member="ann")
+    assert shared.name == "nobody" and shared.uid != 0
     with pytest.raises(JobError, match="does not exist"):
-        resolve_account(settings, "no-such-account-here")
+        resolve_account(settings, "no-such-account-here", member_id=1, member="ann")
     with pytest.raises(JobError, match="never run as root"):
-        resolve_account(settings, "root")
+        resolve_account(settings, "root", member_id=1, member="ann")
     with pytest.raises(ValueError, match="never run as root"):
         Settings(state_dir=tmp_path, command_user="root")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="resolving other accounts is a root worker's job")
+def test_unmapped_members_each_get_an_account_of_their_own(tmp_path: Path) -> None:
+    from jobs.base import JobError
+    from worker.command_account import resolve_account
+
+    settings = Settings(state_dir=tmp_path)
+    ann = resolve_account(settings, None, member_id=7, member="ann")
+    ben = resolve_account(settings, None, member_id=8, member="ben")
+    assert (ann.name, ann.uid, ann.gid, ann.groups) == ("gpulab-ann", settings.command_uid_base + 7,
+                                                        settings.command_uid_base + 7, ())
+    assert ben.uid == ann.uid + 1 and ben.switch
+    # A base that lands on a real account is refused, naming the setting, never shared silently.
+    taken = Settings(state_dir=tmp_path, command_uid_base=65534 - 3)
+    with pytest.raises(JobError, match="belongs to the account 'nobody'.*GPULAB_COMMAND_UID_BASE"):
+        resolve_account(taken, None, member_id=3, member="cy")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="starts a process as nobody")
@@ -269,7 +287,7 @@ def test_a_worker_that_is_not_root_runs_commands_as_itself_and_says_so(tmp_path:
                 "from service.settings import Settings; "
                 "from worker.command_account import announce, resolve_account; "
                 f"s = Settings(state_dir={str(state)!r}); announce(s); "
-                "print(resolve_account(s, 'alice').describe())")
+                "print(resolve_account(s, 'alice', member_id=1, member='alice').describe())")
         out = subprocess.run([str(python), "-c", code], user=65534, group=65534, capture_output=True, text=True,
                              cwd=str(where), timeout=60)
         assert out.returncode == 0, out.stderr

@@ -121,7 +121,7 @@ def get_job(job_id: JobId, user: CurrentUser, session: ReadSession, state: State
     job = job_store.get_job(session=session, job_id=job_id)
     names = _owner_names(session, [job])
     public = job_public(job, names.get(job.owner_id, "?"), _last_progress(session, job_id))
-    command = command_facts(session=session, job=job, default_user=state.settings.command_user)
+    command = command_facts(session=session, job=job, shared_account=state.settings.command_user)
     return public.model_copy(update={"command": command and CommandPublic.model_validate(command)})
 
 
