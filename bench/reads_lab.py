@@ -1,0 +1,182 @@
+"""The lab-wide reads at scale: each API read beside the same answer written as raw SQL.
+
+Every read goes through the real HTTP API (in-process over ASGI, with the token check); its
+raw-SQL twin runs on a bare DB-API connection in the same run, so the ratio is the price of
+the API and its query shapes, not of the machine. The statements the API itself sends are
+captured and EXPLAINed, and a scan of a large table on one of them is a finding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event
+
+from bench.reads_data import Lab
+
+LARGE_TABLES = ("jobs", "job_events", "job_metrics", "device_samples")
+PAGE = 50
+
+
+@dataclass
+class Read:
+    """One API read and its raw-SQL twin (several statements, run one after the other)."""
+
+    name: str
+    path: str
+    sql: list[tuple[str, dict[str, Any]]]
+    # Why a whole-table read is this read's nature, not a missing index (printed, not failed).
+    scans_by_design: str = ""
+    before: Callable[[], None] | None = None  # run before each API call (say, to empty a cache)
+
+
+@dataclass
+class Measured:
+    read: Read
+    api_ms: float
+    raw_ms: float
+    plans: list[str] = field(default_factory=list)
+    scans: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.api_ms / self.raw_ms if self.raw_ms else float("inf")
+
+
+JOB_ROW = "SELECT j.*, u.name FROM jobs j JOIN users u ON u.id = j.owner_id"
+
+
+def lab_reads(lab: Lab, *, me: int, dialect: str, since: str) -> list[Read]:
+    """The reads a lab makes all day, and how a person would write each in SQL (`me`: the reader's id)."""
+    deep = lab.first_job + lab.jobs // 20
+    finished = lab.first_job + lab.jobs // 2
+    page = f"ORDER BY j.id DESC LIMIT {PAGE + 1}"
+    epoch = ("(julianday({e}) - julianday({s})) * 86400" if dialect == "sqlite"
+             else "extract(epoch FROM {e} - {s})")
+    greatest = "max" if dialect == "sqlite" else "greatest"
+    start = f"{greatest}(j.started_at, :since)"
+    end = "coalesce(j.finished_at, :now)"
+    util = ("(SELECT avg(s.utilization_pct) FROM device_samples s WHERE s.device_id = j.device_id "
+            f"AND s.t >= {start} AND s.t <= {end} AND s.utilization_pct IS NOT NULL)")
+    seconds = epoch.format(e=end, s=start)
+    status_counts = "SELECT kind, status, reason, count(*), count(started_at), sum(run_seconds) FROM jobs "
+    latest = ("SELECT d.*, s.* FROM devices d LEFT JOIN device_samples s ON s.id = (SELECT id FROM device_samples "
+              "WHERE device_id = d.id AND resolution = 'raw' ORDER BY t DESC LIMIT 1) ORDER BY d.id")
+    running = ("SELECT a.device_id, j.id, j.kind, j.status, j.gpu_memory_gb, u.name FROM jobs j "
+               "JOIN allocations a ON a.job_id = j.id JOIN users u ON u.id = j.owner_id "
+               "WHERE j.status IN ('dispatched', 'running') ORDER BY j.id")
+    return [
+        Read("GET /jobs", f"/jobs?limit={PAGE}", [(f"{JOB_ROW} {page}", {})]),
+        Read("GET /jobs?me=true", f"/jobs?me=true&limit={PAGE}", [(f"{JOB_ROW} WHERE j.owner_id = :me {page}",
+                                                                   {"me": me})]),
+        Read("GET /jobs?status=failed", f"/jobs?status=failed&limit={PAGE}",
+             [(f"{JOB_ROW} WHERE j.status = 'failed' {page}", {})]),
+        Read("GET /jobs?status=running", f"/jobs?status=running&limit={PAGE}",
+             [(f"{JOB_ROW} WHERE j.status = 'running' {page}", {})]),
+        Read("GET /jobs?cursor=<deep>", f"/jobs?cursor={deep}&limit={PAGE}",
+             [(f"{JOB_ROW} WHERE j.id < :deep {page}", {"deep": deep})]),
+        Read("GET /jobs?me&status&cursor=<deep>", f"/jobs?me=true&status=succeeded&cursor={deep}&limit={PAGE}",
+             [(f"{JOB_ROW} WHERE j.owner_id = :me AND j.status = 'succeeded' AND j.id < :deep {page}",
+               {"me": me, "deep": deep})]),
+        Read("GET /jobs/{id}", f"/jobs/{finished}",
+             [(f"{JOB_ROW} WHERE j.id = :j", {"j": finished}),
+              ("SELECT data FROM job_events WHERE job_id = :j AND type = 'progress' ORDER BY seq DESC LIMIT 1",
+               {"j": finished})]),
+        Read("GET /jobs/{id}/log", f"/jobs/{finished}/log?limit=200",
+             [("SELECT status, event_seq FROM jobs WHERE id = :j", {"j": finished}),
+              ("SELECT seq, type, message, data, created_at FROM job_events WHERE job_id = :j "
+               "AND type IN ('log', 'status') ORDER BY seq DESC LIMIT 201", {"j": finished})]),
+        Read("GET /queue", "/queue",
+             [("SELECT j.id, j.owner_id, u.name, j.kind, j.device_request, j.priority, j.gpus, j.created_at "
+               "FROM jobs j JOIN users u ON u.id = j.owner_id WHERE j.status = 'pending' "
+               "ORDER BY j.priority DESC, j.id", {}), (latest, {}), (running, {})]),
+        Read("GET /devices", "/devices", [(latest, {}), (running, {})]),
+        Read("GET /usage?since=30d", "/usage?since=30d",
+             [("SELECT u.name, j.status, d.kind, count(*), "
+               f"sum({seconds}), sum({seconds} * {util} / 100) FROM jobs j JOIN users u ON u.id = j.owner_id "
+               "LEFT JOIN devices d ON d.id = j.device_id "
+               "WHERE j.finished_at IS NULL OR j.finished_at >= :since GROUP BY u.name, j.status, d.kind",
+               {"since": since, "now": _now_text(dialect)})]),
+        Read("GET /metrics", "/metrics",
+             [(status_counts + "GROUP BY kind, status, reason", {}), (latest, {}), (running, {})],
+             scans_by_design="Prometheus counters are totals over every job gpulab keeps"),
+    ]
+
+
+def _now_text(dialect: str) -> str:
+    from service.models import utcnow
+
+    return utcnow().strftime("%Y-%m-%d %H:%M:%S.%f" if dialect == "sqlite" else "%Y-%m-%dT%H:%M:%S.%f")
+
+
+class StatementLog:
+    """The SELECTs an engine sends while it is on (statement and DB-API parameters)."""
+
+    def __init__(self, engine: Engine):
+        self.on = False
+        self.seen: list[tuple[str, Any]] = []
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _log(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            if self.on and statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                self.seen.append((statement, parameters))
+
+
+def to_dbapi(dialect: str, sql: str) -> str:
+    """:name parameters in the driver's style."""
+    return sql if dialect == "sqlite" else re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)
+
+
+def explain(cur: Any, dialect: str, statement: str, parameters: Any) -> str:
+    """The plan, one node a line."""
+    cur.execute(("EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN ") + statement, parameters)
+    return "\n".join(str(r[-1] if dialect == "sqlite" else r[0]) for r in cur.fetchall())
+
+
+def large_scans(plan: str) -> list[str]:
+    """Lines of a plan that read a large table whole (a sequential scan, or SQLite's SCAN of the table)."""
+    names = "|".join(LARGE_TABLES)
+    pattern = re.compile(rf"Seq Scan on ({names})\b|^\s*(?:\W*\s*)?SCAN ({names})\b(?! USING COVERING)")
+    return [line.strip() for line in plan.splitlines() if pattern.search(line)]
+
+
+def measure(client: TestClient, headers: dict[str, str], engine: Engine, reads: list[Read], runs: int,
+            p50: Callable[..., float]) -> list[Measured]:
+    """Each read through the API and as raw SQL, p50 of `runs`; the API's own statements EXPLAINed."""
+    dialect = engine.dialect.name
+    log = StatementLog(engine)
+    raw = engine.raw_connection()
+    out = []
+    try:
+        cur = raw.cursor()
+
+        def api(read: Read) -> None:
+            if read.before:
+                read.before()
+            r = client.get(read.path, headers=headers)
+            assert r.status_code == 200, f"{read.path}: {r.status_code} {r.text[:200]}"
+
+        def twin(read: Read) -> None:
+            for sql, params in read.sql:
+                cur.execute(to_dbapi(dialect, sql), params)
+                cur.fetchall()
+
+        for read in reads:
+            log.seen, log.on = [], True
+            api(read)
+            log.on = False
+            m = Measured(read, api_ms=p50(lambda read=read: api(read), runs),
+                         raw_ms=p50(lambda read=read: twin(read), runs))
+            for statement, parameters in log.seen:
+                plan = explain(cur, dialect, statement, parameters)
+                m.plans.append(f"{' '.join(statement.split())[:160]}\n{plan}")
+                m.scans += large_scans(plan)
+            raw.rollback()
+            out.append(m)
+    finally:
+        raw.close()
+    return out
