@@ -174,11 +174,18 @@ class Job(Base):
         UniqueConstraint("owner_id", "idempotency_key"),
         Index("ix_jobs_status_priority", "status", "priority", "id"),
         Index("ix_jobs_device_status", "device_id", "status"),
+        # GET /jobs pages newest first under each filter: each walks its index backwards from
+        # the cursor and stops at the page's end, whatever the share of jobs that match.
+        Index("ix_jobs_owner_id_id", "owner_id", "id"),
+        Index("ix_jobs_kind_id", "kind", "id"),
+        Index("ix_jobs_status_id", "status", "id"),
+        # Usage windows and fair share read the jobs that finished since a time (or not yet).
+        Index("ix_jobs_finished_at", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(64), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     device_request: Mapped[str] = mapped_column(String(200))  # the request as shown (canonical text)
     # The request parsed once at submit: the dispatcher reads these, never the text.
@@ -305,7 +312,11 @@ class DeviceSample(Base):
     """A reading of one device: raw every few seconds for a day, then minute averages for a month."""
 
     __tablename__ = "device_samples"
-    __table_args__ = (Index("ix_device_samples_device_t", "device_id", "resolution", "t"),)
+    __table_args__ = (
+        Index("ix_device_samples_device_t", "device_id", "resolution", "t"),
+        # A job's mean utilisation over its run, raw and minute readings together, from the index alone.
+        Index("ix_device_samples_device_t_util", "device_id", "t", "utilization_pct"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))

@@ -14,12 +14,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from service.accounting import allocated_seconds, device_share, run_seconds
 from service.errors import InvalidRequest
-from service.models import FINAL_STATUSES, Device, DeviceKind, DeviceSample, Job, JobStatus, User, utcnow
+from service.models import (
+    FINAL_STATUSES,
+    Device,
+    DeviceKind,
+    DeviceSample,
+    Job,
+    JobStatus,
+    User,
+    UTCDateTime,
+    utcnow,
+)
 
 GROUPS = ("member", "device", "kind")
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
@@ -55,27 +65,16 @@ def parse_since(text: str | None, *, default: str = "7d", now: datetime | None =
 
 
 class UtilizationSeries:
-    """One device's utilisation readings, with prefix sums for a fast mean over any interval."""
+    """One device's utilisation readings in time order (for the idle check's maximum)."""
 
     def __init__(self, points: list[tuple[datetime, float]]):
         self.times = [t for t, _ in points]
-        self.prefix = [0.0]
-        for _, u in points:
-            self.prefix.append(self.prefix[-1] + u)
-
-    def mean(self, start: datetime, end: datetime) -> tuple[float | None, int]:
-        """(mean utilisation %, number of readings) of readings in [start, end]."""
-        lo = bisect.bisect_left(self.times, start)
-        hi = bisect.bisect_right(self.times, end)
-        n = hi - lo
-        return ((self.prefix[hi] - self.prefix[lo]) / n if n else None), n
+        self.values = [u for _, u in points]
 
     def max(self, start: datetime, end: datetime) -> float | None:
         lo = bisect.bisect_left(self.times, start)
         hi = bisect.bisect_right(self.times, end)
-        if hi <= lo:
-            return None
-        return max(self.prefix[i + 1] - self.prefix[i] for i in range(lo, hi))
+        return max(self.values[lo:hi]) if hi > lo else None
 
 
 def utilization_series(session: Session, device_ids: set[str], since: datetime, until: datetime
@@ -94,6 +93,29 @@ def utilization_series(session: Session, device_ids: set[str], since: datetime, 
     for r in rows:
         points[r.device_id].append((r.at, float(r.utilization_pct)))
     return {d: UtilizationSeries(p) for d, p in points.items()}
+
+
+def _run_end(now: datetime) -> Any:
+    """Where a job's run ends, as SQL: its finish, now while it runs, else its start (no run)."""
+    return case((Job.finished_at.is_not(None), Job.finished_at),
+                (Job.status == JobStatus.running, literal(now, UTCDateTime())), else_=Job.started_at)
+
+
+def _mean_utilization(session: Session, since: datetime | None, now: datetime) -> Any:
+    """A job's device's mean utilisation over its run (clipped to `since`), as a correlated subquery.
+
+    Computed in the database through the (device_id, t, utilization_pct) index: a month of a
+    lab's readings is millions of rows, and shipping them to Python to average cost seconds.
+    """
+    start: Any = Job.started_at
+    if since is not None:
+        bound = literal(since, UTCDateTime())
+        # SQLite's two-argument max() is its greatest().
+        start = func.max(start, bound) if session.get_bind().dialect.name == "sqlite" else func.greatest(start, bound)
+    return (select(func.avg(DeviceSample.utilization_pct))
+            .where(Job.started_at.is_not(None), DeviceSample.device_id == Job.device_id, DeviceSample.t >= start,
+                   DeviceSample.t <= _run_end(now), DeviceSample.utilization_pct.is_not(None))
+            .correlate(Job).scalar_subquery().label("mean_utilization"))
 
 
 @dataclass
@@ -115,17 +137,18 @@ class JobUsage:
     idle: bool = False
 
 
-def _job_rows(session: Session, where: Any) -> list[Any]:
+def _job_rows(session: Session, where: Any, since: datetime | None, now: datetime) -> list[Any]:
+    """Jobs with their owner, device and mean utilisation over their run within [since, now]."""
     return list(session.execute(
         select(Job, User.name.label("owner"), Device.kind.label("device_kind"), Device.slots,
-               Device.memory_total_mb)
+               Device.memory_total_mb, _mean_utilization(session, since, now))
         .join(User, User.id == Job.owner_id)
         .outerjoin(Device, Device.id == Job.device_id)
         .where(where)
     ))
 
 
-def _job_usage(row: Any, series: dict[str, UtilizationSeries], since: datetime | None, now: datetime) -> JobUsage:
+def _job_usage(row: Any, since: datetime | None, now: datetime) -> JobUsage:
     job: Job = row.Job
     share = device_share(device_kind=row.device_kind or DeviceKind.cpu, slots=row.slots or 1,
                          memory_total_mb=row.memory_total_mb, gpu_memory_gb=job.gpu_memory_gb) * job.gpus
@@ -134,10 +157,8 @@ def _job_usage(row: Any, series: dict[str, UtilizationSeries], since: datetime |
         start = since  # clip to the window
     end = job.finished_at or (now if job.status == JobStatus.running else job.started_at)
     allocated = allocated_seconds(share=share, started_at=start, finished_at=end, now=now)
-    mean, used = None, None
-    if start is not None and end is not None and job.device_id in series:
-        mean, _ = series[job.device_id].mean(start, end)
-        used = allocated * mean / 100 if mean is not None else None
+    mean = None if row.mean_utilization is None else float(row.mean_utilization)
+    used = allocated * mean / 100 if mean is not None else None
     wait_end = job.started_at or (None if job.status in FINAL_STATUSES else now)
     return JobUsage(
         job_id=job.id, owner=row.owner, kind=job.kind, status=job.status, device_id=job.device_id,
@@ -153,16 +174,13 @@ def job_usage(session: Session, *, job_id: int, idle_minutes: float, idle_pct: f
               now: datetime | None = None) -> JobUsage | None:
     """One job's accounting: allocated and used device-seconds, mean utilisation, wait, peak memory."""
     now = now or utcnow()
-    rows = _job_rows(session, Job.id == job_id)
+    rows = _job_rows(session, Job.id == job_id, None, now)
     if not rows:
         return None
-    job = rows[0].Job
-    series: dict[str, UtilizationSeries] = {}
-    if job.device_id and job.started_at:
-        series = utilization_series(session, {job.device_id}, job.started_at, job.finished_at or now)
-    usage = _job_usage(rows[0], series, None, now)
-    usage.idle = job.id in {u.job_id for u in idle_jobs(session, idle_minutes=idle_minutes, idle_pct=idle_pct,
-                                                         now=now)}
+    usage = _job_usage(rows[0], None, now)
+    if rows[0].Job.status == JobStatus.running:  # only a running job can be idle
+        usage.idle = job_id in {u.job_id for u in idle_jobs(session, idle_minutes=idle_minutes, idle_pct=idle_pct,
+                                                            now=now)}
     return usage
 
 
@@ -177,7 +195,7 @@ def idle_jobs(session: Session, *, idle_minutes: float, idle_pct: float, now: da
     window = timedelta(minutes=idle_minutes)
     since = now - window
     rows = _job_rows(session, and_(Job.status == JobStatus.running, Job.started_at <= since,
-                                   Device.kind == DeviceKind.cuda))
+                                   Device.kind == DeviceKind.cuda), since, now)
     series = utilization_series(session, {r.Job.device_id for r in rows}, since, now)
     out = []
     for row in rows:
@@ -186,7 +204,7 @@ def idle_jobs(session: Session, *, idle_minutes: float, idle_pct: float, now: da
             continue
         peak = s.max(since, now)
         if peak is not None and peak < idle_pct:
-            usage = _job_usage(row, series, since, now)
+            usage = _job_usage(row, since, now)
             usage.idle = True
             out.append(usage)
     return out
@@ -216,12 +234,11 @@ def usage_report(session: Session, *, since: datetime, group_by: str, now: datet
         raise InvalidRequest(f"group_by={group_by!r}: use one of {', '.join(GROUPS)}", field="group_by",
                              value=group_by)
     now = now or utcnow()
-    rows = _job_rows(session, or_(Job.finished_at.is_(None), Job.finished_at >= since))
-    series = utilization_series(session, {r.Job.device_id for r in rows if r.Job.device_id}, since, now)
+    rows = _job_rows(session, or_(Job.finished_at.is_(None), Job.finished_at >= since), since, now)
     groups: dict[str, UsageRow] = {}
     for row in rows:
         job: Job = row.Job
-        u = _job_usage(row, series, since, now)
+        u = _job_usage(row, since, now)
         key = {"member": u.owner, "device": u.device_id or "(not placed)", "kind": u.kind}[group_by]
         g = groups.setdefault(key, UsageRow(key=key))
         g.jobs += 1

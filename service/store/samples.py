@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from service.db import changed
-from service.models import DeviceSample, utcnow
+from service.models import Device, DeviceSample, utcnow
 
 FIELDS = ("utilization_pct", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w", "external_mb")
 
@@ -24,13 +24,15 @@ def record_sample(*, session: Session, device_id: str, sample: dict[str, Any], t
 
 
 def latest_samples(*, session: Session) -> dict[str, DeviceSample]:
-    """The newest raw reading of every device that has one."""
-    newest = (select(DeviceSample.device_id, func.max(DeviceSample.t).label("t"))
-              .where(DeviceSample.resolution == "raw").group_by(DeviceSample.device_id).subquery())
-    rows = session.scalars(
-        select(DeviceSample)
-        .join(newest, (DeviceSample.device_id == newest.c.device_id) & (DeviceSample.t == newest.c.t))
-        .where(DeviceSample.resolution == "raw"))
+    """The newest raw reading of every device that has one.
+
+    One probe of the (device_id, resolution, t) index per device, newest first: a
+    `GROUP BY device_id` with max(t) reads every raw reading's index entry instead (a day of
+    5 s readings is 17,280 a device; /devices, /metrics and every dispatcher pass ask).
+    """
+    newest = (select(DeviceSample.id).where(DeviceSample.device_id == Device.id, DeviceSample.resolution == "raw")
+              .order_by(DeviceSample.t.desc()).limit(1).correlate(Device).scalar_subquery())
+    rows = session.scalars(select(DeviceSample).join(Device, DeviceSample.id == newest))
     return {r.device_id: r for r in rows}
 
 
