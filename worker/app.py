@@ -21,6 +21,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 from celery.worker import state as celery_state
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.db import Database
 from service.live import Publisher
@@ -28,6 +29,7 @@ from service.queues import PROBE, RUN_JOB, device_queue, make_celery, restore_un
 from service.settings import Settings
 from service.store.devices import register_worker, stop_worker
 from worker.command_account import announce as announce_command_account
+from worker.command_files import remove_stale_run_folders
 from worker.command_sweep import end_orphans_of_device
 from worker.device import DeviceInfo, pin_process, resolve_device, runtime_facts
 from worker.heartbeat import Watch, is_child_alive
@@ -252,6 +254,9 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     queue = device_queue(info.id)
     if (orphans := end_orphans_of_device(queue)):
         log.warning("ended %d process(es) an earlier worker of %s left running", orphans, info.id)
+    with contextlib.suppress(SQLAlchemyError):  # the database down: the next start removes them
+        if (stale := remove_stale_run_folders(settings, db)):
+            log.warning("removed %d run folder(s) of jobs that no longer run (their worker died)", stale)
     with contextlib.suppress(redis.RedisError):  # Redis down: the messages wait for its return
         restored = restore_unacked(settings.redis_url, queue)
         if restored:

@@ -1,11 +1,12 @@
 """A command job's folders: made for its account, filled from its bundle, harvested when it ends.
 
-runs/<job>-<attempt>/ belongs to the job's account (0700) and holds `work/` (the bundle, the
+runs/<installation>-<job>-<attempt>/ belongs to the job's account (0700) and holds `work/` (the bundle, the
 working directory), `output/` (GPULAB_OUTPUT_DIR), `tmp/` and, for accounts without a home
 folder, `home/`. At the end, files created or changed in `work/` and everything in `output/`
 are copied into the job's artifact folder, which the job cannot reach. The walk opens every
 folder and file relative to its parent with O_NOFOLLOW: a link is never followed, and a link
-swapped in while the walk runs is refused, not read.
+swapped in while the walk runs is refused, not read. A worker killed mid-job leaves its run
+folder behind; the next worker start removes every folder whose job and attempt no longer run.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
+
 from jobs.artifacts import open_no_follow
 from jobs.base import JobContext, JobError
 from service.bundles import UNPACK_FACTOR, bundle_file, unpack
+from service.db import Database
+from service.live import installation
+from service.models import Job, JobStatus
 from service.settings import Settings
 from worker.command_account import Account, unreachable_parent
 
@@ -51,7 +57,8 @@ def make_run_folder(settings: Settings, job_id: int, attempt: int, account: Acco
         # not its output folder, TMPDIR or HOME. Say so instead of failing obscurely.
         raise JobError(f"{blocked} is closed to other accounts, so {account.name} cannot reach its run folder "
                        f"under {settings.runs_root}; an admin sets GPULAB_RUNS_DIR to a folder outside it")
-    root = settings.runs_root / f"{job_id}-{attempt}"
+    # The installation id keeps stacks that share GPULAB_RUNS_DIR apart: job ids repeat across them.
+    root = settings.runs_root / f"{installation()}-{job_id}-{attempt}"
     if root.exists() or root.is_symlink():
         remove_run_folder(root)  # left by a run whose worker died
     root.mkdir(mode=0o700)
@@ -195,3 +202,31 @@ def remove_run_folder(root: Path) -> None:
             root.unlink()
         else:
             shutil.rmtree(root)
+
+
+RUN_FOLDER = re.compile(r"^(?P<installation>[0-9a-f]+)-(?P<job>[0-9]+)-(?P<attempt>[0-9]+)$")
+
+
+def remove_stale_run_folders(settings: Settings, db: Database) -> int:
+    """Remove this installation's run folders whose job and attempt no longer run (a worker killed
+    mid-job never removed its own); returns how many. A folder is made only after its job is
+    claimed, so a folder of a running attempt is never taken for a stale one."""
+    inst = installation()
+    if not inst or not settings.runs_root.is_dir():
+        return 0
+    found: dict[Path, tuple[int, int]] = {}
+    for entry in settings.runs_root.iterdir():
+        match = RUN_FOLDER.match(entry.name)
+        if match and match["installation"] == inst:
+            found[entry] = (int(match["job"]), int(match["attempt"]))
+    if not found:
+        return 0
+    live = (JobStatus.dispatched, JobStatus.running)
+    with db.reading() as session:
+        running = set(session.execute(
+            select(Job.id, Job.attempt).where(Job.id.in_({job for job, _ in found.values()}), Job.status.in_(live))
+        ).tuples())
+    stale = [path for path, key in found.items() if key not in running]
+    for path in stale:
+        remove_run_folder(path)
+    return len(stale)

@@ -140,9 +140,12 @@ def test_a_hostile_command_finds_nothing(iso_stack: Stack, accounts: dict[str, s
     }
     for job in (sleeper, carol_sleeper):
         stack.wait_for(job["id"], ("running",))
-    targets["files"]["other job's file"] = str(stack.state_dir / "runs" / f"{sleeper['id']}-1" / "work" / "secret.txt")
-    targets["files"]["unmapped member's file"] = str(
-        stack.state_dir / "runs" / f"{carol_sleeper['id']}-1" / "work" / "secret.txt")
+    runs = stack.state_dir / "runs" / stack.installation
+    targets["files"]["other job's file"] = f"{runs}-{sleeper['id']}-1/work/secret.txt"
+    targets["files"]["unmapped member's file"] = f"{runs}-{carol_sleeper['id']}-1/work/secret.txt"
+    # The files exist before the probe runs: a denial is a denial, not a file not made yet.
+    stack.wait(lambda: all(Path(targets["files"][k]).exists() for k in ("other job's file", "unmapped member's file")),
+               30, "the other jobs' run folders")
     hostile = upload(stack, token, {"hostile.py": HOSTILE.encode()})
     job = stack.submit("command", {"argv": ["/usr/bin/python3", "hostile.py", json.dumps(targets)],
                                    "bundle": hostile}, token=token)

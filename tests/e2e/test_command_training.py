@@ -187,6 +187,8 @@ def test_a_command_is_rerun_after_worker_loss_only_if_it_asked(cmd_stack: Stack)
     assert (once["max_attempts"], again["max_attempts"]) == (1, 3)
     cmd_stack.wait_for(once["id"], ("running",))
     cmd_stack.wait_for(again["id"], ("running",))
+    runs = cmd_stack.state_dir / "runs"
+    left = [runs / f"{cmd_stack.installation}-{job['id']}-1" for job in (once, again)]
     cmd_stack.kill(f"worker-{device}")  # the worker and its commands are gone
     lost = cmd_stack.wait_for(once["id"], timeout=60)
     assert (lost["status"], lost["reason"]) == ("failed", "worker_lost")
@@ -194,6 +196,10 @@ def test_a_command_is_rerun_after_worker_loss_only_if_it_asked(cmd_stack: Stack)
     cmd_stack.wait_for(again["id"], ("pending",), timeout=60)
     assert cmd_stack.job(again["id"])["runs"] == 1
     cmd_stack.api("POST", f"/jobs/{again['id']}/cancel")
+    # The killed worker never removed their run folders; its device's next worker does.
+    assert all(folder.is_dir() for folder in left)
+    cmd_stack.add_worker("cpu", host="doomed", slots=2)
+    assert not any(folder.exists() for folder in left)
 
 
 def test_scripted_submission_from_python(cmd_stack: Stack, tmp_path: Path) -> None:
