@@ -189,6 +189,7 @@ def test_a_command_is_rerun_after_worker_loss_only_if_it_asked(cmd_stack: Stack)
     cmd_stack.wait_for(again["id"], ("running",))
     runs = cmd_stack.state_dir / "runs"
     left = [runs / f"{cmd_stack.installation}-{job['id']}-1" for job in (once, again)]
+    cmd_stack.wait(lambda: all(folder.is_dir() for folder in left), 30, "the commands' run folders")
     cmd_stack.kill(f"worker-{device}")  # the worker and its commands are gone
     lost = cmd_stack.wait_for(once["id"], timeout=60)
     assert (lost["status"], lost["reason"]) == ("failed", "worker_lost")
