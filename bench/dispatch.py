@@ -1,10 +1,12 @@
 """Submit → start latency and throughput of gpulab, beside raw Celery on the same Redis.
 
-    python -m bench.dispatch [--jobs 40] [--burst 40] [--celery-tools]
+    python -m bench.dispatch [--jobs 40] [--burst 40] [--no-postgres] [--celery-tools]
 
-Starts a real stack (API, dispatcher, one CPU worker) on SQLite and a bare Celery worker,
-then prints p50/p99 latency, the milliseconds each hop adds, jobs/s, and ratios against
-the baseline measured in the same run. Needs the test kinds (./dev test installs them).
+Starts a real stack (API, dispatcher, one CPU worker) on SQLite, then on PostgreSQL, and a
+bare Celery worker, then prints p50/p99 latency, the milliseconds each hop adds, jobs/s
+with one slot and with two, the idle gap between back-to-back jobs on one device, and
+ratios against the baseline measured in the same run. Needs the test kinds (./dev test
+installs them) and, for the PostgreSQL column, the test PostgreSQL server.
 --celery-tools also measures what Celery's remote control and task events cost: bare Celery
 with remote control off, and with events on; gpulab with GPULAB_CELERY_EVENTS=true.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +39,17 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def burst_gpulab(stack: Stack, burst: int) -> tuple[float, list[float]]:
+    """Jobs/s of a burst, submit of the first to end of the last as the database records
+    them, and the idle gaps (s) between one job's end and the next one's start."""
+    t0 = time.time()
+    ids = [stack.submit("test-echo", {"lines": 0, "steps": 0})["id"] for _ in range(burst)]
+    jobs = [stack.wait_for(job_id, timeout=300) for job_id in ids]
+    runs = sorted((ts(j["started_at"]), ts(j["finished_at"])) for j in jobs)
+    gaps = [start - end for (_, end), (start, _) in zip(runs, runs[1:], strict=False)]
+    return burst / (max(end for _, end in runs) - t0), gaps
+
+
 def bench_gpulab(stack: Stack, n: int, burst: int) -> dict[str, float]:
     hops: dict[str, list[float]] = {"http+insert": [], "wake+dispatch": [], "broker+claim": [], "total": []}
     for _ in range(3):  # warm-up: the first job pays the child's imports
@@ -49,23 +63,23 @@ def bench_gpulab(stack: Stack, n: int, burst: int) -> dict[str, float]:
         hops["wake+dispatch"].append(dispatched - created)
         hops["broker+claim"].append(started - dispatched)
         hops["total"].append(started - t0)
-    t0 = time.time()
-    ids = [stack.submit("test-echo", {"lines": 0, "steps": 0})["id"] for _ in range(burst)]
-    for job_id in ids:
-        stack.wait_for(job_id, timeout=300)
-    elapsed = time.time() - t0
     out = {f"{k}_p50_ms": 1000 * statistics.median(v) for k, v in hops.items()}
     out["total_p99_ms"] = 1000 * pct(hops["total"], 0.99)
-    out["jobs_per_s"] = burst / elapsed
+    out["jobs_per_s"], gaps = burst_gpulab(stack, burst)
+    out["gap_p50_ms"] = 1000 * statistics.median(gaps)
+    # A second slot on the same device: two jobs run at once, so no gap is measured.
+    stack.kill("worker-testhost/cpu", signal.SIGTERM)
+    stack.add_worker("cpu", slots=2)
+    out["jobs_per_s_2"], _ = burst_gpulab(stack, burst)
     return out
 
 
 def bench_raw(redis_url: str, n: int, burst: int, *, remote_control: bool = True,
-              events: bool = False) -> dict[str, float]:
+              events: bool = False, slots: int = 1) -> dict[str, float]:
     flags = {"BENCH_REDIS_URL": redis_url, "BENCH_REMOTE_CONTROL": "1" if remote_control else "0",
              "BENCH_EVENTS": "1" if events else "0"}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "bench.raw_celery_app", "worker", "-P", "prefork", "-c", "1",
+        [sys.executable, "-m", "celery", "-A", "bench.raw_celery_app", "worker", "-P", "prefork", "-c", str(slots),
          "--without-mingle", "--without-gossip", *([] if events else ["--without-heartbeat"]), "-l", "WARNING"],
         env={**os.environ, **flags}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.environ.update(flags)
@@ -111,10 +125,11 @@ def bench_raw(redis_url: str, n: int, burst: int, *, remote_control: bool = True
             "jobs_per_s": burst / elapsed}
 
 
-def run_gpulab(n: int, burst: int, env: dict[str, str] | None = None) -> dict[str, float]:
+def run_gpulab(n: int, burst: int, env: dict[str, str] | None = None, *, postgres: bool = False) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="gpulab-bench-"))
+    url, pg_name = services.create_pg_database() if postgres else (f"sqlite:///{tmp / 'gpulab.sqlite3'}", "")
     # The bench reads latency from the database, not from a faster poll: default tick/flush.
-    stack = Stack(database_url=f"sqlite:///{tmp / 'gpulab.sqlite3'}", redis_url=services.redis_url(13),
+    stack = Stack(database_url=url, redis_url=services.redis_url(13),
                   state_dir=tmp, env={"GPULAB_DISPATCHER_TICK_S": "2", "GPULAB_EVENT_FLUSH_S": "0.5", **(env or {})})
     stack.start()
     try:
@@ -122,31 +137,40 @@ def run_gpulab(n: int, burst: int, env: dict[str, str] | None = None) -> dict[st
     finally:
         stack.stop()
         redis.Redis.from_url(services.redis_url(13)).flushdb()
+        if pg_name:
+            services.drop_pg_database(pg_name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40, help="sequential jobs for latency")
     parser.add_argument("--burst", type=int, default=40, help="jobs submitted at once for throughput")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--celery-tools", action="store_true",
                         help="also measure remote control off and task events on")
     args = parser.parse_args()
-    g = run_gpulab(args.jobs, args.burst)
+    g = {"SQLite": run_gpulab(args.jobs, args.burst)}
+    if not args.no_postgres:
+        g["PostgreSQL"] = run_gpulab(args.jobs, args.burst, postgres=True)
     r = bench_raw(services.redis_url(12), args.jobs, args.burst)
+    r["jobs_per_s_2"] = bench_raw(services.redis_url(12), args.jobs, args.burst, slots=2)["jobs_per_s"]
     print(f"gpulab dispatch benchmark: {args.jobs} sequential jobs, a burst of {args.burst}, one CPU worker")
-    print(f"{'':28}{'gpulab':>10}{'raw celery':>12}{'ratio':>8}")
+    print(f"{'':30}{'raw celery':>11}" + "".join(f"{db:>11}{'ratio':>7}" for db in g))
     for key, label in (("total_p50_ms", "submit → start p50 (ms)"), ("total_p99_ms", "submit → start p99 (ms)"),
-                       ("jobs_per_s", "end-to-end jobs/s")):
-        print(f"{label:28}{g[key]:>10.1f}{r[key]:>12.1f}{g[key] / r[key]:>8.2f}")
-    print("hops of gpulab's p50 (ms): " + ", ".join(
-        f"{k} {g[f'{k}_p50_ms']:.1f}" for k in ("http+insert", "wake+dispatch", "broker+claim")))
+                       ("jobs_per_s", "end-to-end jobs/s, 1 slot"), ("jobs_per_s_2", "end-to-end jobs/s, 2 slots")):
+        print(f"{label:30}{r[key]:>11.1f}" + "".join(f"{m[key]:>11.1f}{m[key] / r[key]:>7.2f}" for m in g.values()))
+    print(f"{'idle gap between jobs p50 (ms)':30}{'':>11}" + "".join(f"{m['gap_p50_ms']:>11.1f}{'':>7}"
+                                                                  for m in g.values()))
+    for db, m in g.items():
+        print(f"hops of gpulab's p50 on {db} (ms): " + ", ".join(
+            f"{k} {m[f'{k}_p50_ms']:.1f}" for k in ("http+insert", "wake+dispatch", "broker+claim")))
     if not args.celery_tools:
         return
     runs = {
         "raw, remote control off": bench_raw(services.redis_url(12), args.jobs, args.burst, remote_control=False),
         "raw, remote control on (as gpulab)": r,
         "raw, remote control + events on": bench_raw(services.redis_url(12), args.jobs, args.burst, events=True),
-        "gpulab (remote control on)": g,
+        "gpulab (remote control on)": g["SQLite"],
         "gpulab, GPULAB_CELERY_EVENTS=true": run_gpulab(args.jobs, args.burst, {"GPULAB_CELERY_EVENTS": "true"}),
     }
     print(f"\nCelery's tools: {'':28}{'p50 ms':>8}{'p99 ms':>8}{'jobs/s':>8}")
