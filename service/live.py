@@ -120,8 +120,22 @@ class Publisher:
             event.listen(factory, "after_rollback", _drop_queued)
 
     def _after_commit(self, session: Session) -> None:
-        for channel, payload in session.info.pop("gpulab_publish", []):
-            self.publish(channel, payload)
+        queued = session.info.pop("gpulab_publish", [])
+        if len(queued) == 1:
+            self.publish(*queued[0])
+        elif queued:
+            self.publish_many(queued)
+
+    def publish_many(self, messages: list[tuple[str, Any]]) -> None:
+        """Publish in one round trip (a dispatch queues two to four messages)."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for channel, payload in messages:
+                pipe.publish(channel, json.dumps(payload, default=str))
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("live publish of %d message(s) failed (%s): followers catch up from the database",
+                        len(messages), exc)
 
 
 def _drop_queued(session: Session) -> None:
