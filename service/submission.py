@@ -27,6 +27,7 @@ from service.errors import (
 from service.models import Device, DeviceKind, Job, JobStatus, User
 from service.scheduling.device_request import DeviceRequest, parse_device_request
 from service.scheduling.limits import check_pending_limit
+from service.scheduling.starting import Dispatch, has_pending, place_pending
 from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.bundles import use_bundle
@@ -110,8 +111,12 @@ def check_gang(request: DeviceRequest, body: JobCreate, session: Session) -> Non
 
 
 def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
-           idempotency_key: str | None) -> tuple[Job, bool]:
-    """Validate and record a job as pending; returns it and whether it is new."""
+           idempotency_key: str | None) -> tuple[Job, bool, list[Dispatch]]:
+    """Validate and record a job as pending; returns it, whether it is new, and what to send.
+
+    A new job that finds no other pending job is placed in the same transaction (it orders
+    nothing, so placing it costs one short plan): the caller sends what was dispatched.
+    """
     params = validate_params(body.kind, body.params)
     if not kind_enabled(body.kind, settings):
         raise KindDisabled(f"kind {body.kind!r} is turned off on this server (an admin enables it)",
@@ -146,7 +151,7 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
             # Before the limit: a retried submit at the limit gets its job back, not a 429.
             check_replay(existing, body=body, params=params, device_request=request.canonical(),
                          timeout_s=timeout_s, max_attempts=max_attempts)
-            return existing, False
+            return existing, False, []
     check_pending_limit(session=session, settings=settings, user=user)
     from_job_id = _from_job(session, body.kind, params, user)
     if body.kind == "command":
@@ -166,7 +171,19 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
         from_job_id=from_job_id,
         status=JobStatus.pending,
     )
-    return insert_job(session=session, job=job)
+    placed: list[Dispatch] = []
+
+    def start_if_alone(session: Session, new: Job) -> bool:
+        if has_pending(session, besides=new.id):
+            return False  # the dispatcher orders the queue (priority, fair share, age)
+        placed.extend(place_pending(session=session, settings=settings))
+        started = any(d.job_id == new.id for d in placed)
+        if started:
+            session.refresh(new)  # the answer shows the job as dispatched, on its device
+        return started
+
+    job, created = insert_job(session=session, job=job, start=start_if_alone)
+    return job, created, placed
 
 
 def lock_member(*, session: Session, user: User) -> None:

@@ -29,6 +29,7 @@ from service.api.routes import (
 from service.api.routes import problems as problem_pages
 from service.db import Database
 from service.live import Publisher
+from service.queues import make_celery
 from service.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -56,7 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # /docs and /redoc are served by docs.install from local files, not FastAPI's CDN pages.
     app = FastAPI(title="gpulab", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None,
                   lifespan=lifespan)
-    app.state.gpulab = AppState(settings=settings, db=db, publisher=publisher)
+    app.state.gpulab = AppState(settings=settings, db=db, publisher=publisher,
+                                 celery=make_celery(settings))
     install_redaction()
     app.add_middleware(RequestGuard)
     problems.install(app)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
+from celery import Celery
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import contextmanager_in_threadpool
 from sqlalchemy.orm import Session
@@ -33,6 +34,7 @@ class AppState:
     settings: Settings
     db: Database
     publisher: Publisher
+    celery: Celery  # sends the jobs a submit starts at once (service/scheduling/starting.py)
     # Requests admitted to the database at once: no more than the pool has connections.
     # Without it, requests that finished their route kept their connection while waiting for
     # a thread to validate the response, while every thread waited for a connection: under

@@ -20,11 +20,11 @@ from sqlalchemy import select
 from service.db import Database
 from service.live import Publisher, wake_channel
 from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
-from service.queues import RUN_JOB, device_queue, make_celery
-from service.scheduling.queue_state import plan_queue
+from service.queues import make_celery
+from service.scheduling.starting import has_pending, place_pending, send_dispatched
 from service.settings import Settings
 from service.store.devices import declare_worker_lost, find_silent_workers
-from service.store.jobs import mark_dispatched, release_lost_job, undispatch
+from service.store.jobs import release_lost_job, undispatch
 from service.store.leases import DISPATCHER_LEASE, acquire_lease, release_lease
 
 log = logging.getLogger("gpulab.dispatcher")
@@ -71,32 +71,15 @@ class Dispatcher:
 
     def dispatch(self) -> int:
         """Place what can start now, commit, then send each job to its device's queue."""
-        to_send: list[tuple[int, int, str, int]] = []
+        # Most wake-ups (a finish, a submit that started its own job) leave nothing pending:
+        # a read says so without taking the write lock that workers' claims wait on.
+        with self.db.reading() as session:
+            if not has_pending(session):
+                return 0
         with self.db.writing() as session:
-            view = plan_queue(session, settings=self.settings)
-            rows = {j.id: j for j in view.jobs}
-            for job_id, device_id in view.plan.placements:
-                row = rows[job_id]
-                attempt = mark_dispatched(session=session, job_id=job_id, attempt=row.attempt,
-                                          device_id=device_id, devices=view.plan.allocations[job_id])
-                if attempt is not None:
-                    to_send.append((job_id, attempt, device_id, row.timeout_s))
+            placed = place_pending(session=session, settings=self.settings)
             session.commit()
-        sent = 0
-        for job_id, attempt, device_id, timeout_s in to_send:
-            try:
-                self.celery.send_task(
-                    RUN_JOB,
-                    args=[job_id, attempt],
-                    queue=device_queue(device_id),
-                    soft_time_limit=timeout_s,
-                )
-                sent += 1
-            except Exception as exc:  # the broker is down: the job goes back to pending
-                log.warning("sending job %s to %s failed: %s", job_id, device_id, exc)
-                with self.db.writing() as session:
-                    undispatch(session=session, job_id=job_id, attempt=attempt,
-                               why=f"the broker refused the message ({type(exc).__name__})")
+        sent = send_dispatched(self.celery, self.db, placed)
         if sent:
             log.info("dispatched %d job(s)", sent)
         return sent

@@ -6,7 +6,7 @@ from the returned row count whether it won.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -47,8 +47,13 @@ def _transition(
     return True
 
 
-def insert_job(*, session: Session, job: Job) -> tuple[Job, bool]:
-    """Record a validated job as pending; with an idempotency key, a retry returns the first."""
+def insert_job(*, session: Session, job: Job,
+               start: Callable[[Session, Job], bool] | None = None) -> tuple[Job, bool]:
+    """Record a validated job as pending; with an idempotency key, a retry returns the first.
+
+    `start`, called before the commit, may dispatch the new job in this same transaction
+    (returning True); otherwise the dispatcher is woken to place it.
+    """
     if job.idempotency_key:
         existing = _by_idempotency_key(session, job.owner_id, job.idempotency_key)
         if existing is not None:
@@ -64,7 +69,8 @@ def insert_job(*, session: Session, job: Job) -> tuple[Job, bool]:
             raise
         return _same_request(existing, job), False
     append_events(session, job_id=job.id, events=[status_event(JobStatus.pending, message="submitted")])
-    queue_wake(session, "submit")
+    if start is None or not start(session, job):
+        queue_wake(session, "submit")
     session.commit()
     return job, True
 

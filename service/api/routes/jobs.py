@@ -31,6 +31,7 @@ from service.api.streams import follow_job, subscribe
 from service.api.tickets import TICKET_TTL_S, issue_ticket, redeem_ticket
 from service.errors import InvalidRequest, NotFound
 from service.models import Job, JobEvent, JobStatus, User, utcnow
+from service.scheduling.starting import send_dispatched
 from service.schemas import (
     ArtifactPublic,
     CommandPublic,
@@ -83,8 +84,10 @@ def create_job(
     state: State,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
-    job, created = submit(session=session, settings=state.settings, user=user, body=body,
-                          idempotency_key=idempotency_key)
+    job, created, placed = submit(session=session, settings=state.settings, user=user, body=body,
+                                  idempotency_key=idempotency_key)
+    # Committed: a job placed at once goes to its device's queue now, no dispatcher pass between.
+    send_dispatched(state.celery, state.db, placed, retry=False)
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/jobs/{job.id}"

@@ -1,0 +1,89 @@
+"""Placing pending jobs and sending each to its device's queue, from the dispatcher or a submit.
+
+Placement is serialised: two placers that both saw a device free would both send it a job.
+On SQLite every write transaction is (BEGIN IMMEDIATE); on PostgreSQL a transaction-scoped
+advisory lock does it, taken before the queue is read. The dispatcher places in its pass; a
+submit that finds the queue otherwise empty places its own job in its own transaction, which
+saves the wake-up hop and one commit (see docs/design.md, "Starting a job at submit").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from celery import Celery
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from service.db import Database
+from service.models import Job, JobStatus
+from service.queues import RUN_JOB, device_queue
+from service.scheduling.queue_state import plan_queue
+from service.settings import Settings
+from service.store.jobs import mark_dispatched, undispatch
+
+log = logging.getLogger("gpulab.dispatcher")
+
+# Any fixed 64-bit number: the key of PostgreSQL's advisory lock that serialises placement.
+PLACEMENT_LOCK_KEY = 0x6770756C6162  # "gpulab"
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A job marked dispatched (committed by the caller), to be sent once the commit is done."""
+
+    job_id: int
+    attempt: int
+    device_id: str
+    timeout_s: int
+
+
+def lock_placement(session: Session) -> None:
+    """Hold the placement lock until this transaction ends (SQLite: already held by BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACEMENT_LOCK_KEY})
+
+
+def place_pending(*, session: Session, settings: Settings) -> list[Dispatch]:
+    """Mark dispatched every pending job that can start now, in the caller's transaction."""
+    lock_placement(session)
+    view = plan_queue(session, settings=settings)
+    rows = {j.id: j for j in view.jobs}
+    placed = []
+    for job_id, device_id in view.plan.placements:
+        row = rows[job_id]
+        attempt = mark_dispatched(session=session, job_id=job_id, attempt=row.attempt,
+                                  device_id=device_id, devices=view.plan.allocations[job_id])
+        if attempt is not None:
+            placed.append(Dispatch(job_id, attempt, device_id, row.timeout_s))
+    return placed
+
+
+def has_pending(session: Session, *, besides: int | None = None) -> bool:
+    """Whether any job (other than `besides`) is pending: one indexed row read."""
+    stmt = select(Job.id).where(Job.status == JobStatus.pending)
+    if besides is not None:
+        stmt = stmt.where(Job.id != besides)
+    return session.scalar(stmt.limit(1)) is not None
+
+
+def send_dispatched(celery: Celery, db: Database, dispatches: Iterable[Dispatch], *, retry: bool = True) -> int:
+    """Send committed dispatches; one the broker refuses goes back to pending. Returns how many went.
+
+    `retry=False` (a submit) gives up at the first refusal instead of waiting out Celery's
+    retries: the job goes back to pending, and the dispatcher sends it when the broker returns.
+    """
+    sent = 0
+    for d in dispatches:
+        try:
+            celery.send_task(RUN_JOB, args=[d.job_id, d.attempt], queue=device_queue(d.device_id),
+                             soft_time_limit=d.timeout_s, retry=retry)
+            sent += 1
+        except Exception as exc:  # the broker is down: the job goes back to pending
+            log.warning("sending job %s to %s failed: %s", d.job_id, d.device_id, exc)
+            with db.writing() as session:
+                undispatch(session=session, job_id=d.job_id, attempt=d.attempt,
+                           why=f"the broker refused the message ({type(exc).__name__})")
+    return sent
