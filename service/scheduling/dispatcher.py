@@ -79,7 +79,7 @@ class Dispatcher:
         with self.db.writing() as session:
             placed = place_pending(session=session, settings=self.settings)
             session.commit()
-        sent = send_dispatched(self.celery, self.db, placed)
+        sent = send_dispatched(self.celery, self.db.writing, placed)
         if sent:
             log.info("dispatched %d job(s)", sent)
         return sent

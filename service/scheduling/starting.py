@@ -10,14 +10,14 @@ saves the wake-up hop and one commit (see docs/design.md, "Starting a job at sub
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from celery import Celery
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from service.db import Database
 from service.models import Job, JobStatus
 from service.queues import RUN_JOB, device_queue
 from service.scheduling.queue_state import plan_queue
@@ -69,11 +69,14 @@ def has_pending(session: Session, *, besides: int | None = None) -> bool:
     return session.scalar(stmt.limit(1)) is not None
 
 
-def send_dispatched(celery: Celery, db: Database, dispatches: Iterable[Dispatch], *, retry: bool = True) -> int:
-    """Send committed dispatches; one the broker refuses goes back to pending. Returns how many went.
+def send_dispatched(celery: Celery, writing: Callable[[], AbstractContextManager[Session]],
+                    dispatches: Iterable[Dispatch], *, retry: bool = True) -> int:
+    """Send committed dispatches; one the broker refuses goes back to pending (in a transaction
+    of `writing`). Returns how many went.
 
     `retry=False` (a submit) gives up at the first refusal instead of waiting out Celery's
     retries: the job goes back to pending, and the dispatcher sends it when the broker returns.
+    A submit passes its own committed session, so a request never holds two connections.
     """
     sent = 0
     for d in dispatches:
@@ -83,7 +86,7 @@ def send_dispatched(celery: Celery, db: Database, dispatches: Iterable[Dispatch]
             sent += 1
         except Exception as exc:  # the broker is down: the job goes back to pending
             log.warning("sending job %s to %s failed: %s", d.job_id, d.device_id, exc)
-            with db.writing() as session:
+            with writing() as session:
                 undispatch(session=session, job_id=d.job_id, attempt=d.attempt,
                            why=f"the broker refused the message ({type(exc).__name__})")
     return sent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -87,7 +88,7 @@ def create_job(
     job, created, placed = submit(session=session, settings=state.settings, user=user, body=body,
                                   idempotency_key=idempotency_key)
     # Committed: a job placed at once goes to its device's queue now, no dispatcher pass between.
-    send_dispatched(state.celery, state.db, placed, retry=False)
+    send_dispatched(state.celery, lambda: nullcontext(session), placed, retry=False)
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/jobs/{job.id}"
