@@ -3,8 +3,8 @@
 The venv is made with `--system-site-packages`, and a `.pth` file adds the base environment's
 own site-packages (a venv on top of a venv would otherwise see only the base interpreter's),
 so torch comes from the base and only what the requirements add is installed. It is cached by
-the hash of the base prefix, its interpreter and the requirements' text (not the files a line
-names: a changed local wheel needs a changed line, a version say), per account: it is
+the hash of the base prefix, its interpreter, the requirements' text and the content of every
+project file or folder a line names (a rebuilt local wheel, a nested `-r` file), per account: it is
 built *as the job's account* (pip runs members' setup code, never as root), and a member's
 environment is never shared with another account. pip's output goes to the job's log; a
 failed build fails the job with `env_build_failed`.
@@ -37,11 +37,66 @@ class EnvBuildFailed(Exception):
     reason = FailReason.env_build_failed
 
 
-def venv_key(prefix: Path, requirements: bytes) -> str:
-    """The cache key: the base prefix, the interpreter it runs, and the requirements."""
+def venv_key(prefix: Path, requirements: bytes, named: bytes = b"") -> str:
+    """The cache key: the base prefix, the interpreter it runs, the requirements and the digest
+    of the project files they name."""
     python = prefix / "bin" / "python"
     real = os.path.realpath(python)
-    return hashlib.sha256(f"{prefix}\0{real}\0".encode() + requirements).hexdigest()[:24]
+    return hashlib.sha256(f"{prefix}\0{real}\0".encode() + requirements + b"\0" + named).hexdigest()[:24]
+
+
+def named_files_digest(requirements: Path, project: Path) -> bytes:
+    """A digest of the project's files and folders that the requirements name (wheels, sdists,
+    folders, nested -r/-c files), read without following links out of the project.
+    Raises EnvBuildFailed for `-e` of a project folder: a cached venv would point into a run
+    folder that is removed when the job ends."""
+    digest = hashlib.sha256()
+    seen: set[Path] = set()
+
+    def visit(req: Path) -> None:
+        if req in seen:
+            return
+        seen.add(req)
+        for number, raw in enumerate(req.read_text(errors="replace").splitlines(), 1):
+            words = raw.split(" #", 1)[0].split()
+            if not words or words[0].startswith("#"):
+                continue
+            option, rest = (words[0], words[1:]) if words[0].startswith("-") else ("", words)
+            for word in rest[:1] or [option.partition("=")[2]]:
+                path = _inside(project, req.parent / word.removeprefix("file:"))
+                if path is None:
+                    continue
+                if option in ("-e", "--editable"):
+                    raise EnvBuildFailed(f"requirements.txt line {number}: `{raw.strip()}` installs the project in "
+                                         "place, which a reused environment cannot keep; the command runs in its "
+                                         "folder, so import it from there, or drop -e to install a copy")
+                if option in ("-r", "--requirement", "-c", "--constraint") and path.is_file():
+                    visit(path)
+                else:
+                    _hash_path(digest, project, path)
+
+    visit(requirements)
+    return digest.digest()
+
+
+def _inside(project: Path, candidate: Path) -> Path | None:
+    """The path if it exists inside the project and reaches no link, else None."""
+    rel = os.path.relpath(os.path.normpath(candidate.absolute()), os.path.normpath(project.absolute()))
+    if rel == ".." or rel.startswith("../"):
+        return None
+    path = project.resolve()
+    for part in Path(rel).parts:
+        path = path / part if part != "." else path
+        if path.is_symlink() or not path.exists():
+            return None
+    return path
+
+
+def _hash_path(digest: Any, project: Path, path: Path) -> None:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    for file in files:
+        digest.update(str(file.relative_to(project.resolve())).encode() + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
 
 
 def venv_for(*, settings: Settings, account: Account, prefix: Path, requirements: Path, env: dict[str, str],
@@ -51,7 +106,7 @@ def venv_for(*, settings: Settings, account: Account, prefix: Path, requirements
     root = settings.runs_root / VENVS_DIR
     root.mkdir(exist_ok=True)
     os.chmod(root, 0o711)
-    target = root / f"{account.uid}-{venv_key(prefix, text)}"
+    target = root / f"{account.uid}-{venv_key(prefix, text, named_files_digest(requirements, requirements.parent))}"
     lock_path = root / f".{target.name}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another job of the same account builds it: wait for it

@@ -23,9 +23,9 @@ print("GPULAB {\\"result\\": {\\"value\\": %d, \\"torch\\": \\"%s\\"}}" % (tinyp
 """
 
 
-def wheel() -> bytes:
+def wheel(value: int = 42) -> bytes:
     """A pure-Python wheel of a one-module package, built by hand."""
-    files = {"tinypkg/__init__.py": b"VALUE = 42\n",
+    files = {"tinypkg/__init__.py": f"VALUE = {value}\n".encode(),
              "tinypkg-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 0.1\n",
              "tinypkg-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpulab-tests\nRoot-Is-Purelib: true\n"
                                             b"Tag: py3-none-any\n"}
@@ -51,10 +51,10 @@ def env_stack() -> Iterator[Stack]:
         yield stack
 
 
-def bundle(stack: Stack, requirements: bytes) -> str:
+def bundle(stack: Stack, requirements: bytes, value: int = 42) -> str:
     assert stack.http is not None
     data = tar_bytes({"main.py": MAIN, "requirements.txt": requirements,
-                      "wheels/tinypkg-0.1-py3-none-any.whl": wheel()})
+                      "wheels/tinypkg-0.1-py3-none-any.whl": wheel(value)})
     return str(stack.http.post("/bundles", content=data).json()["sha256"])
 
 
@@ -80,6 +80,19 @@ def test_requirements_build_a_venv_on_the_environment_once(env_stack: Stack) -> 
     lines = logs(env_stack, second["id"])
     assert any("reusing the environment" in line for line in lines)
     assert not any("Successfully installed" in line for line in lines)
+    # The same line, a rebuilt wheel behind it: a new environment, not the stale one.
+    rebuilt = {**params, "bundle": bundle(env_stack, b"--no-index\n./wheels/tinypkg-0.1-py3-none-any.whl\n", 43)}
+    third = env_stack.wait_for(env_stack.submit("command", rebuilt)["id"], timeout=180)
+    assert third["status"] == "succeeded", third["error"]
+    assert third["result"]["value"] == 43
+
+
+def test_an_editable_project_line_is_refused_before_building(env_stack: Stack) -> None:
+    sha = bundle(env_stack, b"-e .\n")
+    done = env_stack.wait_for(env_stack.submit("command", {"argv": ["python", "main.py"], "bundle": sha,
+                                                          "python_env": "lab"})["id"], timeout=120)
+    assert (done["status"], done["reason"]) == ("failed", "env_build_failed"), done
+    assert "requirements.txt line 1: `-e .` installs the project in place" in done["error"]
 
 
 def test_a_failed_build_has_its_own_reason(env_stack: Stack) -> None:
