@@ -31,6 +31,7 @@ from service.store.devices import register_worker, stop_worker
 from worker.command_account import announce as announce_command_account
 from worker.command_files import remove_stale_run_folders
 from worker.command_sweep import end_orphans_of_device
+from worker.command_venv import prune_venvs
 from worker.device import DeviceInfo, pin_process, resolve_device, runtime_facts
 from worker.heartbeat import Watch, is_child_alive
 from worker.probe import Probe
@@ -257,6 +258,8 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     with contextlib.suppress(SQLAlchemyError):  # the database down: the next start removes them
         if (stale := remove_stale_run_folders(settings, db)):
             log.warning("removed %d run folder(s) of jobs that no longer run (their worker died)", stale)
+    if (pruned := prune_venvs(settings)):
+        log.info("removed %d cached requirements environment(s) no job used for a long time", pruned)
     with contextlib.suppress(redis.RedisError):  # Redis down: the messages wait for its return
         restored = restore_unacked(settings.redis_url, queue)
         if restored:

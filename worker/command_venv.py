@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ def venv_for(*, settings: Settings, account: Account, prefix: Path, requirements
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another job of the same account builds it: wait for it
         if (target / COMPLETE).exists():
+            (target / COMPLETE).touch()  # last used now: prune_venvs keeps it
             ctx.log(f"requirements.txt: reusing the environment built for it ({target.name})")
             return target
         if target.exists():
@@ -139,6 +141,29 @@ def venv_for(*, settings: Settings, account: Account, prefix: Path, requirements
             raise
         (target / COMPLETE).touch()
         return target
+
+
+def prune_venvs(settings: Settings, *, now: float | None = None) -> int:
+    """Remove cached venvs no job has used for longer than a job may run or a bundle is kept
+    (so none in use by a running job goes); returns how many. Run at a worker's start."""
+    root = settings.runs_root / VENVS_DIR
+    if not root.is_dir():
+        return 0
+    keep_s = max(settings.bundle_keep_s, settings.max_timeout_s) + 86400
+    cutoff = (now if now is not None else time.time()) - keep_s
+    removed = 0
+    for target in root.iterdir():
+        if target.name.startswith(".") or not target.is_dir() or target.is_symlink():
+            continue
+        marker = target / COMPLETE
+        used = marker.stat().st_mtime if marker.exists() else target.stat().st_mtime
+        if used >= cutoff:
+            continue
+        with open(root / f".{target.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # never under a build of the same venv
+            shutil.rmtree(target, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def _run(account: Account, argv: list[str], env: dict[str, str], ctx: JobContext, *, what: str,

@@ -353,3 +353,20 @@ def test_checkpoints_are_plain_bytes_not_what_the_mime_table_guesses(name: str, 
     from jobs.context import guess_content_type
 
     assert guess_content_type(name) == expected
+
+
+def test_cached_venvs_unused_for_longer_than_any_job_runs_are_pruned(tmp_path: Path) -> None:
+    from worker.command_venv import COMPLETE, VENVS_DIR, prune_venvs
+
+    settings = Settings(state_dir=tmp_path)
+    root = settings.runs_root / VENVS_DIR
+    now = time.time()
+    keep_s = max(settings.bundle_keep_s, settings.max_timeout_s) + 86400
+    for name, age in (("1-old", keep_s + 60), ("1-recent", keep_s - 60), ("2-half-built", keep_s + 60)):
+        (root / name).mkdir(parents=True)
+        marker = root / name / (COMPLETE if name != "2-half-built" else "bin")
+        marker.touch()
+        os.utime(marker, (now - age, now - age))
+        os.utime(root / name, (now - age, now - age))
+    assert prune_venvs(settings, now=now) == 2
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["1-recent"]
