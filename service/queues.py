@@ -63,6 +63,11 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=settings.celery_events,
         enable_utc=True,
     )
+    if inst := live.installation():
+        # Remote control and events are exchanges of their own per installation, like the job
+        # queues: two installations on one Redis (their workers may share a node name, such as
+        # gpulab-testhost-cpu@testhost) never answer or hear each other's `celery inspect`.
+        app.conf.update(control_exchange=f"gpulab.{inst}", event_exchange=f"gpulab.{inst}.ev")
     return app
 
 

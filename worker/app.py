@@ -287,4 +287,11 @@ def __getattr__(name: str) -> Any:
 def _admin_app() -> Celery:
     from service.settings import get_settings
 
-    return build_app(get_settings())
+    settings = get_settings()
+    # The installation names the control exchange the workers listen on: read it first.
+    db = Database.from_settings(settings, pooled=False)
+    try:
+        Publisher(settings.redis_url).attach(db.read)
+    finally:
+        db.engine.dispose()
+    return build_app(settings)

@@ -34,12 +34,12 @@ class Dispatcher:
     def __init__(self, settings: Settings, db: Database | None = None, celery: Celery | None = None):
         self.settings = settings
         self.db = db or Database.from_settings(settings)
-        self.celery = celery or make_celery(settings)
         self.holder = f"{settings.host}:{uuid.uuid4().hex[:12]}"
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.publisher = Publisher(settings.redis_url)
         self.publisher.attach(self.db.read, self.db.write)
+        self.celery = celery or make_celery(settings)  # after attach: its exchanges carry the installation
         self._lease_until = 0.0  # monotonic time until which our lease surely holds
         self._next_reap = 0.0
         self._redis_run_id: str | None = None  # changes when Redis restarts

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +36,25 @@ def test_inspect_ping_active_and_stats_see_the_worker(stack: Stack) -> None:
     assert json.loads(active.stdout)[name] == []
     stats = celery(stack, "inspect", "stats", "--timeout", "5", "--json")
     assert json.loads(stats.stdout)[name]["pool"]["max-concurrency"] == 1
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_inspect_answers_only_for_its_own_installation(stack: Stack, tmp_path: Path) -> None:
+    """Another installation on the same Redis, with a worker of the same node name: each one's
+    `celery inspect` hears only its own worker (before, they shared one control queue, and
+    which worker answered was chance)."""
+    other = Stack(database_url=f"sqlite:///{tmp_path / 'other.sqlite3'}", redis_url=stack.env["GPULAB_REDIS_URL"],
+                  state_dir=tmp_path).start()
+    try:
+        name = "gpulab-testhost-cpu@testhost"
+        for own in (stack, other, stack, other, stack, other):
+            queues = celery(own, "inspect", "active_queues", "--timeout", "5", "--json")
+            assert queues.returncode == 0, queues.stderr
+            answered = json.loads(queues.stdout)
+            assert [q["name"] for q in answered[name]] == [device_queue("testhost/cpu",
+                                                                        installation=own.installation)]
+    finally:
+        other.stop()
 
 
 def test_flower_sees_the_workers_queues_and_tasks(sqlite_stack: Stack) -> None:
