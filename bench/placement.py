@@ -30,8 +30,9 @@ from service.db import Database
 from service.models import Allocation, Device, Job, JobStatus, User, utcnow
 from service.scheduling.device_request import DeviceRequest, parse_device_request, request_fields
 from service.scheduling.fairshare import UsageCache, member_usage
-from service.scheduling.placement import DeviceRoom, MemberLimits, QueuedJob, _Pass, place, start_order
+from service.scheduling.placement import _Pass, place, start_order
 from service.scheduling.queue_state import device_rooms, pending_jobs, plan_queue
+from service.scheduling.rooms import DeviceRoom, MemberLimits, QueuedJob
 from service.settings import Settings
 
 GB = 1024

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from service.accounting import device_share
 from service.errors import LimitExceeded
 from service.models import Device, DeviceKind, Job, JobStatus, User
-from service.scheduling.placement import MemberLimits, MemberLoad
+from service.scheduling.rooms import MemberLimits, MemberLoad
 from service.settings import Settings
 
 

@@ -17,7 +17,8 @@ from service.models import Allocation, Device, DeviceKind, Job, JobStatus, utcno
 from service.scheduling.device_request import DeviceRequest
 from service.scheduling.fairshare import UsageCache
 from service.scheduling.limits import member_limits, member_loads
-from service.scheduling.placement import DeviceRoom, Plan, QueuedJob, place, start_order
+from service.scheduling.placement import Plan, place, start_order
+from service.scheduling.rooms import DeviceRoom, QueuedJob
 from service.settings import Settings
 from service.store.samples import latest_samples
 

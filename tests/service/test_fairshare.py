@@ -12,8 +12,8 @@ from service.models import Device, Job, JobStatus, User, utcnow
 from service.scheduling.device_request import request_fields
 from service.scheduling.fairshare import HORIZON_HALF_LIVES, UsageCache, member_usage
 from service.scheduling.limits import check_pending_limit, member_loads
-from service.scheduling.placement import WaitReason
 from service.scheduling.queue_state import plan_queue
+from service.scheduling.rooms import WaitReason
 from service.settings import Settings
 from service.store.allocations import allocate
 

@@ -8,17 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.scheduling.device_request import DeviceRequest
-from service.scheduling.placement import (
-    CUDA_CONTEXT_MB,
-    DeviceRoom,
-    MemberLimits,
-    MemberLoad,
-    QueuedJob,
-    WaitReason,
-    _Pass,
-    place,
-    start_order,
-)
+from service.scheduling.placement import _Pass, place, start_order
+from service.scheduling.rooms import CUDA_CONTEXT_MB, DeviceRoom, MemberLimits, MemberLoad, QueuedJob, WaitReason
 
 GB = 1024
 GPU = DeviceRequest(kind="cuda")

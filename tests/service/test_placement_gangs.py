@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.scheduling.device_request import DeviceRequest
-from service.scheduling.placement import DeviceRoom, MemberLimits, MemberLoad, QueuedJob, WaitReason, place
+from service.scheduling.placement import place
+from service.scheduling.rooms import DeviceRoom, MemberLimits, MemberLoad, QueuedJob, WaitReason
 
 GB = 1024
 GPU = DeviceRequest(kind="cuda")

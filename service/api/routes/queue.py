@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from service.api.deps import CurrentUser, ReadSession, State
 from service.models import User, utcnow
-from service.scheduling.placement import WaitReason
 from service.scheduling.queue_state import plan_queue
+from service.scheduling.rooms import WaitReason
 from service.schemas import QueueEntry, QueuePublic
 from service.store.leases import DISPATCHER_LEASE, lease_held
 
