@@ -106,7 +106,7 @@ def pure_bench(n_jobs: int, n_devices: int, repeat: int, seed: int, gangs: float
                 plan = place(ordered, devices)
             else:
                 p = _Pass(devices, MemberLimits(), {})
-                p.waits_seen = _NoCache()
+                p.outlooks, p.gangs_seen = _NoCache(), _NoCache()
                 plan = p.run(ordered, {})
             times.append(time.perf_counter() - t0)
             placed = len(plan.placements)
@@ -114,7 +114,7 @@ def pure_bench(n_jobs: int, n_devices: int, repeat: int, seed: int, gangs: float
 
     print(f"place(): {n_jobs} pending jobs ({gangs:.0%} gangs), {n_devices} GPUs "
           f"({sum(r.state == 'online' for r in rooms)} online), {OWNERS} members, median of {repeat}")
-    for label, cached in (("with per-pass caches", True), ("baseline: no wait-reason cache", False)):
+    for label, cached in (("with per-pass caches", True), ("baseline: no per-class caches", False)):
         total, placed = run(cached)
         print(f"  {label:32s} pass {1000 * total:8.1f} ms   placements {placed:3d}   "
               f"{1000 * total / max(placed, 1):6.2f} ms/placement   {1e6 * total / n_jobs:6.1f} µs/job")

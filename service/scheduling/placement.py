@@ -73,6 +73,37 @@ def place(
     return _Pass(devices, limits or MemberLimits(), loads if loads is not None else {}).run(jobs, blocked or {})
 
 
+@dataclass
+class _Outlook:
+    """What every job of one class (request, memory, time limit) meets on its devices at one version.
+
+    Only the owner differs between them: the member limit, checked on the open devices, and
+    whether it waits for priority or fair share behind the jobs ahead of it on the others.
+    """
+
+    version: int
+    open: list[DeviceRoom]  # where it may start now, member limits aside
+    reasons: set[str]  # why the devices neither open nor taken by a job ahead cannot take it
+    main: str  # the reason shown from those alone
+    to_hold: list[DeviceRoom]  # online devices nobody holds yet: a waiting job holds them
+    ahead_owners: set[int]
+    ahead_priorities: set[int]
+    ahead_max_usage: float | None  # None: no job ahead of it holds one of its devices
+
+    def reason(self, job: QueuedJob) -> str:
+        """Why the job waits (member limits aside), ranked as `_main_reason` ranks them.
+
+        Behind a job ahead: fair share when every job ahead is another member's, of its priority,
+        with less usage, else priority; a busy or full device outranks both.
+        """
+        if self.ahead_max_usage is None or self.main in (WaitReason.NO_MEMORY, WaitReason.DEVICE_BUSY):
+            return self.main
+        if (job.owner_id in self.ahead_owners or self.ahead_priorities != {job.priority}
+                or self.ahead_max_usage >= job.usage):
+            return WaitReason.PRIORITY
+        return WaitReason.FAIR_SHARE
+
+
 class _Pass:
     """One walk over the queue. Its caches are what keeps 10,000 pending jobs fast."""
 
@@ -87,9 +118,10 @@ class _Pass:
         # use one only if its time limit ends before then.
         self.shadow: dict[str, float] = {}
         self.candidates: dict[tuple[DeviceRequest, float | None], list[DeviceRoom] | str] = {}
-        # Wait reasons computed since the last change: an identical job waits for the same reason.
+        # Bumped at every placement and new hold: what was computed at an older version is stale.
         self.version = 0
-        self.waits_seen: dict[tuple[object, ...], tuple[int, str]] = {}
+        self.outlooks: dict[tuple[object, ...], _Outlook] = {}  # per (request, memory[, time limit])
+        self.gangs_seen: dict[tuple[object, ...], tuple[int, str, tuple[int, int] | None]] = {}
 
     def run(self, jobs: list[QueuedJob], blocked: dict[int, str]) -> Plan:
         plan = Plan()
@@ -116,11 +148,17 @@ class _Pass:
                 cuda and self.limits.max_gpus and load.gpus + job.gpus > self.limits.max_gpus + _EPS):
             plan.waits[job.id] = WaitReason.MEMBER_LIMIT
             return
+        # A gang like one that waited since the last change waits the same way (its owner aside).
+        key = (job.request, job.gpu_memory_gb, job.gpus, job.timeout_s if self.shadow else None)
+        seen = self.gangs_seen.get(key)
+        if seen is not None and seen[0] == self.version:
+            self.wait_gang(job, plan, key, seen[1], seen[2])
+            return
         candidates = self.candidates.get((job.request, job.gpu_memory_gb))
         if candidates is None:
             candidates = self.candidates[(job.request, job.gpu_memory_gb)] = self.devices_for(job)
         if isinstance(candidates, str):
-            plan.waits[job.id] = candidates
+            self.wait_gang(job, plan, key, candidates)
             return
         hosts: dict[str, list[DeviceRoom]] = {}
         for d in candidates:
@@ -138,11 +176,11 @@ class _Pass:
             chosen = ranked[:job.gpus]
             start_in = max(0.0 if d.jobs == 0 else max(d.ends_in_s, _EPS) for d in chosen)
             free = sum(1 for d in chosen if d.jobs == 0)
-            key = (start_in, -free, host, chosen)
-            if best is None or key[:3] < best[:3]:
-                best = key
+            option = (start_in, -free, host, chosen)
+            if best is None or option[:3] < best[:3]:
+                best = option
         if best is None:
-            plan.waits[job.id] = WaitReason.DEVICE_BUSY
+            self.wait_gang(job, plan, key, WaitReason.DEVICE_BUSY)
             return
         start_in, _, _, chosen = best
         chosen = sorted(chosen, key=_pci_order)
@@ -157,39 +195,47 @@ class _Pass:
             plan.placements.append((job.id, chosen[0].id))
             plan.allocations[job.id] = [d.id for d in chosen]
             return
+        version = self.version
         for d in chosen:
             if d.id not in self.reserved:
                 self.reserved.add(d.id)
                 self.shadow[d.id] = start_in
                 self.first_in_line.setdefault(d.id, job)
                 self.version += 1  # only a new hold changes what later jobs see
-        plan.waits[job.id] = WaitReason.ASSEMBLING_GANG
-        plan.assembling[job.id] = (sum(1 for d in chosen if d.jobs == 0), job.gpus)
+        # One that took new holds is not remembered: the next gang like it finds them taken.
+        self.wait_gang(job, plan, key if version == self.version else None, WaitReason.ASSEMBLING_GANG,
+                       (sum(1 for d in chosen if d.jobs == 0), job.gpus))
+
+    def wait_gang(self, job: QueuedJob, plan: Plan, key: tuple[object, ...] | None, reason: str,
+                  assembling: tuple[int, int] | None = None) -> None:
+        plan.waits[job.id] = reason
+        if assembling is not None:
+            plan.assembling[job.id] = assembling
+        if key is not None:
+            self.gangs_seen[key] = (self.version, reason, assembling)
 
     def place_one(self, job: QueuedJob) -> DeviceRoom | str:
-        load = self.loads.setdefault(job.owner_id, MemberLoad())
+        load = self.loads.get(job.owner_id) or self.loads.setdefault(job.owner_id, MemberLoad())
         if self.limits.max_jobs and load.jobs >= self.limits.max_jobs:
             return WaitReason.MEMBER_LIMIT
         # With a gang holding devices, backfill depends on the time limit: then it is in the key.
-        key = (job.request, job.gpu_memory_gb, job.owner_id, job.priority, job.usage,
-               job.timeout_s if self.shadow else None)
-        seen = self.waits_seen.get(key)
-        if seen is not None and seen[0] == self.version:
-            return seen[1]
-        candidates = self.candidates.get((job.request, job.gpu_memory_gb))
-        if candidates is None:
-            candidates = self.candidates[(job.request, job.gpu_memory_gb)] = self.devices_for(job)
-        if isinstance(candidates, str):
-            return candidates
+        key = (job.request, job.gpu_memory_gb, job.timeout_s if self.shadow else None)
+        outlook = self.outlooks.get(key)
+        if outlook is None or outlook.version != self.version:
+            candidates = self.candidates.get((job.request, job.gpu_memory_gb))
+            if candidates is None:
+                candidates = self.candidates[(job.request, job.gpu_memory_gb)] = self.devices_for(job)
+            if isinstance(candidates, str):
+                return candidates
+            outlook = self.outlooks[key] = self.outlook(job, candidates)
         best: DeviceRoom | None = None
-        reasons: set[str] = set()
-        for device in candidates:
-            reason = self.fit(job, device, load)
-            if reason is None:
-                if best is None or _better(device, best):
-                    best = device
-            else:
-                reasons.add(reason)
+        limited = False
+        for device in outlook.open:
+            if self.limits.max_gpus and device.kind == DeviceKind.cuda and (
+                    load.gpus + device.share(job) > self.limits.max_gpus + _EPS):
+                limited = True
+            elif best is None or _better(device, best):
+                best = device
         if best is not None:
             self.first_in_line.setdefault(best.id, job)
             load.jobs += 1
@@ -198,19 +244,14 @@ class _Pass:
             best.take(job)
             self.version += 1
             return best
-        reason = _main_reason(reasons)
-        version = self.version
+        reason = WaitReason.MEMBER_LIMIT if limited else outlook.reason(job)
         if reason != WaitReason.MEMBER_LIMIT:
             # Hold the devices it waits for (online ones); offline or draining ones hold nothing.
-            for d in candidates:
-                if d.state == "online" and d.id not in self.reserved:
+            for d in outlook.to_hold:
+                if d.id not in self.reserved:
                     self.reserved.add(d.id)
                     self.first_in_line.setdefault(d.id, job)
                     self.version += 1
-        if version == self.version:
-            # Nothing changed: an identical job after this one waits for the same reason. (One
-            # that reserved devices is not cached: the next identical job waits behind it.)
-            self.waits_seen[key] = (version, reason)
         return reason
 
     def devices_for(self, job: QueuedJob) -> list[DeviceRoom] | str:
@@ -221,31 +262,33 @@ class _Pass:
         able = [d for d in matching if d.could_hold(job)]
         return able or WaitReason.NO_MEMORY
 
-    def fit(self, job: QueuedJob, device: DeviceRoom, load: MemberLoad) -> str | None:
-        """None if the job may start on this device now, else why not."""
-        if device.id in self.reserved and not self.may_backfill(job, device):
-            return self.behind(job, device)
-        reason = device.fit(job)
-        # Taken during this pass: had it room before, the job waits behind whoever took it.
-        if (reason in (WaitReason.DEVICE_BUSY, WaitReason.NO_MEMORY) and device.id in self.first_in_line
-                and self.before[device.id].fit(job) is None):
-            return self.behind(job, device)
-        if reason is None and self.limits.max_gpus and device.kind == DeviceKind.cuda and (
-                load.gpus + device.share(job) > self.limits.max_gpus + _EPS):
-            return WaitReason.MEMBER_LIMIT
-        return reason
+    def outlook(self, job: QueuedJob, candidates: list[DeviceRoom]) -> _Outlook:
+        """What a job like this one meets on each of its devices now, its owner aside."""
+        open_: list[DeviceRoom] = []
+        reasons: set[str] = set()
+        ahead: list[QueuedJob] = []
+        for device in candidates:
+            if device.id in self.reserved and not self.may_backfill(job, device):
+                ahead.append(self.first_in_line[device.id])
+                continue
+            reason = device.fit(job)
+            if reason is None:
+                open_.append(device)
+            # Taken during this pass: had it room before, the job waits behind whoever took it.
+            elif (reason in (WaitReason.DEVICE_BUSY, WaitReason.NO_MEMORY) and device.id in self.first_in_line
+                  and self.before[device.id].fit(job) is None):
+                ahead.append(self.first_in_line[device.id])
+            else:
+                reasons.add(reason)
+        return _Outlook(version=self.version, open=open_, reasons=reasons, main=_main_reason(reasons),
+                        to_hold=[d for d in candidates if d.state == "online" and d.id not in self.reserved],
+                        ahead_owners={a.owner_id for a in ahead}, ahead_priorities={a.priority for a in ahead},
+                        ahead_max_usage=max((a.usage for a in ahead), default=None))
 
     def may_backfill(self, job: QueuedJob, device: DeviceRoom) -> bool:
         """Whether a job may use a device a waiting gang holds: its time limit ends before the gang starts."""
         shadow = self.shadow.get(device.id)
         return shadow is not None and 0 < job.timeout_s <= shadow
-
-    def behind(self, job: QueuedJob, device: DeviceRoom) -> str:
-        """Why a job waits for a device that a job ahead of it took or holds this pass."""
-        ahead = self.first_in_line[device.id]
-        if ahead.owner_id != job.owner_id and ahead.priority == job.priority and ahead.usage < job.usage:
-            return WaitReason.FAIR_SHARE
-        return WaitReason.PRIORITY
 
 
 def _pci_order(d: DeviceRoom) -> tuple[str, int, str]:

@@ -25,7 +25,7 @@ from service.store.samples import latest_samples
 
 @dataclass
 class QueueView:
-    jobs: list[Any]  # rows of pending jobs, in start order
+    jobs: list[Any]  # rows of pending jobs (`pending_jobs`' columns), in start order
     devices: list[DeviceRoom]
     plan: Plan
     usage: dict[tuple[int, str], float]  # fair-share usage per (member id, device kind)
@@ -71,16 +71,24 @@ def device_rooms(session: Session, *, now: datetime | None = None) -> list[Devic
 
 
 def pending_jobs(session: Session) -> list[Any]:
-    """Pending jobs, oldest first (start order is computed from them with the usage)."""
-    return list(
-        session.execute(
-            select(Job.id, Job.owner_id, Job.attempt, Job.device_request, Job.gpu_memory_gb,
-                   Job.priority, Job.timeout_s, Job.created_at, Job.kind, Job.gpus, Job.request_kind,
-                   Job.request_device_id, Job.request_model, Job.request_min_memory_gb)
-            .where(Job.status == JobStatus.pending)
-            .order_by(Job.id)
-        )
-    )
+    """Pending jobs, oldest first, with what placement needs (start order is computed from them).
+
+    Read through the session's connection, not the ORM: the ORM wraps each of 10,000 rows once
+    more (measured ~1.7× the read). Labels for people (kind, request text, age) are `queue_labels`'.
+    """
+    return list(session.connection().execute(
+        select(Job.id, Job.owner_id, Job.attempt, Job.gpu_memory_gb, Job.priority, Job.timeout_s, Job.gpus,
+               Job.request_kind, Job.request_device_id, Job.request_model, Job.request_min_memory_gb)
+        .where(Job.status == JobStatus.pending)
+        .order_by(Job.id)
+    ))
+
+
+def queue_labels(session: Session) -> dict[int, Any]:
+    """Pending job → (kind, device_request, created_at): what /queue shows beside the plan."""
+    rows = session.connection().execute(
+        select(Job.id, Job.kind, Job.device_request, Job.created_at).where(Job.status == JobStatus.pending))
+    return {r.id: r for r in rows}
 
 
 # One usage cache per database and half-life in this process (the dispatcher's, the API's).
@@ -102,15 +110,16 @@ def plan_queue(session: Session, *, settings: Settings, now: datetime | None = N
     # Many jobs ask for the same thing: one DeviceRequest per distinct stored request.
     requests: dict[tuple[Any, ...], DeviceRequest] = {}
     queued = []
-    # Unpacked by position: a Row's attribute lookup by name costs ~3× at 10,000 jobs a pass.
-    for job_id, owner_id, _, _, memory, priority, timeout_s, _, _, gpus, *key in rows:
-        request = requests.get(tuple(key))
+    # Unpacked by position, and the QueuedJob built by position: at 10,000 jobs a pass, a Row's
+    # attribute lookups by name cost ~3× and keyword arguments ~1.2×.
+    for job_id, owner_id, _, memory, priority, timeout_s, gpus, kind, device_id, model, min_gb in rows:
+        columns = (kind, device_id, model, min_gb)
+        request = requests.get(columns)
         if request is None:
-            request = requests[tuple(key)] = DeviceRequest.from_columns(*key)
-        queued.append(QueuedJob(id=job_id, owner_id=owner_id, request=request, gpu_memory_gb=memory,
-                                priority=priority, usage=usage.get((owner_id, request.kind), 0.0),
-                                gpus=gpus, timeout_s=timeout_s))
+            request = requests[columns] = DeviceRequest.from_columns(*columns)
+        queued.append(QueuedJob(job_id, owner_id, request, memory, priority,
+                                usage.get((owner_id, request.kind), 0.0), gpus, timeout_s))
     ordered = start_order(queued)
-    by_id = {j.id: j for j in rows}
+    by_id = {row[0]: row for row in rows}
     plan = place(ordered, devices, limits=member_limits(settings), loads=member_loads(session=session))
-    return QueueView(jobs=[by_id[q.id] for q in ordered], devices=devices, plan=plan, usage=usage)
+    return QueueView(jobs=[by_id[q[0]] for q in ordered], devices=devices, plan=plan, usage=usage)

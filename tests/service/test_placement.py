@@ -196,6 +196,7 @@ def devices_strategy(draw: st.DrawFn) -> list[DeviceRoom]:
                 state=draw(st.sampled_from(["online", "online", "online", "offline", "draining"])),
                 slots=slots, memory_total_mb=total, external_mb=draw(st.sampled_from([0, 0, 2 * GB, 10 * GB])),
                 jobs=busy, exclusive=exclusive, declared_mb=0.0 if exclusive else busy * 2.0 * GB,
+                ends_in_s=draw(st.sampled_from([30.0, 900.0])) if busy else 0.0,
             ))
     return rooms
 
@@ -207,15 +208,18 @@ REQUESTS = st.sampled_from([
 
 
 @st.composite
-def queue_strategy(draw: st.DrawFn) -> list[QueuedJob]:
+def queue_strategy(draw: st.DrawFn, gangs: bool = False) -> list[QueuedJob]:
+    """A queue; with `gangs`, some jobs ask for 2 devices and all carry time limits (backfill's bound)."""
     usage = {owner: draw(st.sampled_from([0.0, 10.0, 500.0])) for owner in (1, 2, 3)}
     jobs = []
     for job_id in range(1, draw(st.integers(0, 25)) + 1):
         request = draw(REQUESTS)
         owner = draw(st.sampled_from([1, 2, 3]))
         memory = None if request.kind == "cpu" else draw(st.sampled_from([None, 1.0, 8.0, 20.0, 50.0]))
-        jobs.append(QueuedJob(id=job_id, owner_id=owner, request=request, gpu_memory_gb=memory,
-                              priority=draw(st.sampled_from([0, 0, 0, 1, -1])), usage=usage[owner]))
+        gpus = draw(st.sampled_from([1, 1, 2])) if gangs and request.device_id is None else 1
+        jobs.append(QueuedJob(id=job_id, owner_id=owner, request=request, gpu_memory_gb=None if gpus > 1 else memory,
+                              priority=draw(st.sampled_from([0, 0, 0, 1, -1])), usage=usage[owner], gpus=gpus,
+                              timeout_s=draw(st.sampled_from([0.0, 30.0, 600.0])) if gangs else 0.0))
     return start_order(jobs)
 
 
@@ -293,12 +297,13 @@ class _NoCache(dict):
 
 
 @settings(max_examples=200, deadline=None)
-@given(devices=devices_strategy(), jobs=queue_strategy(), limits=LIMITS)
+@given(devices=devices_strategy(), jobs=queue_strategy(gangs=True), limits=LIMITS)
 def test_the_per_pass_cache_changes_no_decision(devices: list[DeviceRoom], jobs: list[QueuedJob],
                                                  limits: MemberLimits) -> None:
     copies = [dataclasses.replace(d) for d in devices]
     cached = place(jobs, devices, limits=limits, loads={})
     uncached = _Pass(copies, limits, {})
-    uncached.waits_seen = _NoCache()
+    uncached.outlooks = _NoCache()
+    uncached.gangs_seen = _NoCache()
     plain = uncached.run(jobs, {})
-    assert (cached.placements, cached.waits) == (plain.placements, plain.waits)
+    assert (cached.placements, cached.waits, cached.assembling) == (plain.placements, plain.waits, plain.assembling)

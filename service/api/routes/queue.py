@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from service.api.deps import CurrentUser, ReadSession, State
 from service.models import User, utcnow
-from service.scheduling.queue_state import plan_queue
+from service.scheduling.queue_state import plan_queue, queue_labels
 from service.scheduling.rooms import WaitReason
 from service.schemas import QueueEntry, QueuePublic
 from service.store.leases import DISPATCHER_LEASE, lease_held
@@ -21,15 +21,19 @@ def queue(user: CurrentUser, session: ReadSession, state: State) -> QueuePublic:
     active = lease_held(session=session, name=DISPATCHER_LEASE)
     names = dict(session.execute(select(User.id, User.name)).all())
     placed = dict(view.plan.placements)
+    labels = queue_labels(session)
     now = utcnow()
     items = []
     for position, job in enumerate(view.jobs, start=1):
         reason = view.plan.waits.get(job.id)
         if not active:
             reason = WaitReason.DISPATCHER_DOWN
+        label = labels.get(job.id)
+        if label is None:
+            continue  # it left the queue between the two reads
         items.append(QueueEntry(position=position, job_id=job.id, owner=names.get(job.owner_id, "?"),
-                                kind=job.kind, device_request=job.device_request, priority=job.priority,
-                                waiting_s=(now - job.created_at).total_seconds(), reason=reason,
+                                kind=label.kind, device_request=label.device_request, priority=job.priority,
+                                waiting_s=(now - label.created_at).total_seconds(), reason=reason,
                                 next_device=placed.get(job.id), gpus=job.gpus,
                                 gang_ready=view.plan.assembling.get(job.id, (None,))[0]))
     return QueuePublic(dispatcher_active=active, items=items)
