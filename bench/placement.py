@@ -1,11 +1,13 @@
 """Dispatcher decision time: 10,000 pending jobs on 64 devices, with a mix of requests.
 
     python -m bench.placement [--jobs 10000] [--devices 64] [--history 20000] [--repeat 5] [--gangs 0.1]
+                              [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
 Two measurements, each beside its baseline in the same run:
 - `place()` alone (the pure policy), and the same pass without its per-pass caches;
-- a whole dispatcher read on SQLite (`plan_queue`: pending jobs, device load, fair-share
-  usage over `--history` finished jobs, member loads, then `place()`), and its parts.
+- a whole dispatcher read on SQLite, and on PostgreSQL with `--postgres` (a scratch database
+  is created on that server and dropped after) (`plan_queue`: pending jobs, device load,
+  fair-share usage over `--history` finished jobs, member loads, then `place()`), and its parts.
 Goal: ≤ 10 ms per placement. A pass decides every pending job (placed, or why it waits),
 so both the pass time and the time per placement are printed. `--gangs` is the share of
 pending jobs that ask for 2, 4 or 8 GPUs of one host (default 10 %); they hold devices as
@@ -15,11 +17,14 @@ they wait and the rest backfill around them by their time limits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import random
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -125,10 +130,36 @@ class _NoCache(dict):
         return default
 
 
-def db_bench(n_jobs: int, n_devices: int, history: int, repeat: int, seed: int, gangs: float) -> None:
-    rng = random.Random(seed)
+@contextlib.contextmanager
+def scratch_database(postgres: str | None) -> Iterator[tuple[str, str, Path]]:
+    """(SQLAlchemy URL, its name for people, a scratch folder): a SQLite file, or a PostgreSQL
+    database created on the `postgres` server (an admin URL) and dropped after."""
     tmp = Path(tempfile.mkdtemp(prefix="gpulab-bench-"))
-    url = f"sqlite:///{tmp / 'bench.sqlite3'}"
+    if postgres is None:
+        yield f"sqlite:///{tmp / 'bench.sqlite3'}", "SQLite", tmp
+        return
+    import psycopg
+
+    name = f"gpulab_bench_{os.getpid()}"
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base = postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        yield f"{base}/{name}", "PostgreSQL", tmp
+    finally:
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def db_bench(n_jobs: int, n_devices: int, history: int, repeat: int, seed: int, gangs: float,
+             postgres: str | None = None) -> None:
+    with scratch_database(postgres) as (url, label, tmp):
+        _db_bench(url, label, tmp, n_jobs, n_devices, history, repeat, seed, gangs)
+
+
+def _db_bench(url: str, label: str, tmp: Path, n_jobs: int, n_devices: int, history: int, repeat: int, seed: int,
+              gangs: float) -> None:
+    rng = random.Random(seed)
     upgrade(url)
     settings = Settings(database_url=url, state_dir=tmp, host="bench")
     db = Database.from_settings(settings)
@@ -164,14 +195,16 @@ def db_bench(n_jobs: int, n_devices: int, history: int, repeat: int, seed: int, 
             select(Job.id, Job.device_id, Job.attempt, true(), literal(0)).where(Job.status == JobStatus.running)))
         s.commit()
 
-    def timed(fn) -> float:  # type: ignore[no-untyped-def]
-        times = []
+    def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+        """Median wall time and median CPU time of this process (the database server's aside)."""
+        walls, cpus = [], []
         for _ in range(repeat):
             with db.reading() as s:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn(s)
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+                walls.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+        return statistics.median(walls), statistics.median(cpus)
 
     parts = {
         "read pending jobs": lambda s: pending_jobs(s),
@@ -183,18 +216,21 @@ def db_bench(n_jobs: int, n_devices: int, history: int, repeat: int, seed: int, 
     warm = UsageCache(settings.fair_share_half_life_s)
     with db.reading() as s:
         warm.usage(session=s, now=utcnow())
-    print(f"\nplan_queue() on SQLite: {n_jobs} pending, {n_devices} GPUs, {history} finished jobs, median of {repeat}")
+    print(f"\nplan_queue() on {label}: {n_jobs} pending, {n_devices} GPUs, {history} finished jobs, median of "
+          f"{repeat}; wall (CPU of this process: on a shared machine, the steadier one)")
     for label, fn in parts.items():
-        print(f"  {label:40s} {1000 * timed(fn):8.1f} ms")
+        wall, cpu = timed(fn)
+        print(f"  {label:40s} {1000 * wall:8.1f} ms ({1000 * cpu:6.1f})")
     placed = 0
 
     def whole(s) -> None:  # type: ignore[no-untyped-def]
         nonlocal placed
         placed = len(plan_queue(s, settings=settings).plan.placements)
 
-    total = timed(whole)
-    print(f"  {'whole pass, warm (read + order + place)':40s} {1000 * total:8.1f} ms   placements {placed}   "
-          f"{1000 * total / max(placed, 1):.2f} ms/placement")
+    wall, cpu = timed(whole)
+    print(f"  {'whole pass, warm (read + order + place)':40s} {1000 * wall:8.1f} ms ({1000 * cpu:6.1f})   "
+          f"placements {placed}   {1000 * wall / max(placed, 1):.2f} ms/placement "
+          f"({1000 * cpu / max(placed, 1):.2f})")
     db.dispose()
 
 
@@ -206,9 +242,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gangs", type=float, default=0.10, help="share of pending jobs that ask for 2-8 GPUs")
+    parser.add_argument("--postgres", help="also on PostgreSQL: an admin URL of a server to make a scratch database on")
     args = parser.parse_args()
     pure_bench(args.jobs, args.devices, args.repeat, args.seed, args.gangs)
     db_bench(args.jobs, args.devices, args.history, args.repeat, args.seed, args.gangs)
+    if args.postgres:
+        db_bench(args.jobs, args.devices, args.history, args.repeat, args.seed, args.gangs, postgres=args.postgres)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ so what a member reads is what the dispatcher will do.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,24 +73,24 @@ def device_rooms(session: Session, *, now: datetime | None = None) -> list[Devic
     return list(rooms.values())
 
 
-def pending_jobs(session: Session) -> list[Any]:
+def pending_jobs(session: Session) -> Sequence[Any]:
     """Pending jobs, oldest first, with what placement needs (start order is computed from them).
 
     Read through the session's connection, not the ORM: the ORM wraps each of 10,000 rows once
     more (measured ~1.7× the read). Labels for people (kind, request text, age) are `queue_labels`'.
     """
-    return list(session.connection().execute(
+    return session.connection().execute(
         select(Job.id, Job.owner_id, Job.attempt, Job.gpu_memory_gb, Job.priority, Job.timeout_s, Job.gpus,
                Job.request_kind, Job.request_device_id, Job.request_model, Job.request_min_memory_gb)
         .where(Job.status == JobStatus.pending)
         .order_by(Job.id)
-    ))
+    ).all()  # all(): one fetchall; iterating fetches row by row (~5× slower on SQLite)
 
 
 def queue_labels(session: Session) -> dict[int, Any]:
     """Pending job → (kind, device_request, created_at): what /queue shows beside the plan."""
     rows = session.connection().execute(
-        select(Job.id, Job.kind, Job.device_request, Job.created_at).where(Job.status == JobStatus.pending))
+        select(Job.id, Job.kind, Job.device_request, Job.created_at).where(Job.status == JobStatus.pending)).all()
     return {r.id: r for r in rows}
 
 
@@ -101,9 +104,31 @@ def usage_cache(settings: Settings) -> UsageCache:
     return _usage_caches.setdefault(key, UsageCache(settings.fair_share_half_life_s))
 
 
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Hold off Python's cycle collector for a pass (reference counting still frees everything).
+
+    A pass at 10,000 pending jobs makes some 30,000 young, acyclic objects (rows, queued jobs,
+    outlooks) that live until its end; each collection the allocations trigger walks them all
+    again, for nothing (measured: place() 88 ms with the collector, 32 ms without, on the bench).
+    Process-wide: another thread's pass may turn it back on early, which only costs time.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def plan_queue(session: Session, *, settings: Settings, now: datetime | None = None) -> QueueView:
     """Read the queue, devices, usage and loads; compute where each pending job would start now."""
-    now = now or utcnow()
+    with cyclic_gc_paused():
+        return _plan_queue(session, settings=settings, now=now or utcnow())
+
+
+def _plan_queue(session: Session, *, settings: Settings, now: datetime) -> QueueView:
     rows = pending_jobs(session)
     devices = device_rooms(session, now=now)
     usage = usage_cache(settings).usage(session=session, now=now) if rows else {}
