@@ -9,6 +9,8 @@ captured and EXPLAINed, and a scan of a large table on one of them is a finding.
 from __future__ import annotations
 
 import re
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,8 +151,22 @@ def large_scans(plan: str) -> list[str]:
     return [line.strip() for line in plan.splitlines() if pattern.search(line)]
 
 
-def measure(client: TestClient, headers: dict[str, str], engine: Engine, reads: list[Read], runs: int,
-            p50: Callable[..., float]) -> list[Measured]:
+def interleaved_p50_ms(a: Callable[[], Any], b: Callable[[], Any], runs: int) -> tuple[float, float]:
+    """p50 of `a` and of `b` run in turns, so that both see the same load of a shared machine."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        a()
+        t1 = time.perf_counter()
+        b()
+        ta.append(t1 - t0)
+        tb.append(time.perf_counter() - t1)
+    return 1000 * statistics.median(ta), 1000 * statistics.median(tb)
+
+
+def measure(client: TestClient, headers: dict[str, str], engine: Engine, reads: list[Read], runs: int
+            ) -> list[Measured]:
     """Each read through the API and as raw SQL, p50 of `runs`; the API's own statements EXPLAINed."""
     dialect = engine.dialect.name
     log = StatementLog(engine)
@@ -175,8 +191,8 @@ def measure(client: TestClient, headers: dict[str, str], engine: Engine, reads: 
             log.seen, log.on = [], True
             api(read)
             log.on = False
-            m = Measured(read, api_ms=p50(lambda read=read: api(read), runs),
-                         raw_ms=p50(lambda read=read: twin(read), runs))
+            api_ms, raw_ms = interleaved_p50_ms(lambda read=read: api(read), lambda read=read: twin(read), runs)
+            m = Measured(read, api_ms=api_ms, raw_ms=raw_ms)
             for statement, parameters in log.seen:
                 plan = explain(cur, dialect, statement, parameters)
                 m.plans.append(f"{' '.join(statement.split())[:160]}\n{plan}")
