@@ -210,6 +210,9 @@ class Job(Base):
     # Runs that a worker started (claims); worker loss retries while runs < max_attempts.
     runs: Mapped[int] = mapped_column(Integer, default=0)
     device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"))
+    # Every device of its last placement, the leader (`device_id`) first: the allocations are
+    # freed when it ends, and usage still reads a finished gang's utilisation on all of them.
+    device_ids: Mapped[list[Any] | None] = mapped_column(JSON)
     worker_id: Mapped[str | None] = mapped_column(String(64))
     pid: Mapped[int | None]
     event_seq: Mapped[int] = mapped_column(Integer, default=0)

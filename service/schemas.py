@@ -240,10 +240,11 @@ class JobUsagePublic(BaseModel):
     device_id: str | None
     device_kind: str | None
     share: float = Field(description="the fraction of its device the job holds (N for a gang of N devices)")
+    device_ids: list[str] = Field(description="every device of its last placement, the leader first")
     wait_seconds: float | None
     run_seconds: float
     allocated_seconds: float = Field(description="share × run time")
-    used_seconds: float | None = Field(description="allocated seconds × the device's mean utilisation")
+    used_seconds: float | None = Field(description="allocated seconds × the mean utilisation of its devices")
     mean_utilization_pct: float | None
     peak_memory_mb: float | None
     memory_total_mb: int | None

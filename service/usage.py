@@ -1,9 +1,10 @@
 """Usage accounting: per job, and per member, device or kind over a window.
 
 Every number here comes from `accounting.allocated_seconds` (share × run time) and from the
-device samples: a job's used device-seconds are its allocated seconds × the device's mean
-utilisation while it ran (per-process utilisation does not exist on a shared card). GPU and
-CPU devices are kept apart: a CPU-hour is not a GPU-hour.
+device samples: a job's used device-seconds are its allocated seconds × the mean utilisation of
+its devices while it ran (per-process utilisation does not exist on a shared card). A gang of N
+counts N × its run time, its utilisation is the mean over its N devices, and per device each
+holds 1/N of it. GPU and CPU devices are kept apart: a CPU-hour is not a GPU-hour.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class JobUsage:
     device_id: str | None
     device_kind: str | None
     share: float
+    device_ids: list[str]  # every device of its last placement, the leader first
     wait_seconds: float | None
     run_seconds: float
     allocated_seconds: float
@@ -144,7 +146,7 @@ def _job_rows(session: Session, where: Any, since: datetime | None, now: datetim
     and building an ORM object (params, result, runtime JSON) for each cost more than the query.
     """
     return list(session.execute(
-        select(Job.id, Job.kind, Job.status, Job.device_id, Job.gpu_memory_gb, Job.gpus, Job.created_at,
+        select(Job.id, Job.kind, Job.status, Job.device_id, Job.device_ids, Job.gpu_memory_gb, Job.gpus, Job.created_at,
                Job.started_at, Job.finished_at, Job.peak_memory_mb, User.name.label("owner"),
                Device.kind.label("device_kind"), Device.slots, Device.memory_total_mb,
                _mean_utilization(session, since, now))
@@ -154,7 +156,34 @@ def _job_rows(session: Session, where: Any, since: datetime | None, now: datetim
     ))
 
 
-def _job_usage(job: Any, since: datetime | None, now: datetime) -> JobUsage:
+def devices_of(job: Any) -> list[str]:
+    """Every device of the job's last placement, the leader first (a row from before gangs: its one)."""
+    return list(job.device_ids or ([job.device_id] if job.device_id else []))
+
+
+def gang_utilization(session: Session, rows: list[Any], since: datetime | None, now: datetime
+                     ) -> dict[int, dict[str, float]]:
+    """Gang → each of its devices' mean utilisation over its run (`_job_rows`' is the leader's only).
+
+    One grouped query per gang, through the same (device_id, t) index: gangs are few among jobs.
+    """
+    out: dict[int, dict[str, float]] = {}
+    for job in rows:
+        devices = devices_of(job)
+        if len(devices) < 2 or job.started_at is None:
+            continue
+        start = max(job.started_at, since) if since is not None else job.started_at
+        end = job.finished_at or (now if job.status == JobStatus.running else job.started_at)
+        out[job.id] = {d: float(m) for d, m in session.execute(
+            select(DeviceSample.device_id, func.avg(DeviceSample.utilization_pct))
+            .where(DeviceSample.device_id.in_(devices), DeviceSample.t >= start, DeviceSample.t <= end,
+                   DeviceSample.utilization_pct.is_not(None))
+            .group_by(DeviceSample.device_id)) if m is not None}
+    return out
+
+
+def _job_usage(job: Any, since: datetime | None, now: datetime,
+               per_device: dict[str, float] | None = None) -> JobUsage:
     share = device_share(device_kind=job.device_kind or DeviceKind.cpu, slots=job.slots or 1,
                          memory_total_mb=job.memory_total_mb, gpu_memory_gb=job.gpu_memory_gb) * job.gpus
     start = job.started_at
@@ -163,11 +192,13 @@ def _job_usage(job: Any, since: datetime | None, now: datetime) -> JobUsage:
     end = job.finished_at or (now if job.status == JobStatus.running else job.started_at)
     allocated = allocated_seconds(share=share, started_at=start, finished_at=end, now=now)
     mean = None if job.mean_utilization is None else float(job.mean_utilization)
+    if per_device:  # a gang: the mean over all its devices
+        mean = sum(per_device.values()) / len(per_device)
     used = allocated * mean / 100 if mean is not None else None
     wait_end = job.started_at or (None if job.status in FINAL_STATUSES else now)
     return JobUsage(
         job_id=job.id, owner=job.owner, kind=job.kind, status=job.status, device_id=job.device_id,
-        device_kind=job.device_kind, share=share,
+        device_kind=job.device_kind, share=share, device_ids=devices_of(job),
         wait_seconds=(wait_end - job.created_at).total_seconds() if wait_end else None,
         run_seconds=run_seconds(job.started_at, end, now), allocated_seconds=allocated, used_seconds=used,
         mean_utilization_pct=None if mean is None else round(mean, 2), peak_memory_mb=job.peak_memory_mb,
@@ -182,7 +213,7 @@ def job_usage(session: Session, *, job_id: int, idle_minutes: float, idle_pct: f
     rows = _job_rows(session, Job.id == job_id, None, now)
     if not rows:
         return None
-    usage = _job_usage(rows[0], None, now)
+    usage = _job_usage(rows[0], None, now, gang_utilization(session, rows, None, now).get(job_id))
     if rows[0].status == JobStatus.running:  # only a running job can be idle
         usage.idle = job_id in {u.job_id for u in idle_jobs(session, idle_minutes=idle_minutes, idle_pct=idle_pct,
                                                             now=now)}
@@ -191,7 +222,8 @@ def job_usage(session: Session, *, job_id: int, idle_minutes: float, idle_pct: f
 
 def idle_jobs(session: Session, *, idle_minutes: float, idle_pct: float, now: datetime | None = None
               ) -> list[JobUsage]:
-    """Running GPU jobs whose device stayed below `idle_pct` % utilisation for the last `idle_minutes`.
+    """Running GPU jobs whose devices (all of a gang's) stayed below `idle_pct` % utilisation for the
+    last `idle_minutes`.
 
     A device needs readings that span (most of) the window: a worker that has just started, or
     stopped sampling, flags nothing.
@@ -201,18 +233,33 @@ def idle_jobs(session: Session, *, idle_minutes: float, idle_pct: float, now: da
     since = now - window
     rows = _job_rows(session, and_(Job.status == JobStatus.running, Job.started_at <= since,
                                    Device.kind == DeviceKind.cuda), since, now)
-    series = utilization_series(session, {r.device_id for r in rows}, since, now)
+    series = utilization_series(session, {d for r in rows for d in devices_of(r)}, since, now)
     out = []
     for row in rows:
-        s = series.get(row.device_id)
-        if s is None or len(s.times) < 2 or s.times[0] - since > window / 5:
-            continue
-        peak = s.max(since, now)
-        if peak is not None and peak < idle_pct:
+        peaks = [_peak(series.get(d), since, now, window) for d in devices_of(row)]
+        if all(p is not None and p < idle_pct for p in peaks):
             usage = _job_usage(row, since, now)
             usage.idle = True
             out.append(usage)
     return out
+
+
+def _peak(series: UtilizationSeries | None, since: datetime, now: datetime, window: timedelta) -> float | None:
+    """A device's highest reading in the window; None when its readings do not span the window."""
+    if series is None or len(series.times) < 2 or series.times[0] - since > window / 5:
+        return None
+    return series.max(since, now)
+
+
+def _shares(u: JobUsage, group_by: str, per_device: dict[str, float]) -> list[tuple[str, float, float]]:
+    """(group, hours, used hours) of one job; by device, each of a gang's N devices holds 1/N of it."""
+    hours, used = u.allocated_seconds / 3600, (u.used_seconds or 0.0) / 3600
+    if group_by != "device":
+        return [(u.owner if group_by == "member" else u.kind, hours, used)]
+    if len(u.device_ids) < 2:
+        return [(u.device_id or "(not placed)", hours, used)]
+    part = hours / len(u.device_ids)
+    return [(d, part, part * per_device.get(d, 0.0) / 100) for d in u.device_ids]
 
 
 @dataclass
@@ -240,22 +287,22 @@ def usage_report(session: Session, *, since: datetime, group_by: str, now: datet
                              value=group_by)
     now = now or utcnow()
     rows = _job_rows(session, or_(Job.finished_at.is_(None), Job.finished_at >= since), since, now)
+    gangs = gang_utilization(session, rows, since, now)
     groups: dict[str, UsageRow] = {}
     for job in rows:
-        u = _job_usage(job, since, now)
-        key = {"member": u.owner, "device": u.device_id or "(not placed)", "kind": u.kind}[group_by]
-        g = groups.setdefault(key, UsageRow(key=key))
-        g.jobs += 1
-        g.outcomes[job.status] = g.outcomes.get(job.status, 0) + 1
-        hours, used = u.allocated_seconds / 3600, (u.used_seconds or 0.0) / 3600
-        if u.device_kind == DeviceKind.cuda:
-            g.gpu_hours += hours
-            g.gpu_used_hours += used
-        elif u.device_kind is not None:
-            g.cpu_hours += hours
-            g.cpu_used_hours += used
-        if job.started_at is not None and job.started_at >= since and u.wait_seconds is not None:
-            g._waits.append(u.wait_seconds)
+        u = _job_usage(job, since, now, gangs.get(job.id))
+        for key, hours, used in _shares(u, group_by, gangs.get(job.id, {})):
+            g = groups.setdefault(key, UsageRow(key=key))
+            g.jobs += 1
+            g.outcomes[job.status] = g.outcomes.get(job.status, 0) + 1
+            if u.device_kind == DeviceKind.cuda:
+                g.gpu_hours += hours
+                g.gpu_used_hours += used
+            elif u.device_kind is not None:
+                g.cpu_hours += hours
+                g.cpu_used_hours += used
+            if job.started_at is not None and job.started_at >= since and u.wait_seconds is not None:
+                g._waits.append(u.wait_seconds)
     for g in groups.values():
         g.mean_wait_s = sum(g._waits) / len(g._waits) if g._waits else None
     return sorted(groups.values(), key=lambda g: (-g.gpu_hours, -g.cpu_hours, g.key))

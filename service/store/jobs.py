@@ -187,6 +187,7 @@ def mark_dispatched(*, session: Session, job_id: int, attempt: int, device_id: s
             "status": JobStatus.dispatched,
             "attempt": new_attempt,
             "device_id": device_id,
+            "device_ids": held,
             "dispatched_at": utcnow(),
             "reason": None,
         },
@@ -203,7 +204,7 @@ def undispatch(*, session: Session, job_id: int, attempt: int, why: str) -> bool
         session,
         job_id=job_id,
         where=[Job.status == JobStatus.dispatched, Job.attempt == attempt],
-        values={"status": JobStatus.pending, "device_id": None, "dispatched_at": None},
+        values={"status": JobStatus.pending, "device_id": None, "device_ids": None, "dispatched_at": None},
         message=f"back to pending: {why}",
     )
     if won:
@@ -308,7 +309,7 @@ def release_lost_job(*, session: Session, job_id: int, attempt: int, why: str) -
         values: dict[str, Any] = {"status": JobStatus.cancelled, "reason": FailReason.cancelled, "finished_at": now}
         reason: str | None = FailReason.cancelled
     elif job.runs < job.max_attempts:
-        values = {"status": JobStatus.pending, "device_id": None, "pid": None, "worker_id": None}
+        values = {"status": JobStatus.pending, "device_id": None, "device_ids": None, "pid": None, "worker_id": None}
         reason = None
     else:
         values = {

@@ -59,6 +59,7 @@ def test_a_gang_holds_every_device_while_it_runs_and_frees_them_together(db: Dat
     assert held(db, job_id) == [(CPUS[0], 1, True), (CPUS[1], 1, False)]
     with db.reading() as s:
         assert [d.id for d in job_devices(session=s, job_id=job_id)] == CPUS
+        assert s.get(Job, job_id).device_ids == CPUS  # type: ignore[union-attr]  # kept after the end, for usage
         assert jobs_on_devices(session=s) == {CPUS[0]: [job_id], CPUS[1]: [job_id]}
         rooms = {r.id: r for r in device_rooms(s)}
     # Both devices are the gang's alone: no slot job may join either.
@@ -68,6 +69,8 @@ def test_a_gang_holds_every_device_while_it_runs_and_frees_them_together(db: Dat
     with db.writing() as s:
         assert finish_job(session=s, job_id=job_id, attempt=attempt, status=JobStatus.succeeded, result={})
     assert held(db, job_id) == []
+    with db.reading() as s:
+        assert s.get(Job, job_id).device_ids == CPUS  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("way_out", ["undispatch", "worker_lost"])
@@ -83,6 +86,8 @@ def test_every_way_back_to_pending_frees_the_devices(db: Database, owner: int, w
             assert release_lost_job(session=s, job_id=job_id, attempt=attempt, why="test") is not None
             s.commit()
     assert held(db, job_id) == []
+    with db.reading() as s:
+        assert s.get(Job, job_id).device_ids is None  # type: ignore[union-attr]
     # The next attempt takes them again, under its own fence.
     assert dispatch(db, job_id, attempt) == attempt + 1
     assert [a for _, a, _ in held(db, job_id)] == [attempt + 1, attempt + 1]

@@ -146,6 +146,41 @@ def test_idle_gpu_jobs_are_flagged_after_the_window(db: Database, lab: dict[str,
     assert busy.id not in {u.job_id for u in flagged}
 
 
+def test_a_gang_reads_utilisation_on_all_its_devices(db: Database, lab: dict[str, User]) -> None:
+    second = "lab1/cuda:1"
+    with db.writing() as session:
+        session.add(Device(id=second, host="lab1", kind="cuda", index=1, name="H100", memory_total_mb=81920,
+                           slots=1, state="online"))
+        session.commit()
+        # An hour on two GPUs: the leader at 80 %, the other at 20 %.
+        add_samples(session, GPU, ago(hours=2), ago(hours=1), 80.0, every_s=60)
+        add_samples(session, second, ago(hours=2), ago(hours=1), 20.0, every_s=60)
+        gang = add_job(session, lab["ada"], device=GPU, status="succeeded", created=ago(hours=2),
+                       started=ago(hours=2), finished=ago(hours=1))
+        gang.gpus, gang.device_ids = 2, [GPU, second]
+        session.commit()
+        # Running for 45 minutes: idle only while both of its devices are.
+        add_samples(session, GPU, ago(minutes=50), NOW, 0.0, every_s=30)
+        add_samples(session, second, ago(minutes=50), NOW, 60.0, every_s=30)
+        running = add_job(session, lab["bob"], device=GPU, status="running", created=ago(minutes=45),
+                          started=ago(minutes=45))
+        running.gpus, running.device_ids = 2, [GPU, second]
+        session.commit()
+    with db.reading() as session:
+        u = job_usage(session, job_id=gang.id, idle_minutes=30, idle_pct=5, now=NOW)
+        by_device = {r.key: r for r in usage_report(session, since=ago(hours=3), group_by="device", now=NOW)}
+        by_member = {r.key: r for r in usage_report(session, since=ago(hours=3), group_by="member", now=NOW)}
+        idle = idle_jobs(session, idle_minutes=30, idle_pct=5, now=NOW)
+    assert u is not None and u.device_ids == [GPU, second]
+    assert (u.allocated_seconds, u.mean_utilization_pct) == (7200.0, 50.0)  # 2 × an hour, at (80 + 20) / 2 %
+    assert u.used_seconds == pytest.approx(3600.0)
+    assert by_member["ada"].gpu_hours == pytest.approx(2.0) and by_member["ada"].gpu_used_hours == pytest.approx(1.0)
+    # Per device, each holds half of the gang: an hour each, used at its own utilisation.
+    assert by_device[second].gpu_hours == pytest.approx(1.0 + 0.75)
+    assert by_device[second].gpu_used_hours == pytest.approx(0.2 + 0.75 * 0.6, rel=0.02)
+    assert running.id not in {j.job_id for j in idle}  # its second device works
+
+
 def test_queue_timeline_counts_waiting_and_running_jobs(db: Database, lab: dict[str, User]) -> None:
     with db.writing() as session:
         add_job(session, lab["ada"], device=GPU, status="succeeded", created=ago(minutes=50),
