@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event
 
 from bench.reads_data import Lab
+from service.models import utcnow
 
 LARGE_TABLES = ("jobs", "job_events", "job_metrics", "device_samples")
 PAGE = 50
@@ -33,7 +34,6 @@ class Read:
     sql: list[tuple[str, dict[str, Any]]]
     # Why a whole-table read is this read's nature, not a missing index (printed, not failed).
     scans_by_design: str = ""
-    before: Callable[[], None] | None = None  # run before each API call (say, to empty a cache)
 
 
 @dataclass
@@ -115,8 +115,6 @@ def lab_reads(lab: Lab, *, me: int, dialect: str, since: str) -> list[Read]:
 
 
 def _now_text(dialect: str) -> str:
-    from service.models import utcnow
-
     return utcnow().strftime("%Y-%m-%d %H:%M:%S.%f" if dialect == "sqlite" else "%Y-%m-%dT%H:%M:%S.%f")
 
 
@@ -176,8 +174,6 @@ def measure(client: TestClient, headers: dict[str, str], engine: Engine, reads: 
         cur = raw.cursor()
 
         def api(read: Read) -> None:
-            if read.before:
-                read.before()
             r = client.get(read.path, headers=headers)
             assert r.status_code == 200, f"{read.path}: {r.status_code} {r.text[:200]}"
 
