@@ -63,13 +63,18 @@ def _job_totals(session: Session) -> list[Any]:
     are totals over every job kept), and at 100,000 jobs each extra pass costs a scrape tens of
     milliseconds.
     """
-    latency = _seconds_between(session, Job.created_at, Job.started_at)
+    jobs = (select(Job.id, Job.kind, Job.status, Job.reason, Job.started_at, Job.run_seconds,
+                   _seconds_between(session, Job.created_at, Job.started_at).label("latency")).cte("j"))
+    if session.get_bind().dialect.name == "sqlite":
+        # Each job's latency computed once: inlined, SQLite calls julianday() twice for each of
+        # the twelve sums that read it (2.5× slower at 20,000 jobs).
+        jobs = jobs.prefix_with("MATERIALIZED")
     return list(session.execute(
-        select(Job.kind, Job.status, Job.reason, func.count(Job.id).label("jobs"),
-               func.count(Job.started_at).label("started"), func.coalesce(func.sum(Job.run_seconds), 0.0),
-               func.count(Job.run_seconds), *_bucket_counts(Job.run_seconds, DURATION_BUCKETS),
-               func.coalesce(func.sum(latency), 0.0), *_bucket_counts(latency, LATENCY_BUCKETS))
-        .group_by(Job.kind, Job.status, Job.reason).order_by(Job.kind, Job.status, Job.reason)
+        select(jobs.c.kind, jobs.c.status, jobs.c.reason, func.count(jobs.c.id).label("jobs"),
+               func.count(jobs.c.started_at).label("started"), func.coalesce(func.sum(jobs.c.run_seconds), 0.0),
+               func.count(jobs.c.run_seconds), *_bucket_counts(jobs.c.run_seconds, DURATION_BUCKETS),
+               func.coalesce(func.sum(jobs.c.latency), 0.0), *_bucket_counts(jobs.c.latency, LATENCY_BUCKETS))
+        .group_by(jobs.c.kind, jobs.c.status, jobs.c.reason).order_by(jobs.c.kind, jobs.c.status, jobs.c.reason)
     ))
 
 
