@@ -70,6 +70,8 @@ def bench_gpulab(stack: Stack, n: int, burst: int) -> dict[str, float]:
     # A second slot on the same device: two jobs run at once, so no gap is measured.
     stack.kill("worker-testhost/cpu", signal.SIGTERM)
     stack.add_worker("cpu", slots=2)
+    for job_id in [stack.submit("test-echo", {"lines": 0, "steps": 0})["id"] for _ in range(4)]:
+        stack.wait_for(job_id)  # warm-up: each new child pays its imports once
     out["jobs_per_s_2"], _ = burst_gpulab(stack, burst)
     return out
 

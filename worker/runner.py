@@ -16,15 +16,18 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from jobs.artifacts import is_disk_full
 from jobs.base import JobError
 from jobs.registry import UnknownKind, get_kind
 from service.db import Database
 from service.models import DeviceKind, FailReason, Job, JobStatus
+from service.scheduling.starting import Dispatch, place_if_queue_short, send_dispatched
 from service.settings import Settings
 from service.store.devices import record_runtime
 from service.store.jobs import claim_job, finish_job
@@ -76,11 +79,13 @@ def _is_cuda_fault(exc: BaseException) -> bool:
 
 
 class JobRunner:
-    def __init__(self, *, settings: Settings, db: Database, device: DeviceInfo, worker_id: str):
+    def __init__(self, *, settings: Settings, db: Database, device: DeviceInfo, worker_id: str,
+                 celery: Celery | None = None):
         self.settings = settings
         self.db = db
         self.device = device
         self.worker_id = worker_id
+        self.celery = celery  # with it, a finish places and sends the next jobs itself
 
     def run(self, job_id: int, attempt: int) -> Outcome | None:
         """Run one attempt of a job; None when the claim is refused (stale message)."""
@@ -123,6 +128,13 @@ class JobRunner:
                      ctx.existing_artifacts(disk_full=outcome.reason == FailReason.disk_full)]
         until_written(f"job {job_id}'s last log lines", ctx.flush)
 
+        placed: list[Dispatch] = []
+
+        def place_next(session: Session) -> bool:
+            placed.clear()  # a retried finish places again
+            return self.celery is not None and place_if_queue_short(session=session, settings=self.settings,
+                                                                   into=placed)
+
         def finish(end: Outcome, files: list[tuple[str, str, int]]) -> bool:
             with self.db.writing() as session:
                 # Committed by finish_job, in the same transaction (and fenced out with it).
@@ -130,7 +142,7 @@ class JobRunner:
                                runtime=runtime)
                 return finish_job(session=session, job_id=job_id, attempt=attempt, status=end.status,
                                   reason=end.reason, error=end.error, result=end.result,
-                                  peak_memory_mb=peak, artifacts=files)
+                                  peak_memory_mb=peak, artifacts=files, then=place_next)
 
         try:
             until_written(f"job {job_id}'s outcome", lambda: finish(outcome, artifacts))
@@ -142,6 +154,8 @@ class JobRunner:
                                  error=f"gpulab could not store this job's outcome ({type(exc).__name__}: "
                                        f"{first}); its log holds what it reported")
             until_written(f"job {job_id}'s outcome", lambda: finish(unstorable, []))
+        if placed and self.celery is not None:
+            send_dispatched(self.celery, self.db.writing, placed)
 
     def _call(self, kind_name: str, raw_params: dict[str, Any], ctx: WorkerContext) -> Outcome:
         try:

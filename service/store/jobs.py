@@ -261,8 +261,13 @@ def finish_job(
     peak_memory_mb: float | None = None,
     artifacts: Sequence[tuple[str, str, int]] = (),
     from_statuses: Sequence[JobStatus] = (JobStatus.running,),
+    then: Callable[[Session], bool] | None = None,
 ) -> bool:
-    """Write a job's end state, result and artifacts in one commit; False when fenced out."""
+    """Write a job's end state, result and artifacts in one commit; False when fenced out.
+
+    `then`, called before the commit once the job's devices are free, may place the next
+    jobs in this same transaction (returning True); otherwise the dispatcher is woken.
+    """
     error = storable(error) if error is not None else None
     result = storable_json(result) if result is not None else None
     job = session.get(Job, job_id)
@@ -289,7 +294,8 @@ def finish_job(
         return False
     for name, content_type, size in artifacts:
         session.add(Artifact(job_id=job_id, name=name, content_type=content_type, size_bytes=size))
-    queue_wake(session, "finish")
+    if then is None or not then(session):
+        queue_wake(session, "finish")
     session.commit()
     return True
 
