@@ -42,22 +42,26 @@ def storable_json(value: Any) -> Any:
 
 
 def append_events(
-    session: Session, *, job_id: int, events: Sequence[dict[str, Any]], attempt: int | None = None
+    session: Session, *, job_id: int, events: Sequence[dict[str, Any]], attempt: int | None = None,
+    numbered_to: int | None = None,
 ) -> list[dict[str, Any]]:
     """Add events to a job in order, inside the caller's transaction; publish after commit.
 
     Each event is {"type", "message", "data"}. Sequence numbers are taken with one
     conditional UPDATE of the job's counter, so writers never collide; with `attempt`, a
-    stale attempt's events are refused (returns []).
+    stale attempt's events are refused (returns []). `numbered_to`: the caller's own UPDATE
+    already advanced the counter by len(events), to this value (a state change: one statement).
     """
     if not events:
         return []
-    stmt = update(Job).where(Job.id == job_id)
-    if attempt is not None:
-        stmt = stmt.where(Job.attempt == attempt)
-    last = session.execute(
-        stmt.values(event_seq=Job.event_seq + len(events)).returning(Job.event_seq)
-    ).scalar_one_or_none()
+    last = numbered_to
+    if last is None:
+        stmt = update(Job).where(Job.id == job_id)
+        if attempt is not None:
+            stmt = stmt.where(Job.attempt == attempt)
+        last = session.execute(
+            stmt.values(event_seq=Job.event_seq + len(events)).returning(Job.event_seq)
+        ).scalar_one_or_none()
     if last is None:
         return []
     now = utcnow()

@@ -32,17 +32,21 @@ def _transition(
     reason: str | None = None,
     message: str = "",
 ) -> bool:
-    """Apply one conditional UPDATE and, if it won, record the status event.
+    """Apply one conditional UPDATE and, if it won, record the status event under the number it took.
 
     A move out of dispatched/running frees every device the job held in the same transaction.
     """
-    result = session.execute(update(Job).where(Job.id == job_id, *where).values(**values))
-    if changed(result) != 1:
+    # The status event's number is taken in the same UPDATE: one statement per state change.
+    seq = session.execute(
+        update(Job).where(Job.id == job_id, *where).values(**values, event_seq=Job.event_seq + 1)
+        .returning(Job.event_seq)
+    ).scalar_one_or_none()
+    if seq is None:
         return False
     status = values["status"]
     if status not in (JobStatus.dispatched, JobStatus.running):
         release(session, job_id=job_id)
-    append_events(session, job_id=job_id, events=[status_event(status, reason, message)])
+    append_events(session, job_id=job_id, events=[status_event(status, reason, message)], numbered_to=seq)
     queue_publish(session, jobs_channel(), {"id": job_id, "status": status, "reason": reason})
     return True
 
