@@ -193,3 +193,15 @@ def first_closed_folder(account: Account, program: Path) -> Path | None:
         except OSError:
             return folder
     return None
+
+
+def unreachable_program(account: Account, program: Path) -> str | None:
+    """Why the account cannot run `program` when a folder on its way is closed (pyenv under /root), with what
+    an admin and the member do about it; None when the way is open."""
+    closed = first_closed_folder(account, program)
+    if closed is None:
+        return None
+    real = program.resolve()
+    where = program if real == program else f"{program} (→ {real})"
+    return (f"{where} lies under {closed}, which {account.name} cannot enter; an admin registers a Python "
+            "environment it can run (gpulab envs add NAME /opt/...) and the job names it with --python-env NAME")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.command import Params
-from worker.command_account import first_closed_folder
+from worker.command_account import unreachable_program
 from worker.command_prepare import CommandFailed, Prepared
 
 READ_CHUNK = 65536
@@ -76,14 +76,10 @@ def _die_with_parent() -> None:
 def not_runnable(program: str, prepared: Prepared, exc: OSError) -> str:
     """Why the account may not run the program, and what to do: usually an interpreter under /root."""
     found = shutil.which(program, path=prepared.env["PATH"])
-    closed = first_closed_folder(prepared.account, Path(found)) if found else None
-    if found is None or closed is None:
+    why = unreachable_program(prepared.account, Path(found)) if found else None
+    if why is None:
         return f"cannot start {program!r}: {exc.strerror} (PATH={prepared.env['PATH']})"
-    real = Path(found).resolve()
-    where = found if real == Path(found) else f"{found} (→ {real})"
-    return (f"cannot start {program!r} as {prepared.account.name}: {where} lies under {closed}, which that account "
-            "cannot enter; an admin registers a Python environment it can run (gpulab envs add NAME /opt/...) "
-            "and the job names it with --python-env NAME")
+    return f"cannot start {program!r} as {prepared.account.name}: {why}"
 
 
 def start_command(params: Params, prepared: Prepared) -> subprocess.Popen[bytes]:

@@ -26,7 +26,7 @@ from typing import Any
 from jobs.base import JobContext
 from service.models import FailReason
 from service.settings import Settings
-from worker.command_account import Account
+from worker.command_account import Account, unreachable_program
 
 VENVS_DIR = ".venvs"
 COMPLETE = ".gpulab-complete"
@@ -103,6 +103,10 @@ def _hash_path(digest: Any, project: Path, path: Path) -> None:
 def venv_for(*, settings: Settings, account: Account, prefix: Path, requirements: Path, env: dict[str, str],
              ctx: JobContext) -> Path:
     """The prefix of a venv holding the requirements on top of `prefix` (built now if needed)."""
+    base = prefix / "bin" / "python"
+    if (why := unreachable_program(account, base)) is not None:
+        # Said before pip runs: otherwise the first step fails with a bare PermissionError.
+        raise EnvBuildFailed(f"requirements.txt: cannot build its environment as {account.name}: {why}")
     text = requirements.read_bytes()
     root = settings.runs_root / VENVS_DIR
     root.mkdir(exist_ok=True)

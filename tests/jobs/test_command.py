@@ -346,6 +346,32 @@ def test_an_interpreter_the_account_cannot_reach_names_the_closed_folder() -> No
         assert first_closed_folder(stranger, link) is None
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root worker's check")
+def test_requirements_on_an_interpreter_the_account_cannot_reach_fail_in_one_line() -> None:
+    """A requirements.txt on the worker's own pyenv interpreter: the closed folder and what to do, no traceback."""
+    import shutil
+
+    from tests.support.commands import reachable_dir
+    from worker.command_venv import EnvBuildFailed, venv_for
+
+    base = reachable_dir("gpulab-venv-")
+    try:
+        closed = base / "private"  # like /root, where pyenv lives
+        (closed / "env" / "bin").mkdir(parents=True)
+        (closed / "env" / "bin" / "python").write_text("#!/bin/sh\n")
+        (closed / "env" / "bin" / "python").chmod(0o755)
+        closed.chmod(0o700)
+        (base / "requirements.txt").write_text("tqdm\n")
+        settings = Settings(state_dir=base, runs_dir=base / "runs")
+        (base / "runs").mkdir(mode=0o711)
+        stranger = Account("nobody", 65534, 65534, (65534,), "/", switch=True)
+        with pytest.raises(EnvBuildFailed, match=f"as nobody: .* lies under {closed}, .*--python-env NAME$"):
+            venv_for(settings=settings, account=stranger, prefix=closed / "env", requirements=base / "requirements.txt",
+                     env={}, ctx=LocalContext(artifacts_root=base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.mark.parametrize(("name", "expected"), [
     ("model.pt", "application/octet-stream"), ("ckpt.PTH", "application/octet-stream"),
     ("fit.png", "image/png"), ("odd.unknownext", "application/octet-stream")])
