@@ -64,7 +64,7 @@ def _show(event: dict, progress: Progress, task: TaskID, log_to: TextIO | None) 
     elif kind == "status":
         status = str(data.get("status"))
         colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(status, "cyan")
-        reason = f" ({data['reason']})" if data.get("reason") else ""
+        reason = f" ({data['reason']})" if data.get("reason") not in (None, "", status) else ""
         if log_to is not None:
             log_to.flush()
         progress.console.print(f"[{colour}]● {event['message']}{reason}[/]")

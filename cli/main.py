@@ -126,7 +126,7 @@ def list_jobs(
         return
     table = Table("id", "owner", "kind", "status", "device", "wait s", "run s", box=None)
     for j in page["items"]:
-        table.add_row(str(j["id"]), j["owner"], j["kind"], j["status"] + (f" ({j['reason']})" if j["reason"] else ""),
+        table.add_row(str(j["id"]), j["owner"], j["kind"], views.status_text(j["status"], j["reason"]),
                       j["device_id"] or j["device_request"], _num(j["wait_seconds"]), _num(j["run_seconds"]))
     out.print(table)
 

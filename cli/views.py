@@ -52,6 +52,11 @@ def devices_table(devices: list[dict[str, Any]]) -> Table:
     return table
 
 
+def status_text(status: str, reason: str | None) -> str:
+    """A job's status with its reason, unless the reason only repeats it (`cancelled`)."""
+    return status if not reason or reason == status else f"{status} ({reason})"
+
+
 def queue_device(entry: dict[str, Any]) -> str:
     """What a queued job asks for: `2 × gpu` for a gang."""
     gpus = entry.get("gpus", 1)
@@ -127,9 +132,7 @@ def job_summary(job: dict[str, Any]) -> Group:
     """`gpulab show`: status and reason, times, device, params and result as tables."""
     colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(job["status"], "cyan")
     head = Text(f"job {job['id']} ", style="bold").append(job["kind"]).append("  ")
-    head.append(job["status"], style=f"bold {colour}")
-    if job.get("reason"):
-        head.append(f" ({job['reason']})")
+    head.append(status_text(job["status"], job.get("reason")), style=f"bold {colour}")
     facts = Table(box=None, show_header=False, pad_edge=False)
     facts.add_column(style="dim")
     facts.add_column()

@@ -111,7 +111,7 @@ class JobRunner:
             outcome = Outcome(JobStatus.cancelled, FailReason.cancelled, result=outcome.result,
                               error="stopped at its next step after a cancel")
         ctx.log(f"{outcome.status} after {time.monotonic() - started:.2f} s"
-                + (f" ({outcome.reason})" if outcome.reason else ""))
+                + (f" ({outcome.reason})" if outcome.reason and outcome.reason != outcome.status else ""))
         peak = self._release_device()
         self._record_end(ctx, outcome, peak, runtime)
         return outcome

@@ -60,3 +60,14 @@ def test_list_params_build_a_list_and_a_failed_submit_is_one_line(stack: Stack) 
     bad = gpulab(stack, "submit", "test-echo", "-p", "lines=-5", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "invalid_params" in bad.stderr and "lines" in bad.stderr
+
+
+def test_a_cancelled_job_says_cancelled_once(stack: Stack) -> None:
+    """The reason `cancelled` only repeats the status: `cancelled`, not `cancelled (cancelled)`."""
+    job_id = stack.submit("test-sleep", {"seconds": 60})["id"]
+    gpulab(stack, "cancel", str(job_id))
+    stack.wait_for(job_id)
+    for args in (("jobs",), ("show", str(job_id))):
+        text = gpulab(stack, *args).stdout
+        assert "cancelled" in text and "cancelled (cancelled)" not in text, (args, text)
+    assert "(cancelled)" not in gpulab(stack, "logs", str(job_id)).stdout
