@@ -63,7 +63,7 @@ def resume(device_id: str) -> None:
 
 def top(
     interval: float = typer.Option(2.0, help="seconds between refreshes"),
-    once: bool = typer.Option(False, "--once", help="print one frame and exit"),
+    once: bool = typer.Option(False, "--once", help="print one frame and exit (as when not on a terminal)"),
 ) -> None:
     """Devices, their jobs and the queue, refreshed live (Ctrl-C to leave)."""
     import time
@@ -75,7 +75,7 @@ def top(
     def frame() -> Any:
         return views.top_view(api.get("/devices"), api.get("/queue"))
 
-    if once:
+    if once or not out.is_terminal:  # piped or redirected: a live view would print nothing until Ctrl-C
         out.print(frame())
         return
     with contextlib.suppress(KeyboardInterrupt), Live(frame(), console=out, screen=False,

@@ -217,7 +217,8 @@ def command_params(api: Api, argv: Sequence[str], *, working_dir: Path | None = 
         packed = pack(working_dir)
         try:
             if say:
-                say(f"packed {working_dir}: {packed.files} files, {_size(packed.size)} (sha256 {packed.sha256[:12]})")
+                files = f"{packed.files} file" + ("" if packed.files == 1 else "s")
+                say(f"packed {working_dir}: {files}, {_size(packed.size)} (sha256 {packed.sha256[:12]})")
                 for skipped in packed.skipped:
                     say(f"not packed: {skipped}")
             bundle = upload(api, packed, show_progress=say is not None)

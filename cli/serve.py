@@ -70,7 +70,7 @@ def dispatcher() -> None:
         d.stop.set()
 
 
-def worker(device: str = typer.Option("cpu", help="cpu or cuda:N"),
+def worker(device: str = typer.Option("cpu", help="cpu, cpu:N (several CPU devices, for CPU gangs) or cuda:N"),
            slots: int = typer.Option(1, min=1, max=64,
                                      help="jobs at once (GPU jobs must declare gpu_memory_gb to share)"),
            host_name: str | None = typer.Option(None, help="host part of the device id (default GPULAB_HOST)")) -> None:

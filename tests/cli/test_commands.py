@@ -71,3 +71,9 @@ def test_a_cancelled_job_says_cancelled_once(stack: Stack) -> None:
         text = gpulab(stack, *args).stdout
         assert "cancelled" in text and "cancelled (cancelled)" not in text, (args, text)
     assert "(cancelled)" not in gpulab(stack, "logs", str(job_id)).stdout
+
+
+def test_top_off_a_terminal_prints_one_frame_and_exits(stack: Stack) -> None:
+    """Piped or redirected, a live view would print nothing until Ctrl-C."""
+    result = stack.gpulab("top", env={"GPULAB_TOKEN": stack.token}, timeout=60)
+    assert result.returncode == 0 and "testhost/cpu" in result.stdout and "queue" in result.stdout, result
