@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query
 from service.api.deps import CurrentUser, JobId, ReadSession, State
 from service.errors import JobNotFound
 from service.models import utcnow
+from service.queue_timeline import queue_timeline
 from service.schemas import JobUsagePublic, QueueTimeline, TimelinePointPublic, UsageReport, UsageRowPublic
-from service.usage import idle_jobs, job_usage, parse_since, parse_span, queue_timeline, usage_report
+from service.usage import idle_jobs, job_usage, parse_since, parse_span, usage_report
 
 router = APIRouter(prefix="/usage", tags=["usage"])
 
