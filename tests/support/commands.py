@@ -37,9 +37,7 @@ def command_stack(database: str, *, env: dict[str, str] | None = None, slots: in
     stack = Stack(database_url=url, redis_url=next_redis_url(), state_dir=tmp / "state",
                   env={"GPULAB_ENABLE_COMMAND_KIND": "true", **(env or {})})
     try:
-        stack.start(workers=())
-        stack.add_worker("cpu", slots=slots)
-        yield stack
+        yield stack.start(slots=slots)
     finally:
         stack.stop()
         if name:

@@ -76,16 +76,36 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start(self, workers: tuple[str, ...] = ("cpu",)) -> Stack:
-        self.gpulab("migrate")
-        self.token = self.gpulab("users", "add", "admin", "--admin").stdout.strip()
+    def start(self, workers: tuple[str, ...] = ("cpu",), slots: int = 1) -> Stack:
+        """Migrate, add the admin, then start the API, the dispatcher and the workers all at once."""
+        self._migrate_and_add_admin()
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
         self.spawn("api", "api", "--port", str(self.port))
         self.spawn("dispatcher", "dispatcher")
-        for device in workers:
-            self.add_worker(device)
+        device_ids = [self.spawn_worker(device, slots=slots) for device in workers]
         self.wait(lambda: self._ready(), 60, "the API to become ready")
+        for device_id in device_ids:
+            self.wait(lambda d=device_id: self._device_online(d), 60, f"{device_id} to come online")
         return self
+
+    def _migrate_and_add_admin(self) -> None:
+        """What `gpulab migrate` and `gpulab users add admin --admin` do, in this process: each
+        command would cost a Python start (2-10 s on a busy 2-core machine) at every stack's start,
+        and both commands have tests of their own (tests/faults/test_migrate.py,
+        tests/service/test_settings.py, tests/cli; start_up below still runs them)."""
+        from migrations.migrate import upgrade
+        from service.db import Database
+        from service.settings import Settings
+        from service.store.users import create_user
+
+        upgrade(self.env["GPULAB_DATABASE_URL"])
+        db = Database.from_settings(Settings(database_url=self.env["GPULAB_DATABASE_URL"],
+                                             state_dir=self.state_dir))
+        try:
+            with db.writing() as session:
+                _, self.token = create_user(session=session, name="admin", is_admin=True)
+        finally:
+            db.engine.dispose()
 
     def start_up(self, device: str = "cpu") -> Stack:
         """Start the stack as `gpulab up` does: one supervisor that restarts a part that exits."""
@@ -114,10 +134,16 @@ class Stack:
     def add_worker(self, device: str = "cpu", host: str = "testhost", slots: int = 1,
                    env: dict[str, str] | None = None) -> str:
         """Start a worker and wait until its device is online; returns the device id."""
+        device_id = self.spawn_worker(device, host=host, slots=slots, env=env)
+        self.wait(lambda: self._device_online(device_id), 60, f"{device_id} to come online")
+        return device_id
+
+    def spawn_worker(self, device: str = "cpu", host: str = "testhost", slots: int = 1,
+                     env: dict[str, str] | None = None) -> str:
+        """Start a worker without waiting for it; returns the device id."""
         device_id = f"{host}/{device}"
         self.spawn(f"worker-{device_id}", "worker", "--device", device, "--host-name", host,
                    "--slots", str(slots), env=env)
-        self.wait(lambda: self._device_online(device_id), 60, f"{device_id} to come online")
         return device_id
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
