@@ -14,7 +14,7 @@ from migrations.migrate import upgrade
 from service.db import Database
 from service.settings import Settings
 from tests.support import services
-from tests.support.stack import Stack
+from tests.support.stack import Stack, finish_stopping
 
 # Redis database numbers for this run's stacks, in an order of its own so parallel runs rarely
 # start on the same one. Each is flushed when this run first takes it (an earlier run's leftovers
@@ -22,6 +22,11 @@ from tests.support.stack import Stack
 # queue name and channel carries the stack's installation id.
 _REDIS_DBS = random.Random(os.getpid()).sample(range(1, 16), 15)
 _redis_taken = itertools.count()
+
+
+def pytest_sessionfinish() -> None:
+    """Wait for the parts of the stacks stopped last (their teardown does not wait)."""
+    finish_stopping(block=True)
 
 
 def next_redis_url() -> str:
@@ -66,9 +71,7 @@ def _stack(kind: str, tmp: Path) -> Iterator[Stack]:
     try:
         yield stack.start()
     finally:
-        stack.stop()
-        if name:
-            services.drop_pg_database(name)
+        stack.stop(after=(lambda: services.drop_pg_database(name)) if name else None)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

@@ -29,9 +29,7 @@ def own_redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     try:
         yield stack.start(), box
     finally:
-        stack.stop()
-        box["proc"].terminate()
-        box["proc"].wait(10)
+        stack.stop(after=lambda: (box["proc"].terminate(), box["proc"].wait(10)))
 
 
 def test_cli_follow_survives_an_api_restart(own_redis_stack: tuple[Stack, dict]) -> None:

@@ -30,9 +30,7 @@ def own_stack(kind: str, tmp: Path, env: dict[str, str] | None = None,
     try:
         yield stack.start(workers=workers)
     finally:
-        stack.stop()
-        if name:
-            services.drop_pg_database(name)
+        stack.stop(after=(lambda: services.drop_pg_database(name)) if name else None)
 
 
 def add_member(stack: Stack, prefix: str = "member") -> tuple[str, str]:

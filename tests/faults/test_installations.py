@@ -14,11 +14,13 @@ import pytest
 import redis
 
 from tests.conftest import next_redis_url
-from tests.support.stack import Stack
+from tests.support.stack import Stack, finish_stopping
 
 
 @pytest.fixture
 def two_stacks(tmp_path: Path) -> Iterator[tuple[Stack, Stack]]:
+    # Redis channels span its database numbers: a stack still stopping would be heard here.
+    finish_stopping(block=True)
     url = next_redis_url()
     stacks = [Stack(database_url=f"sqlite:///{tmp_path / name / 'gpulab.sqlite3'}", redis_url=url,
                     state_dir=tmp_path / name) for name in ("a", "b")]

@@ -24,8 +24,7 @@ def pg_stack(tmp_path: Path) -> Iterator[tuple[Stack, PrivatePostgres]]:
     try:
         yield stack.start(), pg
     finally:
-        stack.stop()
-        pg.remove()
+        stack.stop(after=pg.remove)
 
 
 def test_an_outcome_reached_during_a_database_outage_is_written_when_it_returns(

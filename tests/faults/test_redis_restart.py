@@ -29,8 +29,7 @@ def up_stack(tmp_path: Path) -> Iterator[tuple[Stack, PrivateRedis]]:
     try:
         yield stack.start_up(), box
     finally:
-        stack.stop()
-        box.stop()
+        stack.stop(after=box.stop)
 
 
 def _statuses(stack: Stack, ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -39,10 +39,13 @@ def command_stack(database: str, *, env: dict[str, str] | None = None, slots: in
     try:
         yield stack.start(slots=slots)
     finally:
-        stack.stop()
-        if name:
-            services.drop_pg_database(name)
-        shutil.rmtree(tmp, ignore_errors=True)
+        stack.stop(after=lambda: _clean_up(tmp, name))
+
+
+def _clean_up(tmp: Path, database: str | None) -> None:
+    if database:
+        services.drop_pg_database(database)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def tar_bytes(files: dict[str, bytes], *, links: dict[str, str] | None = None, gzip: bool = True) -> bytes:
