@@ -17,8 +17,8 @@ HOSTS = ("testhost/cpu", "hostA/cpu", "hostB/cpu")
 
 @pytest.fixture(scope="module")
 def lab(sqlite_stack: Stack) -> Stack:
-    sqlite_stack.add_worker("cpu", host="hostA")
-    sqlite_stack.add_worker("cpu", host="hostB")
+    for device_id in [sqlite_stack.spawn_worker("cpu", host=host) for host in ("hostA", "hostB")]:
+        sqlite_stack.wait_online(device_id)
     return sqlite_stack
 
 

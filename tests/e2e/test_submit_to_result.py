@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from tests.support.stack import Stack
 
@@ -86,6 +87,9 @@ def test_live_stream_follows_a_running_job(stack: Stack) -> None:
     assert ("status", "running") in types
 
 
+# The CLI is a client of the HTTP API: the database behind it changes nothing it does, and its
+# seven commands cost a Python start each.
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_cli_submit_follows_and_exits_by_outcome(stack: Stack) -> None:
     env = {"GPULAB_TOKEN": stack.token}
     ok = stack.gpulab("submit", "test-echo", "-p", "message=cli", "-p", "lines=2", env=env, check=False)

@@ -25,7 +25,9 @@ def two_stacks(tmp_path: Path) -> Iterator[tuple[Stack, Stack]]:
     stacks = [Stack(database_url=f"sqlite:///{tmp_path / name / 'gpulab.sqlite3'}", redis_url=url,
                     state_dir=tmp_path / name) for name in ("a", "b")]
     try:
-        yield stacks[0].start(), stacks[1].start()
+        for stack in stacks:
+            stack.launch()
+        yield stacks[0].wait_started(), stacks[1].wait_started()
     finally:
         for stack in stacks:
             stack.stop()

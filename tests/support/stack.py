@@ -58,6 +58,7 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.token = ""
         self.http: httpx.Client | None = None
+        self._starting: list[str] = []  # device ids of the workers launch() started
 
     # -- processes ------------------------------------------------------------------------
 
@@ -79,16 +80,23 @@ class Stack:
         return proc
 
     def start(self, workers: tuple[str, ...] = ("cpu",), slots: int = 1) -> Stack:
-        """Migrate, add the admin, then start the API, the dispatcher and the workers all at once."""
+        return self.launch(workers, slots).wait_started()
+
+    def launch(self, workers: tuple[str, ...] = ("cpu",), slots: int = 1) -> Stack:
+        """Migrate, add the admin, then start the API, the dispatcher and the workers all at once
+        (wait_started waits for them: stacks launched together start side by side)."""
         finish_stopping(block=False)
         self._migrate_and_add_admin()
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
         self.spawn("api", "api", "--port", str(self.port))
         self.spawn("dispatcher", "dispatcher")
-        device_ids = [self.spawn_worker(device, slots=slots) for device in workers]
+        self._starting = [self.spawn_worker(device, slots=slots) for device in workers]
+        return self
+
+    def wait_started(self) -> Stack:
         self.wait(lambda: self._ready(), 60, "the API to become ready")
-        for device_id in device_ids:
-            self.wait(lambda d=device_id: self._device_online(d), 60, f"{device_id} to come online")
+        for device_id in self._starting:
+            self.wait_online(device_id)
         return self
 
     def _migrate_and_add_admin(self) -> None:
@@ -139,8 +147,11 @@ class Stack:
                    env: dict[str, str] | None = None) -> str:
         """Start a worker and wait until its device is online; returns the device id."""
         device_id = self.spawn_worker(device, host=host, slots=slots, env=env)
-        self.wait(lambda: self._device_online(device_id), 60, f"{device_id} to come online")
+        self.wait_online(device_id)
         return device_id
+
+    def wait_online(self, device_id: str) -> None:
+        self.wait(lambda: self._device_online(device_id), 60, f"{device_id} to come online")
 
     def spawn_worker(self, device: str = "cpu", host: str = "testhost", slots: int = 1,
                      env: dict[str, str] | None = None) -> str:
