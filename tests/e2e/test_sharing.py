@@ -97,17 +97,18 @@ def test_member_with_less_usage_goes_first_and_the_other_sees_fair_share(lab: St
 
 def test_a_killed_workers_job_is_retried_on_another_host(lab: Stack) -> None:
     env = cli_env(lab)
-    # Only testhost/cpu takes the job; once it runs there, the others open again.
+    # Only testhost/cpu takes the job; once its worker is killed under it, the others open again.
+    # (Killed before the two resume commands: on a busy machine they outlasted the job's 3 s.)
     for device in ("hostA/cpu", "hostB/cpu"):
         lab.gpulab("devices", "drain", device, env=env)
     try:
         job_id = lab.submit("test-sleep", {"seconds": 3}, device="cpu")["id"]
         running = lab.wait_for(job_id, ("running",))
         assert running["device_id"] == "testhost/cpu"
+        lab.kill("worker-testhost/cpu")
     finally:
         for device in ("hostA/cpu", "hostB/cpu"):
             lab.gpulab("devices", "resume", device, env=env)
-    lab.kill("worker-testhost/cpu")
     done = lab.wait_for(job_id, timeout=30)
     assert (done["status"], done["runs"], done["attempt"]) == ("succeeded", 2, 2)
     assert done["device_id"] in ("hostA/cpu", "hostB/cpu")
