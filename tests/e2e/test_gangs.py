@@ -43,9 +43,9 @@ DDP = textwrap.dedent('''
 TORCHRUN = ["python", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "ddp.py"]
 
 
-@pytest.fixture(scope="module")
-def gang_stack() -> Iterator[Stack]:
-    for stack in command_stack("sqlite", env={"GPULAB_CANCEL_GRACE_S": "10"}):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def gang_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    for stack in command_stack(request.param, env={"GPULAB_CANCEL_GRACE_S": "10"}):
         with_lab_env(stack)
         # One host, two CPU devices: the same grammar as cuda:N (`gpulab worker --device cpu:1`).
         for device in ("cpu:0", "cpu:1"):
