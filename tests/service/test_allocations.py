@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select, update
 
 from service.db import Database
-from service.models import Allocation, Device, Job, JobStatus, utcnow
+from service.models import Allocation, Device, DeviceState, Job, JobEvent, JobStatus, utcnow
 from service.scheduling.device_request import request_fields
+from service.scheduling.dispatcher import Dispatcher
 from service.scheduling.fairshare import member_usage
 from service.scheduling.queue_state import device_rooms
+from service.settings import Settings
 from service.store.allocations import job_devices, jobs_on_devices
 from service.store.devices import declare_worker_lost, register_worker
 from service.store.jobs import claim_job, finish_job, insert_job, mark_dispatched, release_lost_job, undispatch
@@ -145,3 +148,19 @@ def test_a_gang_counts_n_times_its_run_time_in_fair_share_and_usage(db: Database
         shares = [u.allocated_seconds for u in shares if u is not None]
     assert usage[(owner, "cuda")] == pytest.approx(300.0)  # 100 s alone + 2 × 100 s
     assert shares == pytest.approx([100.0, 200.0])
+
+
+def test_a_dispatched_gang_whose_other_device_went_offline_goes_back_to_pending(settings: Settings, db: Database,
+                                                                                owner: int) -> None:
+    job_id = gang(db, owner)
+    dispatch(db, job_id)
+    with db.writing() as s:
+        s.execute(update(Device).where(Device.id == CPUS[1]).values(state=DeviceState.offline))
+        s.commit()
+    Dispatcher(settings, db=db).reap()  # the leader's device is online: only the allocation tells
+    with db.reading() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.pending
+        messages = [e.message for e in s.scalars(select(JobEvent).where(JobEvent.job_id == job_id))]
+    assert held(db, job_id) == []
+    assert any(f"{CPUS[1]} went offline" in (m or "") for m in messages), messages
