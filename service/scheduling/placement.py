@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from service.models import DeviceKind
 from service.scheduling.device_request import DeviceRequest
+from service.scheduling.outlook import Outlook
 from service.scheduling.rooms import DeviceRoom, MemberLimits, MemberLoad, QueuedJob, WaitReason
 
 _EPS = 1e-9
@@ -73,37 +74,6 @@ def place(
     return _Pass(devices, limits or MemberLimits(), loads if loads is not None else {}).run(jobs, blocked or {})
 
 
-@dataclass
-class _Outlook:
-    """What every job of one class (request, memory, time limit) meets on its devices at one version.
-
-    Only the owner differs between them: the member limit, checked on the open devices, and
-    whether it waits for priority or fair share behind the jobs ahead of it on the others.
-    """
-
-    version: int
-    open: list[DeviceRoom]  # where it may start now, member limits aside
-    reasons: set[str]  # why the devices neither open nor taken by a job ahead cannot take it
-    main: str  # the reason shown from those alone
-    to_hold: list[DeviceRoom]  # online devices nobody holds yet: a waiting job holds them
-    ahead_owners: set[int]
-    ahead_priorities: set[int]
-    ahead_max_usage: float | None  # None: no job ahead of it holds one of its devices
-
-    def reason(self, job: QueuedJob) -> str:
-        """Why the job waits (member limits aside), ranked as `_main_reason` ranks them.
-
-        Behind a job ahead: fair share when every job ahead is another member's, of its priority,
-        with less usage, else priority; a busy or full device outranks both.
-        """
-        if self.ahead_max_usage is None or self.main in (WaitReason.NO_MEMORY, WaitReason.DEVICE_BUSY):
-            return self.main
-        if (job.owner_id in self.ahead_owners or self.ahead_priorities != {job.priority}
-                or self.ahead_max_usage >= job.usage):
-            return WaitReason.PRIORITY
-        return WaitReason.FAIR_SHARE
-
-
 class _Pass:
     """One walk over the queue. Its caches are what keeps 10,000 pending jobs fast."""
 
@@ -120,7 +90,7 @@ class _Pass:
         self.candidates: dict[tuple[DeviceRequest, float | None], list[DeviceRoom] | str] = {}
         # Bumped at every placement and new hold: what was computed at an older version is stale.
         self.version = 0
-        self.outlooks: dict[tuple[object, ...], _Outlook] = {}  # per (request, memory[, time limit])
+        self.outlooks: dict[tuple[object, ...], Outlook] = {}  # per (request, memory[, time limit])
         self.gangs_seen: dict[tuple[object, ...], tuple[int, str, tuple[int, int] | None]] = {}
 
     def run(self, jobs: list[QueuedJob], blocked: dict[int, str]) -> Plan:
@@ -262,7 +232,7 @@ class _Pass:
         able = [d for d in matching if d.could_hold(job)]
         return able or WaitReason.NO_MEMORY
 
-    def outlook(self, job: QueuedJob, candidates: list[DeviceRoom]) -> _Outlook:
+    def outlook(self, job: QueuedJob, candidates: list[DeviceRoom]) -> Outlook:
         """What a job like this one meets on each of its devices now, its owner aside."""
         open_: list[DeviceRoom] = []
         reasons: set[str] = set()
@@ -280,7 +250,7 @@ class _Pass:
                 ahead.append(self.first_in_line[device.id])
             else:
                 reasons.add(reason)
-        return _Outlook(version=self.version, open=open_, reasons=reasons, main=_main_reason(reasons),
+        return Outlook(version=self.version, open=open_, reasons=reasons, main=_main_reason(reasons),
                         to_hold=[d for d in candidates if d.state == "online" and d.id not in self.reserved],
                         ahead_owners={a.owner_id for a in ahead}, ahead_priorities={a.priority for a in ahead},
                         ahead_max_usage=max((a.usage for a in ahead), default=None))
