@@ -36,6 +36,10 @@ class RunContext(LocalContext):
         self.recorded.logs.append(message)
         print(message, file=sys.stderr, flush=True)
 
+    def checkpoint_source(self, job_id: int) -> str:
+        # With --from-run, from_job is only a placeholder: the log names the folder instead.
+        return f"run {self.from_run}" if self.from_run is not None else f"job {job_id}"
+
     def load_job_checkpoint(self, job_id: int) -> dict[str, Any]:
         if self.from_run is not None:
             path = self.from_run / CHECKPOINT_NAME

@@ -48,6 +48,9 @@ class JobContext(Protocol):
     def load_job_checkpoint(self, job_id: int) -> dict[str, Any]:
         """Another (earlier, succeeded) job's checkpoint, for fine-tuning from it."""
 
+    def checkpoint_source(self, job_id: int) -> str:
+        """How the log names where that checkpoint came from: "job 7", or a local run's folder."""
+
 
 @dataclass(frozen=True)
 class JobKind:

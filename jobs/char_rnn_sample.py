@@ -44,7 +44,8 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
     device = torch_device(ctx)
     model, state = load_model(ctx, params.from_job, device)
     vocab = state["arch"]["vocab"]
-    ctx.log(f"sampling from job {params.from_job}'s {state['arch']['cell']} after {state['step']} steps")
+    source = ctx.checkpoint_source(params.from_job)
+    ctx.log(f"sampling from {source}'s {state['arch']['cell']} after {state['step']} steps")
     samples = generate(model, vocab, params, gen, device, ctx.should_stop)
     write_samples(ctx, samples, params)
     return {

@@ -81,6 +81,9 @@ class FileContext:
             return None
         return _load_checkpoint(path)
 
+    def checkpoint_source(self, job_id: int) -> str:
+        return f"job {job_id}"
+
     def load_job_checkpoint(self, job_id: int) -> dict[str, Any]:
         path = job_dir(self.artifacts_root, job_id) / CHECKPOINT_NAME
         if not path.exists():

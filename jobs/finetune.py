@@ -103,7 +103,8 @@ def run(params: Params, ctx: JobContext) -> dict[str, Any]:
     pick = torch.randperm(len(data["x_train"]), generator=gen)[: p.train_samples].to(device)
     x, y = data["x_train"][pick], relabel(data["y_train"][pick], p.task)
     x_test, y_test = data["x_test"], relabel(data["y_test"], p.task)
-    ctx.log(f"fine-tuning job {p.from_job}'s network on {TASKS[p.task]} from {len(x)} images")
+    task = " vs ".join(TASKS[p.task])
+    ctx.log(f"fine-tuning {ctx.checkpoint_source(p.from_job)}'s network on {task} from {len(x)} images")
     opt, start = optimizer(model, p), 0
     if (state := ctx.resume_state()) is not None:
         model.load_state_dict(state["model"])

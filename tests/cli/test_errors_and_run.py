@@ -90,6 +90,17 @@ def test_from_job_without_a_login_says_what_it_needs(tmp_path: Path) -> None:
     assert not (tmp_path / "gpulab-run").exists() or not any((tmp_path / "gpulab-run").glob("finetune-*"))
 
 
+def test_a_run_from_a_local_run_names_that_run_not_a_job(tmp_path: Path) -> None:
+    """With --from-run, from_job is a placeholder: the log names the folder the network came from."""
+    trained = gpulab(tmp_path, "run", "classify-digits", "-p", "epochs=1")
+    assert trained.returncode == 0, trained.stderr
+    tuned = gpulab(tmp_path, "run", "finetune", "-p", "steps=2", "-p", "compare_scratch=false",
+                   "--from-run", "gpulab-run/classify-digits-1")
+    assert tuned.returncode == 0, tuned.stderr
+    assert "fine-tuning run gpulab-run/classify-digits-1's network on digit < 5 vs digit >= 5" in tuned.stderr
+    assert "job 1" not in tuned.stderr
+
+
 def test_invalid_settings_name_the_variable(tmp_path: Path) -> None:
     one_line_error(gpulab(tmp_path, "jobs", env={"GPULAB_HEARTBEAT_S": "-1"}), 2,
                    "invalid settings: GPULAB_HEARTBEAT_S", "(got '-1')")
