@@ -101,8 +101,10 @@ def submit(
         out.print_json(data=final)
     elif final.get("result") is not None:
         out.print_json(data=final["result"])
-    if final["status"] != "succeeded" and final.get("error"):
-        err.print(final["error"], style="red", markup=False, highlight=False)
+    error = final.get("error")
+    # The status line above showed the error's last line: only a longer one (a traceback) is printed again.
+    if final["status"] != "succeeded" and error and error != error.splitlines()[-1][:500]:
+        err.print(error, style="red", markup=False, highlight=False)
     raise typer.Exit(exit_code_for(status))
 
 
@@ -183,9 +185,20 @@ def kinds(as_json: bool = typer.Option(False, "--json")) -> None:
         out.print_json(data=data)
         return
     for k in data:
-        props = k["params_schema"].get("properties", {})
-        params = ", ".join(f"{n}={p.get('default', '?')}" for n, p in props.items())
+        schema = k["params_schema"]
+        params = ", ".join(_param_text(n, p, n in schema.get("required", ()))
+                           for n, p in schema.get("properties", {}).items())
         out.print(f"[bold]{k['name']}[/]{'' if k['enabled'] else ' (disabled)'}: {k['summary']}\n  {params}")
+
+
+def _param_text(name: str, prop: dict[str, Any], required: bool) -> str:
+    """`steps=1500`; `from_job (required)`; a default made by a factory as the empty value of its type."""
+    if required:
+        return f"{name} (required)"
+    if "default" in prop:
+        return f"{name}={prop['default']}"
+    empty = {"object": "{}", "array": "[]"}.get(prop.get("type", ""), "")
+    return f"{name}={empty}"
 
 
 @app.command()

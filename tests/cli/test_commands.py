@@ -77,3 +77,16 @@ def test_top_off_a_terminal_prints_one_frame_and_exits(stack: Stack) -> None:
     """Piped or redirected, a live view would print nothing until Ctrl-C."""
     result = stack.gpulab("top", env={"GPULAB_TOKEN": stack.token}, timeout=60)
     assert result.returncode == 0 and "testhost/cpu" in result.stdout and "queue" in result.stdout, result
+
+
+def test_a_failed_submit_says_a_one_line_error_once_and_a_traceback_in_full(stack: Stack) -> None:
+    one = gpulab(stack, "submit", "test-fail", "-p", "message=the data folder is empty", check=False)
+    assert one.returncode == 1 and one.stderr.count("the data folder is empty") == 1, one.stderr
+    traced = gpulab(stack, "submit", "test-fail", "-p", "mode=exception", check=False)
+    assert traced.returncode == 1 and "Traceback" in traced.stderr, traced.stderr
+
+
+def test_kinds_say_which_params_are_required(stack: Stack) -> None:
+    text = gpulab(stack, "kinds").stdout
+    assert "from_job (required)" in text and "argv (required)" in text and "env={}" in text, text
+    assert "=?" not in text
