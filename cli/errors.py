@@ -61,7 +61,9 @@ def one_line(exc: BaseException, *, database_url: str = "", redis_url: str = "")
         text = str(exc.orig if getattr(exc, "orig", None) is not None else exc)
         where = safe_url(database_url) or "GPULAB_DATABASE_URL"
         if re.search(r"no such table|relation \S+ does not exist|UndefinedTable", text, re.IGNORECASE):
-            return f"the database at {where} has no gpulab tables: run `gpulab migrate`", EXIT_FAILURE
+            return (f"the database at {where} has no gpulab tables: run `gpulab migrate` for a new installation; "
+                    "for a running gpulab's, run this as the account that started it (or set GPULAB_DATABASE_URL)",
+                    EXIT_FAILURE)
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         return (f"cannot use the database at {where} ({first}): check GPULAB_DATABASE_URL "
                 f"and that the database server runs", EXIT_FAILURE)
