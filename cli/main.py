@@ -173,7 +173,12 @@ def logs(job_id: int, follow_: bool = typer.Option(False, "--follow", "-f", help
 def cancel(job_id: int) -> None:
     """Cancel a job (yours, or any as an admin)."""
     job = client().post(f"/jobs/{job_id}/cancel")
-    msg = "cancelled" if job["status"] == "cancelled" else "cancel requested; it stops at its next step"
+    if job["status"] == "cancelled":
+        msg = "cancelled"
+    elif job["kind"] == "command":
+        msg = "cancel requested; the command gets SIGINT now, SIGTERM and SIGKILL if it goes on"
+    else:
+        msg = "cancel requested; it stops at its next step"
     out.print(f"job {job_id}: {msg}")
 
 

@@ -109,7 +109,7 @@ class JobRunner:
         outcome = self._call(job.kind, job.params, ctx)
         if outcome.status == JobStatus.succeeded and ctx.should_stop():
             outcome = Outcome(JobStatus.cancelled, FailReason.cancelled, result=outcome.result,
-                              error="stopped at its next step after a cancel")
+                              error="stopped after a cancel")
         ctx.log(f"{outcome.status} after {time.monotonic() - started:.2f} s"
                 + (f" ({outcome.reason})" if outcome.reason and outcome.reason != outcome.status else ""))
         peak = self._release_device()

@@ -140,9 +140,10 @@ def test_cancel_reaches_the_programs_interrupt_handler(cmd_stack: Stack, tmp_pat
         return bool(items)
 
     cmd_stack.wait(started, 60, f"job {job_id} to report progress")
-    cli(cmd_stack, "cancel", str(job_id))
+    assert "the command gets SIGINT now" in cli(cmd_stack, "cancel", str(job_id)).stdout
     done = cmd_stack.wait_for(job_id, timeout=60)
     assert done["status"] == "cancelled", done
+    assert done["error"] == "stopped after a cancel", done
     assert done["result"]["stopped_early"] is True and done["result"]["exit_code"] == 130
     names = [a["name"] for a in cmd_stack.api("GET", f"/jobs/{job_id}/artifacts")]
     assert names == ["interrupted.pt"]
