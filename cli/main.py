@@ -75,10 +75,18 @@ def submit(
     """Submit a job (a kind, or your own command after --), then follow it until it ends (exit 0 if it succeeded)."""
     api = client()
     command = bundles.command_argv()
-    if command is not None:  # gpulab submit [--working-dir DIR] ... -- CMD ARG...
+    if command is not None:  # gpulab submit [--working-dir DIR] [-p server_dir=...] ... -- CMD ARG...
+        extra = build_params(param, params_schema(api, "command"))  # before any upload: a bad -p costs nothing
+        if clash := sorted(set(extra) & {"argv", "bundle", "env", "python_env", "requeue"}):
+            raise UsageError(f"-p {clash[0]}: a command job takes it from the command line (the command "
+                             "after --, --working-dir, --env, --python-env, --requeue)")
         kind, params = "command", bundles.command_params(api, command, working_dir=working_dir,
                                                          env=bundles.parse_env(env), python_env=python_env,
                                                          requeue=requeue, say=err.print)
+        params.update(extra)
+    elif working_dir is not None or env or python_env or requeue:
+        raise UsageError("--working-dir, --env, --python-env and --requeue are for command jobs: "
+                         "put the command after --, e.g. gpulab submit --working-dir . -- python train.py")
     elif kind is None:
         raise UsageError("name a job kind (gpulab kinds), or a command after --: gpulab submit -- python train.py")
     else:

@@ -164,6 +164,16 @@ def test_a_failing_command_fails_with_its_code_and_last_lines(cmd_stack: Stack, 
     assert missing["reason"] == "user_error" and "cannot start 'no-such-program'" in missing["error"]
 
 
+def test_a_p_param_reaches_a_command_job_and_command_options_need_a_command(cmd_stack: Stack) -> None:
+    """`-p server_dir=...` was dropped without a word; --working-dir with a kind was ignored too."""
+    in_place = cli(cmd_stack, "submit", "-p", "server_dir=/srv/elsewhere", "--", "true", check=False)
+    assert in_place.returncode == 2 and "params.server_dir" in in_place.stderr, in_place.stderr
+    clash = cli(cmd_stack, "submit", "-p", "env={}", "--", "true", check=False)
+    assert clash.returncode == 2 and "-p env: a command job takes it from the command line" in clash.stderr
+    stray = cli(cmd_stack, "submit", "--working-dir", ".", "regression", check=False)
+    assert stray.returncode == 2 and "put the command after --" in stray.stderr, stray.stderr
+
+
 def test_the_time_limit_interrupts_and_what_it_saved_is_kept(cmd_stack: Stack) -> None:
     code = textwrap.dedent("""
         import time
