@@ -179,7 +179,8 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
         placed.extend(place_pending(session=session, settings=settings))
         started = any(d.job_id == new.id for d in placed)
         if started:
-            session.refresh(new)  # the answer shows the job as dispatched, on its device
+            # The answer shows the job as dispatched, on its device (what the UPDATE changed).
+            session.refresh(new, ["status", "attempt", "device_id", "dispatched_at"])
         return started
 
     job, created = insert_job(session=session, job=job, start=start_if_alone)
