@@ -166,7 +166,10 @@ def users_token(name: str) -> None:
 
 
 def config(markdown: bool = typer.Option(False, "--markdown", help="the README's table of settings")) -> None:
-    """Show the effective settings (secrets left out), or every setting as a Markdown table."""
+    """Show the settings this shell's environment gives (secrets left out), or every setting as a Markdown table.
+
+    A running gpulab keeps those of the environment it started in: export a change, then restart it.
+    """
     from service.settings import Settings
 
     if not markdown:
