@@ -187,7 +187,8 @@ def command_rows(command: dict[str, Any] | None) -> list[tuple[str, Any]]:
     else:
         size = bundle["size_bytes"]
         shown = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
-        where = f"bundle {bundle['sha256'][:12]}: {bundle['files']} files, {shown}"
+        files = f"{bundle['files']} file" + ("" if bundle["files"] == 1 else "s")
+        where = f"bundle {bundle['sha256'][:12]}: {files}, {shown}"
     rows: list[tuple[str, Any]] = [("command", shlex.join(command["argv"])), ("unix account", command["unix_user"]),
                                    ("python env", command["python_env"]), ("working dir", where)]
     rows += [(f"env {k}", v) for k, v in command.get("env", {}).items()]
