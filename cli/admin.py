@@ -114,6 +114,7 @@ def users_add(name: str, admin: bool = typer.Option(False, "--admin"),
     with db.writing() as session:
         _, token = create_user(session=session, name=name, is_admin=admin, unix_user=unix_user)
     out.print(token)
+    err.print(f"{name}'s token, shown once: {name} runs `gpulab login TOKEN` with it", highlight=False)
 
 
 @users_app.command("set")

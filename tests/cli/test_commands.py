@@ -90,3 +90,9 @@ def test_kinds_say_which_params_are_required(stack: Stack) -> None:
     text = gpulab(stack, "kinds").stdout
     assert "from_job (required)" in text and "argv (required)" in text and "env={}" in text, text
     assert "=?" not in text
+
+
+def test_users_add_prints_only_the_token_and_says_what_to_do_with_it(stack: Stack) -> None:
+    result = stack.gpulab("users", "add", "erin")
+    assert result.stdout.strip().startswith("glab_") and len(result.stdout.split()) == 1, result.stdout
+    assert "erin runs `gpulab login TOKEN`" in result.stderr, result.stderr
