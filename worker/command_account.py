@@ -89,7 +89,8 @@ def member_account(settings: Settings, *, member_id: int, member: str) -> Accoun
 def announce(settings: Settings) -> None:
     """Say at the worker's start whom command jobs will run as, and secure the state dir."""
     if is_root():
-        blocked = unreachable_parent(settings.runs_root)
+        # Only where command jobs may run: a first `./dev up` as root is not told to move a folder it never uses.
+        blocked = unreachable_parent(settings.runs_root) if settings.enable_command_kind else None
         if blocked is not None:
             log.warning("%s is closed to other accounts (mode %o): command jobs cannot reach their folders "
                         "under %s; set GPULAB_RUNS_DIR to a folder outside it (/var/lib/gpulab-runs)",

@@ -396,3 +396,17 @@ def test_cached_venvs_unused_for_longer_than_any_job_runs_are_pruned(tmp_path: P
         os.utime(root / name, (now - age, now - age))
     assert prune_venvs(settings, now=now) == 2
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["1-recent"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root worker's check")
+def test_a_closed_runs_folder_is_warned_of_only_where_command_jobs_may_run(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from worker.command_account import announce
+
+    closed = tmp_path / "home"  # like /root: pytest's tmp is 0700 above it too
+    closed.mkdir(mode=0o700)
+    for enabled in (False, True):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="gpulab"):
+            announce(Settings(state_dir=closed / "state", enable_command_kind=enabled))
+        assert ("is closed to other accounts" in caplog.text) is enabled, caplog.text
