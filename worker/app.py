@@ -15,11 +15,13 @@ import signal
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import Celery, signals
+from celery.exceptions import SecurityWarning
 from celery.worker import state as celery_state
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -266,6 +268,9 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
             log.warning("%d message(s) that an earlier worker of %s took and never acked went back "
                         "to its queue", restored, info.id)
     app = build_app(settings)
+    # gpulab's workers run as root by design, to start members' commands as their own accounts (the
+    # README's "For admins"); Celery's "absolutely not recommended" would tell an admin the opposite.
+    warnings.filterwarnings("ignore", message="You're running the worker with superuser", category=SecurityWarning)
     app.worker_main([
         "worker", "-Q", queue, "-c", str(slots), "-P", "prefork",
         # Mingle and gossip sync worker state that gpulab keeps in its database; they only slow

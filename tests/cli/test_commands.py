@@ -4,6 +4,7 @@ stderr; `show` as a summary; `--json` for scripts; list params built for list-ty
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -96,3 +97,10 @@ def test_users_add_prints_only_the_token_and_says_what_to_do_with_it(stack: Stac
     result = stack.gpulab("users", "add", "erin")
     assert result.stdout.strip().startswith("glab_") and len(result.stdout.split()) == 1, result.stdout
     assert "erin runs `gpulab login TOKEN`" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="Celery warns only a root worker")
+def test_a_root_worker_is_not_told_root_is_not_recommended(stack: Stack) -> None:
+    """Workers run as root by design (to switch to members' accounts); Celery's warning said otherwise."""
+    text = "".join(p.read_text(errors="replace") for p in stack.logs.glob("worker*.log"))
+    assert "ready." in text and "superuser privileges" not in text
