@@ -17,24 +17,32 @@ import pytest
 from service.queues import device_queue
 from tests.support.stack import Stack, free_port
 
+NODE = "gpulab-testhost-cpu@testhost"
+
 
 def celery(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "celery", "-A", "worker.app", *args], env=stack.env,
                           capture_output=True, text=True, timeout=60)
 
 
+def inspect(stack: Stack, command: str) -> subprocess.CompletedProcess[str]:
+    """`celery inspect COMMAND` addressed to the node: it returns at the node's answer instead
+    of listening out its whole --timeout for others (5 s a call)."""
+    return celery(stack, "inspect", command, "--destination", NODE, "--timeout", "5", "--json")
+
+
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_inspect_ping_active_and_stats_see_the_worker(stack: Stack) -> None:
-    name = "gpulab-testhost-cpu@testhost"
-    ping = celery(stack, "inspect", "ping", "--timeout", "5", "--json")
+    name = NODE
+    ping = inspect(stack, "ping")
     assert ping.returncode == 0, ping.stderr
     assert json.loads(ping.stdout)[name] == {"ok": "pong"}
-    queues = celery(stack, "inspect", "active_queues", "--timeout", "5", "--json")
+    queues = inspect(stack, "active_queues")
     mine = device_queue("testhost/cpu", installation=stack.installation)
     assert [q["name"] for q in json.loads(queues.stdout)[name]] == [mine]
-    active = celery(stack, "inspect", "active", "--timeout", "5", "--json")
+    active = inspect(stack, "active")
     assert json.loads(active.stdout)[name] == []
-    stats = celery(stack, "inspect", "stats", "--timeout", "5", "--json")
+    stats = inspect(stack, "stats")
     assert json.loads(stats.stdout)[name]["pool"]["max-concurrency"] == 1
 
 
@@ -46,9 +54,9 @@ def test_inspect_answers_only_for_its_own_installation(stack: Stack, tmp_path: P
     other = Stack(database_url=f"sqlite:///{tmp_path / 'other.sqlite3'}", redis_url=stack.env["GPULAB_REDIS_URL"],
                   state_dir=tmp_path).start()
     try:
-        name = "gpulab-testhost-cpu@testhost"
+        name = NODE
         for own in (stack, other, stack, other, stack, other):
-            queues = celery(own, "inspect", "active_queues", "--timeout", "5", "--json")
+            queues = inspect(own, "active_queues")
             assert queues.returncode == 0, queues.stderr
             answered = json.loads(queues.stdout)
             assert [q["name"] for q in answered[name]] == [device_queue("testhost/cpu",
