@@ -61,6 +61,8 @@ def _show(event: dict, progress: Progress, task: TaskID, log_to: TextIO | None) 
             log_to.flush()
     elif kind == "progress":
         progress.update(task, completed=data.get("step", 0), total=data.get("total") or None)
+        if event["message"]:  # a kind's milestone ("epoch 3: accuracy 0.97"), as `gpulab run` prints it
+            progress.console.print(event["message"], markup=False, highlight=False)
     elif kind == "status":
         status = str(data.get("status"))
         colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(status, "cyan")

@@ -104,3 +104,9 @@ def test_a_root_worker_is_not_told_root_is_not_recommended(stack: Stack) -> None
     """Workers run as root by design (to switch to members' accounts); Celery's warning said otherwise."""
     text = "".join(p.read_text(errors="replace") for p in stack.logs.glob("worker*.log"))
     assert "ready." in text and "superuser privileges" not in text
+
+
+def test_a_followed_job_shows_its_milestones_on_stderr(stack: Stack) -> None:
+    """A kind's progress messages ("n=16 done", "epoch 3: accuracy …") were shown by `gpulab run` only."""
+    result = gpulab(stack, "submit", "device-compare", "-p", "sizes=16", "-p", "repeats=1")
+    assert "n=16 done" in result.stderr and "n=16 done" not in result.stdout, result.stderr
