@@ -17,19 +17,26 @@ users_app = typer.Typer(help="Manage users (on the server: talks to the database
 devices_app = typer.Typer(help="See devices; drain and resume them (admins).", invoke_without_command=True)
 
 
-def queue(as_json: bool = typer.Option(False, "--json")) -> None:
+def queue(as_json: bool = typer.Option(False, "--json"),
+          me: bool = typer.Option(False, "--me", help="only your jobs, with their places in the whole queue"),
+          limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="show at most this many")) -> None:
     """Pending jobs in the order they will start, and why each waits."""
-    data = client().get("/queue")
+    data = client().get("/queue", params={"me": me, "limit": limit})
     if as_json:
         out.print_json(data=data)
         return
     if not data["dispatcher_active"]:
         err.print("[yellow]no dispatcher is active: nothing will start[/]")
+    if not data["items"]:
+        err.print("you have no pending jobs" if me and data["total"] else "the queue is empty")
+        return
     table = Table("#", "job", "owner", "kind", "device", "prio", "waiting", "reason", box=None)
     for e in data["items"]:
         table.add_row(str(e["position"]), str(e["job_id"]), e["owner"], e["kind"], views.queue_device(e),
                       str(e["priority"]), f"{e['waiting_s']:.0f}s", views.queue_reason(e))
     out.print(table)
+    if (more := data["matching"] - len(data["items"])) > 0:
+        err.print(f"… and {more} more (--limit {data['matching']} shows them all)")
 
 
 @devices_app.callback()
@@ -73,7 +80,7 @@ def top(
     api = client()
 
     def frame() -> Any:
-        return views.top_view(api.get("/devices"), api.get("/queue"))
+        return views.top_view(api.get("/devices"), api.get("/queue", params={"limit": 10}))
 
     if once or not out.is_terminal:  # piped or redirected: a live view would print nothing until Ctrl-C
         out.print(frame())

@@ -97,7 +97,7 @@ def queue_table(queue: dict[str, Any], limit: int = 10) -> Table:
 
 def top_view(devices: list[dict[str, Any]], queue: dict[str, Any]) -> Group:
     """One frame of `gpulab top`: the devices, then the head of the queue."""
-    pending = len(queue["items"])
+    pending = queue["total"]
     running = len({j["id"] for d in devices for j in d["jobs"] if j["status"] == "running"})  # a gang once
     head = Text(f"gpulab: {len(devices)} device(s), {running} running, {pending} pending", style="bold")
     if not queue["dispatcher_active"]:

@@ -193,6 +193,9 @@ class QueueEntry(BaseModel):
 
 class QueuePublic(BaseModel):
     dispatcher_active: bool
+    # Every pending job, and those the filter kept; `items` holds the first `limit` of those.
+    total: int
+    matching: int
     items: list[QueueEntry]
 
 

@@ -87,10 +87,12 @@ def pending_jobs(session: Session) -> Sequence[Any]:
     ).all()  # all(): one fetchall; iterating fetches row by row (~5× slower on SQLite)
 
 
-def queue_labels(session: Session) -> dict[int, Any]:
-    """Pending job → (kind, device_request, created_at): what /queue shows beside the plan."""
+def queue_labels(session: Session, job_ids: Sequence[int]) -> dict[int, Any]:
+    """Pending job → (kind, device_request, created_at): what /queue shows beside the plan, for
+    the jobs it shows (a page of the queue, not all of it)."""
     rows = session.connection().execute(
-        select(Job.id, Job.kind, Job.device_request, Job.created_at).where(Job.status == JobStatus.pending)).all()
+        select(Job.id, Job.kind, Job.device_request, Job.created_at)
+        .where(Job.id.in_(job_ids), Job.status == JobStatus.pending)).all()
     return {r.id: r for r in rows}
 
 

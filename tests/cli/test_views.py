@@ -11,7 +11,7 @@ def test_top_shows_a_gang_on_each_of_its_devices_and_counts_it_once() -> None:
     gang = {"id": 7, "owner": "ada", "kind": "command", "status": "running", "gpu_memory_gb": None}
     devices = [{"id": f"lab/cuda:{i}", "name": "NVIDIA H100", "state": "online", "jobs": [gang]} for i in (0, 1)]
     console = Console(width=160, record=True)
-    console.print(top_view(devices, {"items": [], "dispatcher_active": True}))
+    console.print(top_view(devices, {"items": [], "total": 0, "matching": 0, "dispatcher_active": True}))
     text = console.export_text()
     assert "2 device(s), 1 running, 0 pending" in text, text
     assert text.count("7 ada command") == 2, text

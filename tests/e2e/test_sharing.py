@@ -116,3 +116,26 @@ def test_a_killed_workers_job_is_retried_on_another_host(lab: Stack) -> None:
                                      "succeeded"]
     devices = {d["id"]: d["state"] for d in lab.api("GET", "/devices")}
     assert devices["testhost/cpu"] == "offline"
+
+
+def test_the_queue_pages_and_shows_a_member_their_own_places(lab: Stack) -> None:
+    tokens = [lab.api("POST", "/users", json={"name": f"q{n}{lab.port}"})["token"] for n in range(2)]
+    busy = lab.submit("test-sleep", {"seconds": 60}, device="hostA/cpu")
+    lab.wait_for(busy["id"], ("running",))
+    mine, theirs = [], []
+    try:
+        for n in range(5):  # interleaved: positions 1..5 alternate between the two members
+            target = mine if n % 2 == 0 else theirs
+            target.append(lab.submit("test-echo", {}, device="hostA/cpu", token=tokens[n % 2])["id"])
+        whole = lab.api("GET", "/queue")
+        position = {e["job_id"]: e["position"] for e in whole["items"]}
+        assert whole["total"] == whole["matching"] >= 5 and len(whole["items"]) == whole["total"]
+        own = lab.api("GET", "/queue", params={"me": True}, token=tokens[0])
+        assert [e["job_id"] for e in own["items"]] == mine and own["matching"] == 3
+        assert [e["position"] for e in own["items"]] == [position[j] for j in mine]  # places in the whole queue
+        head = lab.api("GET", "/queue", params={"me": True, "limit": 2}, token=tokens[0])
+        assert [e["job_id"] for e in head["items"]] == mine[:2] and head["matching"] == 3
+        assert lab.api("GET", "/queue", params={"limit": 0}, expect=422)["field"] == "limit"
+    finally:
+        for job_id in [busy["id"], *mine, *theirs]:
+            lab.api("POST", f"/jobs/{job_id}/cancel")

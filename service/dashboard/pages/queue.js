@@ -7,6 +7,7 @@ export async function queuePage() {
     const q = await api("/queue");
     fill("queue",
       q.dispatcher_active ? "" : h("p", { class: "error" }, "No dispatcher is active: nothing will start."),
+      q.matching > q.items.length ? h("p", { class: "muted" }, `The first ${q.items.length} of ${q.total} pending jobs.`) : "",
       q.items.length ? table(["#", "job", "owner", "kind", "device", "priority", "waiting", "reason"],
         q.items.map((e) => h("tr", {}, h("td", {}, e.position), h("td", {}, jobLink(e.job_id)), h("td", {}, e.owner),
           h("td", {}, e.kind), h("td", {}, e.device_request), h("td", { class: "num" }, e.priority),
