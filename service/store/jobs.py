@@ -37,16 +37,19 @@ def _transition(
     A move out of dispatched/running frees every device the job held in the same transaction.
     """
     # The status event's number is taken in the same UPDATE: one statement per state change.
-    seq = session.execute(
+    # ...and the attempt the job is on after it, which the status event carries.
+    won = session.execute(
         update(Job).where(Job.id == job_id, *where).values(**values, event_seq=Job.event_seq + 1)
-        .returning(Job.event_seq)
-    ).scalar_one_or_none()
-    if seq is None:
+        .returning(Job.event_seq, Job.attempt)
+    ).one_or_none()
+    if won is None:
         return False
+    seq, attempt = won
     status = values["status"]
     if status not in (JobStatus.dispatched, JobStatus.running):
         release(session, job_id=job_id)
-    append_events(session, job_id=job_id, events=[status_event(status, reason, message)], numbered_to=seq)
+    append_events(session, job_id=job_id, events=[status_event(status, reason, message)], numbered_to=seq,
+                  attempt=attempt)
     queue_publish(session, jobs_channel(), {"id": job_id, "status": status, "reason": reason})
     return True
 

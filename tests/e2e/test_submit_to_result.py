@@ -25,6 +25,8 @@ def test_job_runs_and_reports_through_the_api(stack: Stack) -> None:
     assert logs[:3] == ["hi 0", "hi 1", "hi 2"]
     statuses = [e["data"]["status"] for e in events["items"] if e["type"] == "status"]
     assert statuses == ["pending", "dispatched", "running", "succeeded"]
+    # Each status event carries the attempt the job is on after it (none yet while pending).
+    assert [e["attempt"] for e in events["items"] if e["type"] == "status"] == [0, 1, 1, 1]
     seqs = [e["seq"] for e in events["items"]]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     metrics = stack.api("GET", f"/jobs/{job['id']}/metrics", params={"name": "loss"})
