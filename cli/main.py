@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,8 @@ def _param_text(name: str, prop: dict[str, Any], required: bool) -> str:
     if required:
         return f"{name} (required)"
     if "default" in prop:
-        return f"{name}={prop['default']}"
+        value = prop["default"]
+        return f"{name}={value if isinstance(value, str) else json.dumps(value)}"  # as -p takes it: null, true
     empty = {"object": "{}", "array": "[]"}.get(prop.get("type", ""), "")
     return f"{name}={empty}"
 

@@ -125,6 +125,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list):
         text = json.dumps(value, separators=(", ", ": "))
         return text if len(text) <= 100 else text[:97] + "…"
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)  # what -p takes back: null, true, false
     return str(value)
 
 

@@ -91,6 +91,8 @@ def test_kinds_say_which_params_are_required(stack: Stack) -> None:
     text = gpulab(stack, "kinds").stdout
     assert "from_job (required)" in text and "argv (required)" in text and "env={}" in text, text
     assert "=?" not in text
+    # Defaults as -p takes them back: JSON's null, not Python's None.
+    assert "data_dir=null" in text and "=None" not in text, text
 
 
 def test_users_add_prints_only_the_token_and_says_what_to_do_with_it(stack: Stack) -> None:
