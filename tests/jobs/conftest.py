@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,8 @@ def _skip_gpu_tests_without_cuda(request: pytest.FixtureRequest) -> None:
         pytest.skip("needs a CUDA GPU (run on a lent GPU machine)")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
+@contextmanager
+def one_thread() -> Iterator[None]:
     """The kinds' small models step faster on one thread, and far faster on a busy 2-core
     machine (measured for char-rnn: 62 ms a step on one thread, 1.2 s on two while other work
     ran); workers run jobs with one thread per child too (GPULAB_TORCH_THREADS)."""
@@ -31,8 +32,16 @@ def one_torch_thread() -> Iterator[None]:
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 @pytest.fixture
@@ -51,7 +60,10 @@ def digits_jobs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from jobs.classify_digits import KIND
 
     root = tmp_path_factory.mktemp("digits_jobs")
-    KIND.run(KIND.validate({}), LocalContext(artifacts_root=root, job_id=1, seed=0))
+    # A session fixture is set up before the autouse one above: without its own one thread, this
+    # run took 64 s on the busy machine (the same run as a test: 3-5 s).
+    with one_thread():
+        KIND.run(KIND.validate({}), LocalContext(artifacts_root=root, job_id=1, seed=0))
     return root
 
 
