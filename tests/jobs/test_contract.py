@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from jobs.base import JobError, JobKind
 from jobs.context import LocalContext
 from jobs.registry import list_kinds
+from tests.jobs.conftest import one_thread
 
 KINDS = {k.name: k for k in list_kinds()}
 # What a kind needs beyond its defaults (a kind with a from_job param gets job 1, a finished
@@ -127,9 +128,10 @@ def trained_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     few steps of char-rnn."""
     digits, char_rnn = KINDS["classify-digits"], KINDS["char-rnn"]
     root = tmp_path_factory.mktemp("contract_jobs")
-    digits.run(digits.validate({"epochs": 1}), LocalContext(artifacts_root=root, job_id=1, seed=0))
-    char_rnn.run(char_rnn.validate({"steps": 2, "hidden": 16, "sample_length": 5}),
-                 LocalContext(artifacts_root=root, job_id=2, seed=0))
+    with one_thread():  # set up before the autouse one-thread fixture
+        digits.run(digits.validate({"epochs": 1}), LocalContext(artifacts_root=root, job_id=1, seed=0))
+        char_rnn.run(char_rnn.validate({"steps": 2, "hidden": 16, "sample_length": 5}),
+                     LocalContext(artifacts_root=root, job_id=2, seed=0))
     return root
 
 
