@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -20,7 +21,9 @@ import redis
 from cli.local_redis import redis_answers, start_local_redis
 
 PG_ADMIN_URL = os.environ.get("GPULAB_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_BASE_URL = os.environ.get("GPULAB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# The server only: each stack appends a database number of its own, so a URL given with one
+# (redis://host:port/0) would have made every worker's broker URL end in /0/N and fail to start.
+REDIS_BASE_URL = re.sub(r"/\d*$", "", os.environ.get("GPULAB_TEST_REDIS_URL", "redis://127.0.0.1:6379"))
 REQUIRE = os.environ.get("CI", "").lower() == "true" or os.environ.get("GPULAB_TEST_REQUIRE_SERVICES") == "1"
 
 
