@@ -58,6 +58,8 @@ def test_metrics_of_a_live_stack(stack: Stack, finished_job: dict) -> None:
     assert samples[("gpulab_dispatch_latency_seconds_count", ())] >= 1
 
 
+# The CLI views read the HTTP API (whose answers the tests above check on both databases).
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_cli_devices_top_and_usage(stack: Stack, finished_job: dict) -> None:
     wide = {"COLUMNS": "200", "GPULAB_TOKEN": stack.token}
     devices = stack.gpulab("devices", env=wide).stdout
