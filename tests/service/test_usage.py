@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from service.api.app import create_app
 from service.db import Database
@@ -125,12 +126,16 @@ def test_usage_report_groups_hours_outcomes_and_waits(db: Database, lab: dict[st
     assert list(by_member) == ["ada", "bob"]
 
 
+def add_second_gpu(session: Session, device_id: str) -> None:
+    session.add(Device(id=device_id, host="lab1", kind="cuda", index=1, name="H100", memory_total_mb=81920,
+                       slots=1, state="online"))
+    session.commit()
+
+
 def test_idle_gpu_jobs_are_flagged_after_the_window(db: Database, lab: dict[str, User]) -> None:
     idle_gpu = "lab1/cuda:1"
     with db.writing() as session:
-        session.add(Device(id=idle_gpu, host="lab1", kind="cuda", index=1, name="H100", memory_total_mb=81920,
-                           slots=1, state="online"))
-        session.commit()
+        add_second_gpu(session, idle_gpu)
         add_samples(session, GPU, ago(minutes=50), NOW, 60.0, every_s=30)
         add_samples(session, idle_gpu, ago(minutes=50), NOW, 0.0, every_s=30)
         busy = add_job(session, lab["ada"], device=GPU, status="running", created=ago(minutes=45),
@@ -150,9 +155,7 @@ def test_idle_gpu_jobs_are_flagged_after_the_window(db: Database, lab: dict[str,
 def test_a_gang_reads_utilisation_on_all_its_devices(db: Database, lab: dict[str, User]) -> None:
     second = "lab1/cuda:1"
     with db.writing() as session:
-        session.add(Device(id=second, host="lab1", kind="cuda", index=1, name="H100", memory_total_mb=81920,
-                           slots=1, state="online"))
-        session.commit()
+        add_second_gpu(session, second)
         # An hour on two GPUs: the leader at 80 %, the other at 20 %.
         add_samples(session, GPU, ago(hours=2), ago(hours=1), 80.0, every_s=60)
         add_samples(session, second, ago(hours=2), ago(hours=1), 20.0, every_s=60)
