@@ -20,6 +20,8 @@ PREFIX = "GPULAB "
 MAX_LINE = 4000
 # tqdm: "epoch 1:  40%|████      | 4/10 [00:01<00:02, 3.9it/s]"
 _TQDM = re.compile(r"(\d+)/(\d+)\s*\[")
+# A whole tqdm bar, up to the bracket that closes its times, rate and postfix.
+_TQDM_BAR = re.compile(r"\d+/\d+\s*\[[^\]]*\]")
 _BARE = re.compile(r"(?<![\d/])(\d+)\s*/\s*(\d+)(?![\d/])")
 _OOM_MARKS = ("CUDA out of memory", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError")
 PROGRESS_EVERY_S = 0.25
@@ -65,6 +67,11 @@ class OutputReader:
             # A bar redrawn on stderr without a newline, then a report on stdout: two lines.
             self._line(raw[:len(line[:report_at].encode())], bar=True)
             line = line[report_at:]
+        elif not bar and (end := _bar_end(line)) is not None:
+            # A bar left mid-redraw, then a line of output (a stop's "interrupted at step 13"):
+            # the bar's state is progress, the rest a line of its own.
+            self._line(raw[:len(line[:end].encode())], bar=True)
+            line = line[end:]
         if any(mark in line for mark in _OOM_MARKS):
             self.oom = True
         if line.startswith(PREFIX) and self._report(line[len(PREFIX):]):
@@ -113,3 +120,11 @@ def _progress_in(line: str, *, bar: bool) -> tuple[int, int] | None:
         return None
     step, total = int(match.group(1)), int(match.group(2))
     return (step, total) if 0 <= step <= total and total > 0 else None
+
+
+def _bar_end(line: str) -> int | None:
+    """Where a tqdm bar that more output follows on the same line ends, or None."""
+    ends = [m.end() for m in _TQDM_BAR.finditer(line)]
+    if not ends or not line[ends[-1]:].strip():
+        return None
+    return ends[-1]

@@ -71,6 +71,17 @@ def test_reports_bars_and_lines(tmp_path: Path) -> None:
     assert not reader.oom
 
 
+def test_output_after_a_bar_left_mid_redraw_is_a_line_of_its_own(tmp_path: Path) -> None:
+    # A stop between a bar's redraw (stderr, no newline) and the next report leaves the bar
+    # unfinished, and the program's "interrupted" line (stdout) lands right after it.
+    ctx = LocalContext(artifacts_root=tmp_path)
+    reader = OutputReader(ctx)
+    reader.feed(b"\rtrain:   0%|          | 13/100000 [00:00<00:00, 9.1it/s, loss=0.3]interrupted at step 13\n")
+    reader.close()
+    assert ctx.recorded.logs == ["interrupted at step 13"]
+    assert ctx.recorded.progress == [(13, 100000)]
+
+
 def test_cuda_out_of_memory_is_noticed(tmp_path: Path) -> None:
     reader = OutputReader(LocalContext(artifacts_root=tmp_path))
     reader.feed(b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB\n")
