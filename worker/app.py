@@ -19,26 +19,22 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from celery import Celery, signals
 from celery.exceptions import SecurityWarning
 from celery.worker import state as celery_state
-from sqlalchemy.exc import SQLAlchemyError
 
 from service.db import Database
 from service.live import Publisher
-from service.queues import PROBE, RUN_JOB, device_queue, make_celery, restore_unacked
+from service.queues import PROBE, RUN_JOB, device_queue, make_celery
 from service.settings import Settings
 from service.store.devices import register_worker, stop_worker
 from worker.command_account import announce as announce_command_account
-from worker.command_files import remove_stale_run_folders
-from worker.command_sweep import end_orphans_of_device
-from worker.command_venv import prune_venvs
 from worker.device import DeviceInfo, pin_process, resolve_device, runtime_facts
 from worker.heartbeat import Watch, is_child_alive
 from worker.probe import Probe
 from worker.runner import JobRunner
 from worker.sampler import SampleRecorder, make_sampler
+from worker.startup import sweep_at_start
 
 log = logging.getLogger("gpulab.worker")
 
@@ -255,18 +251,7 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     for name in ("celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(name).addFilter(_QuietProbes())
     queue = device_queue(info.id)
-    if (orphans := end_orphans_of_device(queue)):
-        log.warning("ended %d process(es) an earlier worker of %s left running", orphans, info.id)
-    with contextlib.suppress(SQLAlchemyError):  # the database down: the next start removes them
-        if (stale := remove_stale_run_folders(settings, db)):
-            log.warning("removed %d run folder(s) of jobs that no longer run (their worker died)", stale)
-    if (pruned := prune_venvs(settings)):
-        log.info("removed %d cached requirements environment(s) no job used for a long time", pruned)
-    with contextlib.suppress(redis.RedisError):  # Redis down: the messages wait for its return
-        restored = restore_unacked(settings.redis_url, queue)
-        if restored:
-            log.warning("%d message(s) that an earlier worker of %s took and never acked went back "
-                        "to its queue", restored, info.id)
+    sweep_at_start(settings, db, device_id=info.id, queue=queue)
     app = build_app(settings)
     # gpulab's workers run as root by design, to start members' commands as their own accounts (the
     # README's "For admins"); Celery's "absolutely not recommended" would tell an admin the opposite.
