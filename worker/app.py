@@ -24,7 +24,7 @@ from celery.exceptions import SecurityWarning
 from celery.worker import state as celery_state
 
 from service.db import Database
-from service.live import Publisher
+from service.live import Publisher, read_installation, use_installation
 from service.queues import PROBE, RUN_JOB, device_queue, make_celery
 from service.settings import Settings
 from service.store.devices import register_worker, stop_worker
@@ -281,7 +281,8 @@ def _admin_app() -> Celery:
     # The installation names the control exchange the workers listen on: read it first.
     db = Database.from_settings(settings, pooled=False)
     try:
-        Publisher(settings.redis_url).attach(db.read)
+        with db.reading() as session:
+            use_installation(read_installation(session))
     finally:
         db.engine.dispose()
     return build_app(settings)
