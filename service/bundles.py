@@ -3,8 +3,10 @@
 An upload streams to a temporary file beside the store while it is hashed and counted; past
 the size limit it stops at once (413). The archive is then read entry by entry and refused
 (422) if any entry is absolute, climbs out with `..`, is a device or FIFO, or is a link that
-points outside the bundle. Only then is it renamed to `<sha256>.tar`: a refused or broken
-upload leaves nothing behind. Unpacking checks the same rules again (the worker trusts no file).
+points outside the bundle. Only then, and only after its row is committed, is it renamed to
+`<sha256>.tar`: a refused or broken upload leaves nothing behind, and an expiry running at the
+same moment cannot remove a file whose row it did not see (`retire`). Unpacking checks the same
+rules again (the worker trusts no file).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,7 @@ class BundleInfo:
     size_bytes: int
     files: int
     unpacked_bytes: int
+    staged: Path  # the checked upload, moved into the store by `place` once its row is committed
 
 
 def bundle_file(root: Path, sha256: str) -> Path:
@@ -59,7 +62,8 @@ def _limit_text(limit_bytes: int) -> str:
 
 
 async def receive(chunks: AsyncIterator[bytes], *, root: Path, limit_bytes: int) -> BundleInfo:
-    """Stream an upload into the store; returns what was stored (raises on refusal, leaving nothing)."""
+    """Stream an upload beside the store and check it; returns what was staged (raises on refusal,
+    leaving nothing). The caller records the row, then calls `place`, and `discard` in any case."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)  # job processes never read another member's code
     fd, tmp_name = tempfile.mkstemp(prefix=".upload-", dir=root)
@@ -80,14 +84,24 @@ async def receive(chunks: AsyncIterator[bytes], *, root: Path, limit_bytes: int)
             raise InvalidBundle("the bundle is empty; send a tar archive of the working directory",
                                 field="body", value=0)
         files, unpacked = inspect(tmp, max_unpacked=limit_bytes * UNPACK_FACTOR)
-        sha = digest.hexdigest()
-        dest = bundle_file(root, sha)
         os.chmod(tmp, 0o600)
-        os.replace(tmp, dest)  # the same content twice is the same file
-        return BundleInfo(sha256=sha, size_bytes=size, files=files, unpacked_bytes=unpacked)
-    finally:
-        with contextlib.suppress(FileNotFoundError):  # renamed into place: nothing to clean
-            tmp.unlink()
+    except BaseException:
+        discard(tmp)
+        raise
+    return BundleInfo(sha256=digest.hexdigest(), size_bytes=size, files=files, unpacked_bytes=unpacked,
+                      staged=tmp)
+
+
+def place(root: Path, info: BundleInfo) -> None:
+    """Move a staged upload into the store (after its row is committed; the same content twice is
+    the same file)."""
+    os.replace(info.staged, bundle_file(root, info.sha256))
+
+
+def discard(staged: Path) -> None:
+    """Remove a staged upload that was refused or not placed."""
+    with contextlib.suppress(FileNotFoundError):
+        staged.unlink()
 
 
 def member_problem(member: tarfile.TarInfo) -> str | None:
@@ -141,7 +155,22 @@ def unpack(path: Path, dest: Path, *, max_unpacked: int) -> int:
     return files
 
 
-def remove(root: Path, sha256: str) -> None:
-    """Delete a stored bundle's file (no row refers to it any more)."""
-    with contextlib.suppress(FileNotFoundError):
-        bundle_file(root, sha256).unlink()
+def retire(root: Path, sha256: str, *, wanted: Callable[[], bool]) -> bool:
+    """Delete a bundle's file once no row refers to it; returns whether it was deleted.
+
+    The file is first moved aside, then `wanted` reads the rows afresh: an upload of the same
+    content that committed its row meanwhile gets the file back, and one that commits later
+    places its own file after its commit. Deleting straight after the expiry's commit would
+    remove a file whose new row the expiry never saw.
+    """
+    path = bundle_file(root, sha256)
+    aside = path.with_name(f".retiring-{sha256}-{os.getpid()}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return False
+    if wanted():
+        os.replace(aside, path)
+        return False
+    aside.unlink()
+    return True

@@ -63,18 +63,19 @@ def bundle_of_job(*, session: Session, sha256: str, owner_id: int) -> Bundle | N
 
 
 def expire_bundles(*, session: Session, keep_s: float) -> list[str]:
-    """Drop rows unused for `keep_s` (none a waiting or running job needs); the shas whose file may go."""
+    """Drop rows unused for `keep_s` (none a waiting or running job needs); the shas no row holds
+    any more, whose files may go (through `service.bundles.retire`)."""
     cutoff = utcnow() - timedelta(seconds=keep_s)
-    old = list(session.scalars(select(Bundle).where(Bundle.last_used_at < cutoff)))
-    if not old:
+    needed = select(Job.id).where(
+        Job.kind == "command", Job.status.in_(ACTIVE), Job.owner_id == Bundle.owner_id,
+        Job.params["bundle"].as_string() == Bundle.sha256)
+    # The age is checked again by the DELETE itself: a submit that marked the bundle used holds
+    # its row, and PostgreSQL re-reads the row once that submit commits (SQLite's writes take turns).
+    shas = set(session.scalars(
+        delete(Bundle).where(Bundle.last_used_at < cutoff, ~needed.exists()).returning(Bundle.sha256)))
+    if not shas:
+        session.rollback()
         return []
-    needed = {(job.owner_id, (job.params or {}).get("bundle")) for job in
-              session.scalars(select(Job).where(Job.kind == "command", Job.status.in_(ACTIVE)))}
-    gone = [b for b in old if (b.owner_id, b.sha256) not in needed]
-    if not gone:
-        return []
-    session.execute(delete(Bundle).where(Bundle.id.in_([b.id for b in gone])))
-    shas = {b.sha256 for b in gone}
     still = set(session.scalars(select(Bundle.sha256).where(Bundle.sha256.in_(shas))))
     session.commit()
     return sorted(shas - still)

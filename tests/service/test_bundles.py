@@ -199,3 +199,81 @@ def test_packing_honours_ignores_and_is_reproducible(tmp_path: Path) -> None:
     assert pack(root).sha256 != first.sha256
     first.path.unlink()
     second.path.unlink()
+
+
+def _old_bundle(db: Database, sha: str, name: str) -> tuple[int, int]:
+    """A member's bundle row unused for 30 days; returns (user id, bundle id)."""
+    from datetime import timedelta
+
+    from service.models import Bundle, utcnow
+    from service.store.bundles import record_bundle
+    from service.store.users import create_user
+
+    with db.writing() as session:
+        user, _ = create_user(session=session, name=name)
+        bundle, _ = record_bundle(session=session, sha256=sha, owner_id=user.id, size_bytes=10, files=1,
+                                  unpacked_bytes=10)
+        session.get(Bundle, bundle.id).last_used_at = utcnow() - timedelta(days=30)  # type: ignore[union-attr]
+        session.commit()
+        return user.id, bundle.id
+
+
+def test_a_submit_that_uses_a_bundle_while_it_expires_keeps_it(db: Database) -> None:
+    """The expiry's DELETE checks the age again once a concurrent submit's use is committed."""
+    import threading
+
+    from service.models import Bundle, User
+    from service.store.bundles import expire_bundles, use_bundle
+
+    sha = "cd" * 32
+    user_id, bundle_id = _old_bundle(db, sha, "racer")
+    expired: list[list[str]] = []
+    with db.writing() as submit:
+        use_bundle(session=submit, sha256=sha, user=submit.get(User, user_id))  # type: ignore[arg-type]
+        submit.flush()  # the submit holds the row (PostgreSQL); SQLite's writer holds the database
+
+        def expire() -> None:
+            with db.writing() as session:
+                expired.append(expire_bundles(session=session, keep_s=86400))
+
+        expiry = threading.Thread(target=expire)
+        expiry.start()
+        expiry.join(1.0)
+        assert expiry.is_alive(), "the expiry must wait for the submit's transaction"
+        submit.commit()
+    expiry.join(30)
+    assert expired == [[]]
+    with db.reading() as session:
+        assert session.get(Bundle, bundle_id) is not None
+
+
+def test_a_file_an_upload_recorded_again_survives_its_expiry(db: Database, tmp_path: Path) -> None:
+    """Expiry committed, then the same content uploaded and recorded: retiring the file keeps it."""
+    from sqlalchemy import delete
+
+    from service.bundles import bundle_file, retire
+    from service.models import Bundle
+    from service.store.bundles import count_bundles, expire_bundles, record_bundle
+
+    sha = "ef" * 32
+    user_id, _ = _old_bundle(db, sha, "returner")
+    root = tmp_path / "bundles"
+    root.mkdir()
+    path = bundle_file(root, sha)
+    path.write_bytes(b"tar")
+    with db.writing() as session:
+        assert expire_bundles(session=session, keep_s=86400) == [sha]
+    with db.writing() as session:  # the upload's row lands between the expiry's commit and its file step
+        record_bundle(session=session, sha256=sha, owner_id=user_id, size_bytes=3, files=1, unpacked_bytes=3)
+
+    def wanted() -> bool:
+        with db.reading() as session:
+            return count_bundles(session=session, sha256=sha) > 0
+
+    assert retire(root, sha, wanted=wanted) is False
+    assert path.read_bytes() == b"tar" and sorted(p.name for p in root.iterdir()) == [path.name]
+    with db.writing() as session:
+        session.execute(delete(Bundle))
+        session.commit()
+    assert retire(root, sha, wanted=wanted) is True
+    assert list(root.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Annotated
 
@@ -53,7 +54,11 @@ async def upload_bundle(request: Request, response: Response, user: BriefUser, s
                 files=info.files, unpacked_bytes=info.unpacked_bytes)
             return bundle_public(bundle, settings.bundle_keep_s), created
 
-    public, created = await in_db_thread(state, record)
+    try:
+        public, created = await in_db_thread(state, record)
+        bundle_files.place(settings.bundles_root, info)  # after the commit: see bundle_files.retire
+    finally:
+        bundle_files.discard(info.staged)
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/bundles/{info.sha256}"
@@ -63,8 +68,16 @@ async def upload_bundle(request: Request, response: Response, user: BriefUser, s
 def _expire(state: State) -> None:
     """Remove bundles nobody used for GPULAB_BUNDLE_KEEP_S (checked at each upload)."""
     with state.db.writing() as session:
-        for sha in bundle_store.expire_bundles(session=session, keep_s=state.settings.bundle_keep_s):
-            bundle_files.remove(state.settings.bundles_root, sha)
+        shas = bundle_store.expire_bundles(session=session, keep_s=state.settings.bundle_keep_s)
+
+    for sha in shas:
+        bundle_files.retire(state.settings.bundles_root, sha, wanted=functools.partial(_held, state, sha))
+
+
+def _held(state: State, sha: str) -> bool:
+    """Whether any member's row holds this content now (read afresh)."""
+    with state.db.reading() as session:
+        return bundle_store.count_bundles(session=session, sha256=sha) > 0
 
 
 @router.get("/{sha256}", response_model=BundlePublic, summary="A bundle you uploaded (404: upload it)")
