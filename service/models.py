@@ -279,6 +279,23 @@ class JobMetric(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class JobMetricSummary(Base):
+    """A final job's metric series as the chart shows them, downsampled once and kept.
+
+    Valid while the job is still at this attempt and event count: a new attempt or a late
+    event changes them, and the page aggregates live again until the summary is rewritten.
+    """
+
+    __tablename__ = "job_metric_summaries"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    event_seq: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(Integer)  # the chart size it was downsampled to
+    series: Mapped[list[Any]] = mapped_column(JSON)  # MetricSeries as dicts, in name order
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Artifact(Base):
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("job_id", "name"),)

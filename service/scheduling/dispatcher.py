@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from celery import Celery
@@ -26,8 +26,17 @@ from service.settings import Settings
 from service.store.devices import declare_worker_lost, find_silent_workers
 from service.store.jobs import release_lost_job, undispatch
 from service.store.leases import DISPATCHER_LEASE, acquire_lease, release_lease
+from service.store.metric_summaries import jobs_to_summarise, summarise_job
 
 log = logging.getLogger("gpulab.dispatcher")
+
+# Chart summaries: how far back a starting dispatcher looks, how much later than its own clock
+# a job's finished_at may be committed (another host's clock, a finish's commit after its
+# timestamp), and the time a pass may spend summarising before it places jobs again.
+SUMMARY_LOOKBACK = timedelta(days=1)
+SUMMARY_MARGIN = timedelta(minutes=5)
+SUMMARY_BUDGET_S = 0.25
+SUMMARY_BATCH = 100
 
 
 class Dispatcher:
@@ -49,6 +58,7 @@ class Dispatcher:
         # it has watched for a whole worker timeout.
         self._seeing_since = time.monotonic()
         self._blind = False
+        self._summarised_to: datetime = utcnow() - SUMMARY_LOOKBACK  # finished before: summarised
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -64,10 +74,19 @@ class Dispatcher:
                     self._lease_until = 0.0
                     return 0
             self._lease_until = now + self.settings.lease_s
-        if force_reap or now >= self._next_reap:
+        housekeeping = force_reap or now >= self._next_reap
+        if housekeeping:
             self.reap()
             self._next_reap = now + self.settings.dispatcher_tick_s
-        return self.dispatch()
+        sent = self.dispatch()
+        if housekeeping:  # after placing: a job waiting to start does not wait for this
+            try:
+                self.summarise()
+            except Exception:
+                # An optimisation of reads: its failure must not mark this process blind (as a
+                # failed pass does), which would postpone judging silent workers.
+                log.exception("chart summaries failed; the job pages read live meanwhile")
+        return sent
 
     def dispatch(self) -> int:
         """Place what can start now, commit, then send each job to its device's queue."""
@@ -120,6 +139,29 @@ class Dispatcher:
                    else f"not claimed within {self.settings.dispatch_timeout_s:g} s")
             with self.db.writing() as session:
                 undispatch(session=session, job_id=row.id, attempt=row.attempt, why=why)  # once per job: fenced
+
+    def summarise(self) -> int:
+        """Store the chart summaries of jobs that became final since the last pass; returns how many.
+
+        At most SUMMARY_BUDGET_S of work per pass (a backlog continues on the next); a job
+        whose summary is not stored now (it moved on meanwhile) is looked at again next pass.
+        """
+        started, deadline = utcnow(), time.monotonic() + SUMMARY_BUDGET_S
+        with self.db.reading() as session:
+            todo = jobs_to_summarise(session=session, since=self._summarised_to - SUMMARY_MARGIN,
+                                     limit=SUMMARY_BATCH)
+        stored = 0
+        for job_id, finished_at in todo:
+            if time.monotonic() > deadline:
+                self._summarised_to = max(self._summarised_to, finished_at)
+                return stored
+            with self.db.reading() as read, self.db.writing() as write:
+                stored += summarise_job(read=read, write=write, job_id=job_id)
+        if len(todo) < SUMMARY_BATCH:  # all of them: nothing finished before this pass is left
+            self._summarised_to = started
+        elif todo:
+            self._summarised_to = max(self._summarised_to, todo[-1][1])
+        return stored
 
     def resend_after_broker_restart(self) -> int:
         """When Redis restarted, the messages of dispatched jobs may be gone: send them again.

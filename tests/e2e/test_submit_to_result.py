@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.support.stack import Stack
 
@@ -44,6 +45,26 @@ def test_regression_on_the_worker(stack: Stack) -> None:
     assert done["result"]["final_mse"] < 1.5 * done["result"]["noise_variance"]
     losses = stack.api("GET", f"/jobs/{job['id']}/metrics", params={"name": "loss"})
     assert len(losses) > 10 and losses[-1]["value"] < losses[0]["value"]
+
+
+def test_a_finished_jobs_chart_is_summarised_by_the_dispatcher(stack: Stack) -> None:
+    job = stack.submit("test-echo", {"lines": 0, "steps": 1200})
+    assert stack.wait_for(job["id"])["status"] == "succeeded"
+    live = stack.api("GET", f"/jobs/{job['id']}/metrics/series")
+    assert [(s["name"], s["count"], s["downsampled"]) for s in live] == [("loss", 1200, True)]
+    engine = create_engine(stack.env["GPULAB_DATABASE_URL"])
+    try:
+        def stored() -> list | None:
+            with engine.connect() as c:
+                series = c.execute(text("SELECT series FROM job_metric_summaries WHERE job_id = :j"),
+                                   {"j": job["id"]}).scalar()
+            return json.loads(series) if isinstance(series, str) else series
+
+        # Within a few of the dispatcher's housekeeping passes (0.5 s apart here).
+        stack.wait(lambda: stored() is not None, 5, "the job's chart summary")
+        assert stored() == live
+    finally:
+        engine.dispose()
 
 
 def test_failed_job_records_reason_and_error(stack: Stack) -> None:

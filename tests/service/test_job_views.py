@@ -108,13 +108,14 @@ def test_page_reads_use_the_indexes(db: Database, job_id: int) -> None:
         assert "COVERING INDEX" in metrics, metrics
 
 
-def test_the_api_serves_the_page_reads_and_caches_only_finished_series(settings, job_id: int) -> None:  # type: ignore[no-untyped-def]
+def test_the_api_serves_the_page_reads_and_a_final_jobs_chart_from_its_summary(settings, job_id: int) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
-    from sqlalchemy import update
+    from sqlalchemy import delete, update
 
     from service.api.app import create_app
-    from service.api.routes.job_views import finished_series
     from service.models import Job as JobRow
+    from service.models import JobMetric
+    from service.store.metric_summaries import summarise_job
 
     app = create_app(settings)
     db: Database = app.state.gpulab.db
@@ -131,16 +132,19 @@ def test_the_api_serves_the_page_reads_and_caches_only_finished_series(settings,
         assert bad.status_code == 422 and bad.json()["field"] == "points"
         assert client.get("/jobs/999999/log", headers=headers).json()["code"] == "job_not_found"
 
-        # The job is still running: its series are read afresh each time.
-        finished_series.items.clear()
         loss = client.get(f"/jobs/{job_id}/metrics/series?name=loss&points=100", headers=headers).json()
         assert [s["name"] for s in loss] == ["loss"] and loss[0]["downsampled"] and loss[0]["count"] == 1500
-        assert not finished_series.items
         with db.writing() as s:
             s.execute(update(JobRow).where(JobRow.id == job_id).values(status="succeeded"))
             s.commit()
-        first = client.get(f"/jobs/{job_id}/metrics/series?points=100", headers=headers).json()
-        assert len(finished_series.items) == 1
-        assert client.get(f"/jobs/{job_id}/metrics/series?points=100", headers=headers).json() == first
-        whole = client.get(f"/jobs/{job_id}/metrics/series?name=loss&full=true", headers=headers).json()
-        assert len(whole[0]["value"]) == 1500 and len(finished_series.items) == 1  # full reads are not kept
+        with db.reading() as read, db.writing() as write:
+            assert summarise_job(read=read, write=write, job_id=job_id)
+        live = client.get(f"/jobs/{job_id}/metrics/series", headers=headers).json()
+        with db.writing() as s:  # what is read from here on can only come from the summary
+            s.execute(delete(JobMetric).where(JobMetric.job_id == job_id))
+            s.commit()
+        assert client.get(f"/jobs/{job_id}/metrics/series", headers=headers).json() == live
+        assert [s["name"] for s in live] == ["accuracy", "loss", "val_mse"] and live[1]["count"] == 1500
+        # Another chart size and every value are read live: nothing is left of them.
+        assert client.get(f"/jobs/{job_id}/metrics/series?points=100", headers=headers).json() == []
+        assert client.get(f"/jobs/{job_id}/metrics/series?name=loss&full=true", headers=headers).json() == []

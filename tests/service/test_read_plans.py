@@ -16,13 +16,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text, update
 from sqlalchemy.orm import Session
 
 from service.db import Database
-from service.models import Allocation, Device, DeviceSample, Job, utcnow
+from service.models import Allocation, Device, DeviceSample, Job, JobMetricSummary, utcnow
 from service.scheduling.device_request import request_fields
 from service.store.jobs import list_jobs
+from service.store.metric_summaries import CHART_POINTS, chart_series, jobs_to_summarise
 from service.store.samples import latest_samples
 from service.store.users import create_user
 from service.usage import job_usage, usage_report
@@ -134,3 +135,37 @@ def test_one_jobs_usage_reads_its_own_samples(db: Database, lab: dict[str, int])
         usage = job_usage(s, job_id=job_id, idle_minutes=30, idle_pct=5)
     assert usage is not None and usage.mean_utilization_pct == 50.0
     assert whole_scans(db, lambda s: job_usage(s, job_id=job_id, idle_minutes=30, idle_pct=5)) == []
+
+
+def test_housekeeping_finds_newly_finished_jobs_by_their_finish_time(db: Database, lab: dict[str, int]) -> None:
+    since = utcnow() - timedelta(hours=8)
+    with db.writing() as s:  # two of those finished since with enough events to be summarised
+        s.execute(update(Job).where(Job.status == "succeeded").values(event_seq=CHART_POINTS + 1))
+        s.commit()
+    with db.reading() as s:
+        assert len(jobs_to_summarise(session=s, since=since)) == 2
+
+    def todo(s: Session) -> None:
+        jobs_to_summarise(session=s, since=since)
+
+    assert whole_scans(db, todo) == []
+    # By (finished_at), not (status, id): that one reads every job that ever finished.
+    assert whole_scans(db, todo, re.compile(r"ix_jobs_finished_at")) != []
+
+
+def test_a_finished_jobs_chart_is_one_row(db: Database, lab: dict[str, int]) -> None:
+    with db.writing() as s:
+        job = s.scalars(select(Job).where(Job.status == "succeeded").limit(1)).one()
+        one = {"name": "loss", "count": 1, "downsampled": False, "step": [1], "value": [0.5]}
+        s.add(JobMetricSummary(job_id=job.id, attempt=job.attempt, event_seq=job.event_seq, points=CHART_POINTS,
+                               series=[one]))
+        s.commit()
+
+    def chart(s: Session) -> None:
+        got = chart_series(session=s, job=s.get_one(Job, job.id))
+        assert [m.value for m in got] == [[0.5]]
+
+    with db.reading() as s, statements(s) as seen:
+        chart(s)
+    assert not any("job_metrics" in statement for statement, _ in seen)
+    assert whole_scans(db, chart) == []
