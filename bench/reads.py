@@ -3,6 +3,7 @@ beside the same answer in raw SQL.
 
     python -m bench.reads [--jobs 100000] [--hosts 8] [--points 100000] [--runs 20] [--sqlite-only]
     python -m bench.reads --quick        # 5,000 jobs on one host, for development
+    python -m bench.reads --page-only    # only the job page, at --points values
 
 On SQLite and on PostgreSQL (the `GPULAB_TEST_PG_URL` server), in one run:
 - a lab written in bulk (bench.reads_data): `--jobs` jobs over 60 days, the newest 10 % (at
@@ -46,6 +47,12 @@ def bench_database(label: str, url: str, args: argparse.Namespace) -> dict[str, 
     db: Database = app.state.gpulab.db
     t0 = time.perf_counter()
     job_id, admin_token = build_job(db, args.points)
+    if args.page_only:
+        with TestClient(app) as client:
+            out = {"db": label, "build_s": time.perf_counter() - t0}
+            out.update(page_reads(client, db, job_id, admin_token, args.runs))
+        db.engine.dispose()
+        return out
     lab = build_lab(db.engine, jobs=args.jobs, pending=min(10_000, args.jobs // 10), members=40, hosts=args.hosts,
                     gpus_per_host=8)
     out: dict[str, Any] = {"db": label, "build_s": time.perf_counter() - t0, "rows": lab.rows}
@@ -66,11 +73,18 @@ def bench_database(label: str, url: str, args: argparse.Namespace) -> dict[str, 
 PAGE_ROWS = [("events (what the stream replayed)", "events", "{:,}"), ("replay every event, ms", "replay_ms", "{:.0f}"),
              ("chart points sent", "chart_points", "{:,}"),
              ("GET /jobs/{id}, ms", "job_ms", "{:.1f}"), ("GET …/log (last 200), ms", "log_ms", "{:.1f}"),
-             ("GET …/metrics/series, first, ms", "series_cold_ms", "{:.1f}"),
-             ("GET …/metrics/series, again, ms", "series_ms", "{:.1f}"),
-             ("page, first load, ms", "page_cold_ms", "{:.1f}"),
-             ("  CPU ms of the API process", "page_cold_cpu_ms", "{:.1f}"), ("page, again, ms", "page_ms", "{:.1f}"),
-             ("page as raw SQL, ms", "raw_page_ms", "{:.1f}"),
+             ("GET …/events?type=status, ms", "statuses_ms", "{:.1f}"),
+             ("GET /usage/jobs/{id}, ms", "usage_ms", "{:.1f}"),
+             ("GET …/artifacts, ms", "artifacts_ms", "{:.1f}"),
+             ("GET …/metrics/series, live, ms", "series_live_ms", "{:.1f}"),
+             ("GET …/metrics/series, summary, ms", "series_ms", "{:.1f}"),
+             ("summarise (housekeeping, once), ms", "summarise_ms", "{:.1f}"),
+             ("page, aggregated live (before), ms", "page_live_ms", "{:.1f}"),
+             ("  CPU ms of the API process", "page_live_cpu_ms", "{:.1f}"),
+             ("page, from the summary, ms", "page_ms", "{:.1f}"),
+             ("  CPU ms of the API process", "page_cpu_ms", "{:.1f}"),
+             ("page as raw SQL, live, ms", "raw_page_live_ms", "{:.1f}"),
+             ("page as raw SQL, summary, ms", "raw_page_ms", "{:.1f}"),
              ("every loss value (full=true), ms", "full_loss_ms", "{:.0f}")]
 
 
@@ -79,12 +93,11 @@ def print_page(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"{'':34}" + "".join(f"{r['db']:>14}" for r in results))
     for title, key, fmt in PAGE_ROWS:
         print(f"{title:34}" + "".join(f"{fmt.format(r[key]):>14}" for r in results))
-    print(f"{'first load / raw SQL (goal ≤ 3×)':34}"
-          + "".join(f"{r['page_cold_ms'] / r['raw_page_ms']:>13.1f}×" for r in results))
+    print(f"{'page / raw SQL, summary (goal ≤ 3×)':34}"
+          + "".join(f"{r['page_ms'] / r['raw_page_ms']:>13.1f}×" for r in results))
     for r in results:
-        for key in ("page_ms", "page_cold_ms"):
-            if r[key] >= 100:
-                print(f"  !! {r['db']} {key}: the page took {r[key]:.1f} ms at p50 (goal < 100 ms)")
+        if r["page_ms"] >= 100:
+            print(f"  !! {r['db']}: the page took {r['page_ms']:.1f} ms at p50 (goal < 100 ms)")
 
 
 def print_lab(results: list[dict[str, Any]], args: argparse.Namespace, verbose: bool) -> bool:
@@ -126,6 +139,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="5,000 jobs, one host, 10,000 points, 5 runs")
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--page-only", action="store_true", help="only the job page's job and reads (a minute)")
     parser.add_argument("--plans", action="store_true", help="print every plan, not only the bad ones")
     args = parser.parse_args()
     if args.quick:
@@ -140,7 +154,7 @@ def main() -> None:
         finally:
             services.drop_pg_database(name)
     print_page(results, args)
-    ok = print_lab(results, args, args.plans)
+    ok = args.page_only or print_lab(results, args, args.plans)
     sys.exit(0 if ok else 1)
 
 
