@@ -9,6 +9,7 @@ is told to worker/runner.py, which decides the reason code, as for every kind.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import shlex
 import signal
@@ -102,7 +103,10 @@ def _follow(proc: subprocess.Popen[bytes], chunks: queue.Queue[bytes | None], re
         if eof and proc.poll() is not None:
             return
         if eof:
-            time.sleep(0.05)  # the output ended; the process is exiting
+            # The output ended; the process is exiting. Waited on, not slept on: the job's end is
+            # recorded as soon as it has exited, not up to a poll period later.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.05)
         if proc.poll() is not None:
             # The command exited; children holding the pipe open get a moment, then the group goes.
             ended_at = ended_at or time.monotonic()
