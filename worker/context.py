@@ -2,7 +2,8 @@
 
 Log lines, progress and metrics are buffered and committed at most every
 `event_flush_s` seconds (or `event_flush_lines` events), never inside a job step's
-transaction, so a chatty job costs a few short commits a second.
+transaction, so a chatty job costs a few short commits a second. What is still buffered
+when the job ends goes in its outcome's commit (`buffered`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ class WorkerContext(FileContext):
                    "data": {"name": str(name)[:100], "value": float(value),
                             "step": None if step is None else int(step)}})
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the job saw a cancel (or lost its attempt) through should_stop()."""
+        return self._stop
+
     def should_stop(self) -> bool:
         if self._stop:
             return True
@@ -100,6 +106,22 @@ class WorkerContext(FileContext):
         return self._stop
 
     # -- batching ----------------------------------------------------------------------------
+
+    def buffered(self) -> list[dict[str, Any]]:
+        """The events not yet written: at the job's end they go in its outcome's commit, so
+        they cost no commit of their own. They stay buffered until `forget(n)`."""
+        self._note_dropped()
+        return list(self._buffer)
+
+    def forget(self, n: int) -> None:
+        """Drop the first `n` buffered events: they were written with the outcome."""
+        del self._buffer[:n]
+
+    def _note_dropped(self) -> None:
+        if self._dropped and len(self._buffer) < MAX_BUFFER:
+            self._buffer.append({"type": "log", "message": f"gpulab: {self._dropped} line(s) dropped "
+                                 "while the database was unavailable"})
+            self._dropped = 0
 
     def _add(self, event: dict[str, Any]) -> None:
         if len(self._buffer) >= MAX_BUFFER:
@@ -125,10 +147,7 @@ class WorkerContext(FileContext):
         On a passing database fault the events stay buffered and the error is raised.
         """
         self._last_flush = time.monotonic()
-        if self._dropped and len(self._buffer) < MAX_BUFFER:
-            self._buffer.append({"type": "log", "message": f"gpulab: {self._dropped} line(s) dropped "
-                                 "while the database was unavailable"})
-            self._dropped = 0
+        self._note_dropped()
         if not self._buffer:
             return
         batch = list(self._buffer)

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from service.db import Database
 from service.models import DeviceKind, FailReason, Job, JobStatus
 from service.scheduling.starting import Dispatch, place_if_queue_short, send_dispatched
 from service.settings import Settings
-from service.store.devices import record_runtime
+from service.store.devices import device_facts, record_device_facts
 from service.store.jobs import claim_job, finish_job
 from worker.command import COMMAND_KIND, run_command
 from worker.context import WorkerContext
@@ -66,6 +67,17 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return jsonable(value.item())
     return str(value)
+
+
+def _closing_line(outcome: Outcome, took_s: float) -> dict[str, Any]:
+    """The runner's last log line: how the job ended, and after how long."""
+    why = f" ({outcome.reason})" if outcome.reason and outcome.reason != outcome.status else ""
+    return {"type": "log", "message": f"{outcome.status} after {took_s:.2f} s{why}"}
+
+
+# What this process last committed of its device's facts: a job whose process learned nothing
+# new does not read the device's row again.
+_facts_recorded: dict[str, dict[str, Any]] = {}
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -107,45 +119,75 @@ class JobRunner:
         runtime = self._runtime()
         started = time.monotonic()
         outcome = self._call(job.kind, job.params, ctx)
-        if outcome.status == JobStatus.succeeded and ctx.should_stop():
-            outcome = Outcome(JobStatus.cancelled, FailReason.cancelled, result=outcome.result,
-                              error="stopped after a cancel")
-        ctx.log(f"{outcome.status} after {time.monotonic() - started:.2f} s"
-                + (f" ({outcome.reason})" if outcome.reason and outcome.reason != outcome.status else ""))
         peak = self._release_device()
-        self._record_end(ctx, outcome, peak, runtime)
+        self._record_end(ctx, outcome, peak, runtime, took_s=time.monotonic() - started)
         return outcome
 
     def _record_end(self, ctx: WorkerContext, outcome: Outcome, peak: float | None,
-                    runtime: dict[str, Any]) -> None:
-        """Write the last log lines, then the outcome; both wait out a database outage.
+                    runtime: dict[str, Any], *, took_s: float) -> None:
+        """Write the outcome and the last log lines in one commit; it waits out a database outage.
 
-        The child does not take another job until they are written, so a job is never left
+        The child does not take another job until it is written, so a job is never left
         `running` with its process gone on to another one.
         """
         job_id, attempt = int(ctx.job_id), ctx.attempt
         artifacts = [(a.name, a.content_type, size) for a, size in
                      ctx.existing_artifacts(disk_full=outcome.reason == FailReason.disk_full)]
-        until_written(f"job {job_id}'s last log lines", ctx.flush)
-
+        facts = device_facts(runtime)
         placed: list[Dispatch] = []
+        ended: list[Outcome] = []  # the outcome last written (a cancel seen at the end changes it)
 
         def place_next(session: Session) -> bool:
             placed.clear()  # a retried finish places again
             return self.celery is not None and place_if_queue_short(session=session, settings=self.settings,
                                                                    into=placed)
 
-        def finish(end: Outcome, files: list[tuple[str, str, int]]) -> bool:
+        def finish(end: Outcome, files: list[tuple[str, str, int]], *, with_lines: bool) -> bool:
             with self.db.writing() as session:
-                # Committed by finish_job, in the same transaction (and fenced out with it).
-                record_runtime(session=session, job_id=job_id, attempt=attempt, device_id=self.device.id,
-                               runtime=runtime)
-                return finish_job(session=session, job_id=job_id, attempt=attempt, status=end.status,
-                                  reason=end.reason, error=end.error, result=end.result,
-                                  peak_memory_mb=peak, artifacts=files, then=place_next)
+                job = session.get(Job, job_id)  # finish_job's own read of it then costs no statement
+                if end.status == JobStatus.succeeded and (ctx.stopped or (job is not None and
+                                                                         job.cancel_requested_at is not None)):
+                    end = Outcome(JobStatus.cancelled, FailReason.cancelled, result=end.result,
+                                  error="stopped after a cancel")
+                ended.append(end)
+                buffered = ctx.buffered() if with_lines else []
+                events = [*buffered, _closing_line(end, took_s)] if with_lines else []
+                if _facts_recorded.get(self.device.id) != facts:
+                    record_device_facts(session=session, device_id=self.device.id, facts=facts)
+                won = finish_job(session=session, job_id=job_id, attempt=attempt, status=end.status,
+                                 reason=end.reason, error=end.error, result=end.result,
+                                 peak_memory_mb=peak, artifacts=files, then=place_next, events=events,
+                                 runtime=runtime)
+            if won:
+                ctx.forget(len(buffered))
+                _facts_recorded[self.device.id] = facts
+            return won
 
         try:
-            until_written(f"job {job_id}'s outcome", lambda: finish(outcome, artifacts))
+            won = until_written(f"job {job_id}'s outcome", lambda: finish(outcome, artifacts, with_lines=True))
+        except SQLAlchemyError:
+            # Not a passing fault: the outcome, or its last lines, can never be stored. Written
+            # apart, lines that cannot be stored are dropped and the outcome goes on without them.
+            log.warning("job %s: its outcome and last log lines could not be stored together", job_id)
+            won = self._finish_apart(ctx, ended[-1] if ended else outcome, took_s, artifacts,
+                                     lambda end, files: finish(end, files, with_lines=False))
+        if not won:
+            # Fenced out (released, or ended by the watch): the attempt's lines are still kept.
+            ctx.log(_closing_line(ended[-1] if ended else outcome, took_s)["message"])
+            until_written(f"job {job_id}'s last log lines", ctx.flush)
+        if placed and self.celery is not None:
+            send_dispatched(self.celery, self.db.writing, placed)
+
+    def _finish_apart(self, ctx: WorkerContext, outcome: Outcome, took_s: float,
+                      artifacts: list[tuple[str, str, int]],
+                      finish: Callable[[Outcome, list[tuple[str, str, int]]], bool]) -> bool:
+        """The last log lines in a commit of their own, then the outcome (or, if it can never be
+        stored, a failure that says so)."""
+        job_id = int(ctx.job_id)
+        ctx.log(_closing_line(outcome, took_s)["message"])
+        until_written(f"job {job_id}'s last log lines", ctx.flush)
+        try:
+            return until_written(f"job {job_id}'s outcome", lambda: finish(outcome, artifacts))
         except SQLAlchemyError as exc:
             # Not a passing fault: this outcome can never be stored. The job still ends.
             log.exception("job %s: its outcome could not be stored", job_id)
@@ -153,9 +195,7 @@ class JobRunner:
             unstorable = Outcome(JobStatus.failed, FailReason.user_error,
                                  error=f"gpulab could not store this job's outcome ({type(exc).__name__}: "
                                        f"{first}); its log holds what it reported")
-            until_written(f"job {job_id}'s outcome", lambda: finish(unstorable, []))
-        if placed and self.celery is not None:
-            send_dispatched(self.celery, self.db.writing, placed)
+            return until_written(f"job {job_id}'s outcome", lambda: finish(unstorable, []))
 
     def _call(self, kind_name: str, raw_params: dict[str, Any], ctx: WorkerContext) -> Outcome:
         try:

@@ -182,11 +182,13 @@ def list_workers(*, session: Session, live_only: bool = True) -> list[Worker]:
 CHILD_FACTS = ("cudnn", "nccl", "compute_capability", "torch_threads")
 
 
-def record_runtime(*, session: Session, job_id: int, attempt: int, device_id: str, runtime: dict[str, Any]) -> None:
-    """Note the software a job ran with, and complete its device's record with what the job's
-    process learned; the caller's finish commits both (or rolls them back when fenced out)."""
-    session.execute(update(Job).where(Job.id == job_id, Job.attempt == attempt).values(runtime=runtime))
+def device_facts(runtime: dict[str, Any]) -> dict[str, Any]:
+    """What of a job's runtime completes its device's record (CHILD_FACTS)."""
+    return {k: runtime[k] for k in CHILD_FACTS if k in runtime}
+
+
+def record_device_facts(*, session: Session, device_id: str, facts: dict[str, Any]) -> None:
+    """Complete a device's record with what a job's process learned; the caller's finish commits it."""
     device = session.get(Device, device_id)
-    learned = {k: runtime[k] for k in CHILD_FACTS if k in runtime}
-    if device is not None and any((device.runtime or {}).get(k) != v for k, v in learned.items()):
-        device.runtime = {**(device.runtime or {}), **learned}
+    if device is not None and any((device.runtime or {}).get(k) != v for k, v in facts.items()):
+        device.runtime = {**(device.runtime or {}), **facts}

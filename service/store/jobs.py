@@ -31,15 +31,17 @@ def _transition(
     values: dict[str, Any],
     reason: str | None = None,
     message: str = "",
+    events: Sequence[dict[str, Any]] = (),
 ) -> bool:
     """Apply one conditional UPDATE and, if it won, record the status event under the number it took.
 
-    A move out of dispatched/running frees every device the job held in the same transaction.
+    `events` (a job's last log lines) are recorded just before the status event, under the same
+    UPDATE. A move out of dispatched/running frees every device the job held in the same transaction.
     """
-    # The status event's number is taken in the same UPDATE: one statement per state change.
+    # The events' numbers are taken in the same UPDATE: one statement per state change.
     # ...and the attempt the job is on after it, which the status event carries.
     won = session.execute(
-        update(Job).where(Job.id == job_id, *where).values(**values, event_seq=Job.event_seq + 1)
+        update(Job).where(Job.id == job_id, *where).values(**values, event_seq=Job.event_seq + (1 + len(events)))
         .returning(Job.event_seq, Job.attempt)
     ).one_or_none()
     if won is None:
@@ -48,8 +50,8 @@ def _transition(
     status = values["status"]
     if status not in (JobStatus.dispatched, JobStatus.running):
         release(session, job_id=job_id)
-    append_events(session, job_id=job_id, events=[status_event(status, reason, message)], numbered_to=seq,
-                  attempt=attempt)
+    append_events(session, job_id=job_id, events=[*events, status_event(status, reason, message)],
+                  numbered_to=seq, attempt=attempt)
     queue_publish(session, jobs_channel(), {"id": job_id, "status": status, "reason": reason})
     return True
 
@@ -269,8 +271,10 @@ def finish_job(
     artifacts: Sequence[tuple[str, str, int]] = (),
     from_statuses: Sequence[JobStatus] = (JobStatus.running,),
     then: Callable[[Session], bool] | None = None,
+    events: Sequence[dict[str, Any]] = (),
+    runtime: dict[str, Any] | None = None,
 ) -> bool:
-    """Write a job's end state, result and artifacts in one commit; False when fenced out.
+    """Write a job's end state, result, artifacts, last events and runtime in one commit; False when fenced out.
 
     `then`, called before the commit once the job's devices are free, may place the next
     jobs in this same transaction (returning True); otherwise the dispatcher is woken.
@@ -292,9 +296,11 @@ def finish_job(
             "peak_memory_mb": peak_memory_mb,
             "finished_at": now,
             "run_seconds": run_seconds,
+            **({"runtime": runtime} if runtime is not None else {}),
         },
         reason=reason,
         message=error.splitlines()[-1][:500] if error else "",
+        events=events,
     )
     if not won:
         session.rollback()

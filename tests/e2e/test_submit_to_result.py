@@ -38,6 +38,16 @@ def test_job_runs_and_reports_through_the_api(stack: Stack) -> None:
     assert body.text == "hi"
 
 
+def test_a_jobs_last_log_line_is_written_with_its_outcome(stack: Stack) -> None:
+    done = stack.wait_for(stack.submit("test-sleep", {"seconds": 0.3})["id"])
+    assert done["status"] == "succeeded", done
+    *_, slept, closing, status = stack.api("GET", f"/jobs/{done['id']}/events")["items"]
+    assert slept["message"] == "slept 0.3 s" and closing["message"].startswith("succeeded after 0.3")
+    assert status["data"]["status"] == "succeeded"
+    # One commit wrote both (one clock reading): the line cost no commit of its own.
+    assert closing["created_at"] == status["created_at"]
+
+
 def test_regression_on_the_worker(stack: Stack) -> None:
     job = stack.submit("regression", {}, seed=3)
     done = stack.wait_for(job["id"], timeout=120)

@@ -37,7 +37,7 @@ def test_an_outcome_reached_during_a_database_outage_is_written_when_it_returns(
     try:
         # The job ends while the database is away: its child keeps the outcome and retries.
         worker_log = stack.logs / "worker-testhost_cpu.log"
-        stack.wait(lambda: f"job {job['id']}'s last log lines not written yet" in worker_log.read_text(),
+        stack.wait(lambda: f"job {job['id']}'s outcome not written yet" in worker_log.read_text(),
                    30, "the job to end during the outage")
         # The outage outlasts the worker timeout: no heartbeat could be written meanwhile, and
         # the worker must not be declared lost for that silence once the database is back.
