@@ -49,10 +49,10 @@ def bench_database(label: str, url: str, args: argparse.Namespace) -> dict[str, 
     job_id, admin_token = build_job(db, args.points)
     if args.page_only:
         with TestClient(app) as client:
-            out = {"db": label, "build_s": time.perf_counter() - t0}
-            out.update(page_reads(client, db, job_id, admin_token, args.runs))
+            page = {"db": label, "build_s": time.perf_counter() - t0, **page_reads(client, db, job_id, admin_token,
+                                                                                     args.runs)}
         db.engine.dispose()
-        return out
+        return page
     lab = build_lab(db.engine, jobs=args.jobs, pending=min(10_000, args.jobs // 10), members=40, hosts=args.hosts,
                     gpus_per_host=8)
     out: dict[str, Any] = {"db": label, "build_s": time.perf_counter() - t0, "rows": lab.rows}
@@ -78,6 +78,7 @@ PAGE_ROWS = [("events (what the stream replayed)", "events", "{:,}"), ("replay e
              ("GET …/artifacts, ms", "artifacts_ms", "{:.1f}"),
              ("GET …/metrics/series, live, ms", "series_live_ms", "{:.1f}"),
              ("GET …/metrics/series, summary, ms", "series_ms", "{:.1f}"),
+             ("  CPU ms, live / summary", "series_cpu", "{}"),
              ("summarise (housekeeping, once), ms", "summarise_ms", "{:.1f}"),
              ("page, aggregated live (before), ms", "page_live_ms", "{:.1f}"),
              ("  CPU ms of the API process", "page_live_cpu_ms", "{:.1f}"),
