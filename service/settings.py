@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     probe_s: float = Field(10.0, gt=0, description="a quiet worker probes its own queue this often")
     probe_timeout_s: float = Field(30.0, gt=0, description="a probe not back by then: the worker is restarted")
 
+    # The API remembers whom a token belongs to for this long (0: it asks the database every
+    # request): a revoked token, or a changed member, is seen by every request within it.
+    token_cache_s: float = Field(2.0, ge=0, le=60, description="seconds the API trusts a token lookup")
+
     # Events are batched: flushed after this many seconds or lines, whichever comes first.
     event_flush_s: float = Field(0.5, gt=0, description="longest wait before a job's log lines are committed")
     event_flush_lines: int = Field(200, ge=1, description="log lines that trigger a commit sooner")

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Path, Request, Response
 from service import bundles as bundle_files
 from service.api.deps import BriefUser, CurrentUser, ReadSession, State, in_db_thread
 from service.api.problems import problem_responses
+from service.api.routing import Route
 from service.models import Bundle
 from service.schemas import BundlePublic
 from service.store import bundles as bundle_store
 
-router = APIRouter(prefix="/bundles", tags=["bundles"])
+router = APIRouter(prefix="/bundles", tags=["bundles"], route_class=Route)
 Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="the bundle's sha256, hex")]
 
 

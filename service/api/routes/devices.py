@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from service.api.deps import AdminUser, CurrentUser, ReadSession, WriteSession
+from service.api.routing import Route
 from service.models import Allocation, DeviceSample, Job, JobStatus, User, utcnow
 from service.schemas import DeviceJob, DevicePublic, DeviceSamplePoint
 from service.store import devices as device_store
@@ -16,7 +17,7 @@ from service.usage import parse_since, parse_span
 
 LIVE_FIELDS = ("utilization_pct", "memory_used_mb", "temperature_c", "power_w", "external_mb")
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = APIRouter(prefix="/devices", tags=["devices"], route_class=Route)
 
 
 def _device_jobs(session: ReadSession) -> dict[str, list[DeviceJob]]:

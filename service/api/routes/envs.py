@@ -6,11 +6,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import AdminUser, CurrentUser, ReadSession, WriteSession
+from service.api.routing import Route
 from service.models import PythonEnv
 from service.schemas import PythonEnvPublic
 from service.store import envs as env_store
 
-router = APIRouter(prefix="/envs", tags=["envs"])
+router = APIRouter(prefix="/envs", tags=["envs"], route_class=Route)
 
 
 class PythonEnvCreate(BaseModel):

@@ -8,10 +8,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
 
 from service.api.deps import State, in_db_thread
+from service.api.routing import Route
 from service.models import Device, DeviceState
 from service.schemas import Health
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=Route)
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")

@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from service.api.deps import MAX_ID, CurrentUser, JobId, ReadSession
+from service.api.routing import Route
 from service.schemas import EventPublic, LogPage, MetricSeriesPublic
 from service.store import jobs as job_store
 from service.store.job_views import log_tail
 from service.store.metric_summaries import CHART_POINTS, chart_series
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=Route)
 
 
 @router.get("/{job_id}/log", response_model=LogPage, summary="A job's log and status lines, newest page first")

@@ -6,10 +6,11 @@ from fastapi import APIRouter
 
 from jobs.registry import list_kinds
 from service.api.deps import State
+from service.api.routing import Route
 from service.schemas import JobKindPublic
 from service.submission import kind_enabled
 
-router = APIRouter(prefix="/job-kinds", tags=["jobs"])
+router = APIRouter(prefix="/job-kinds", tags=["jobs"], route_class=Route)
 
 
 @router.get("", response_model=list[JobKindPublic], summary="Job kinds and their params' JSON Schema")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.api.deps import State, current_user, in_db_thread
+from service.api.deps import State, current_user_brief, in_db_thread
+from service.api.routing import Route
 from service.metrics import render_metrics
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=Route)
 
 
 @router.get("/metrics", summary="Prometheus metrics (jobs, queue, devices with DCGM names)",
@@ -16,10 +17,6 @@ router = APIRouter(tags=["health"])
 async def metrics(request: Request, state: State) -> Response:
     if not state.settings.metrics_public:
         # Prometheus sends the token as `authorization: { credentials: ... }` in its scrape config.
-        def check() -> None:
-            with state.db.reading() as session:
-                current_user(request, session)
-
-        await in_db_thread(state, check)
+        await current_user_brief(request, state)
     body = await in_db_thread(state, render_metrics, state.db, state.settings)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

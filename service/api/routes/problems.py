@@ -13,9 +13,10 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from service.api.problems import problem_responses
+from service.api.routing import Route
 from service.errors import GpulabError, NotFound
 
-router = APIRouter(prefix="/problems", tags=["problems"])
+router = APIRouter(prefix="/problems", tags=["problems"], route_class=Route)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from service.api.deps import CurrentUser, ReadSession, State
+from service.api.routing import Route
 from service.models import User, utcnow
 from service.scheduling.queue_state import plan_queue, queue_labels
 from service.scheduling.rooms import WaitReason
 from service.schemas import QueueEntry, QueuePublic
 from service.store.leases import DISPATCHER_LEASE, lease_held
 
-router = APIRouter(prefix="/queue", tags=["queue"])
+router = APIRouter(prefix="/queue", tags=["queue"], route_class=Route)
 # A page of the queue: 10,000 pending jobs made a 2 MB answer that took 0.3 s to build,
 # while the plan behind it takes 45 ms; nobody reads past the first screens.
 QUEUE_PAGE = 500

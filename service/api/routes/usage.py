@@ -8,13 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from service.api.deps import CurrentUser, JobId, ReadSession, State
+from service.api.routing import Route
 from service.errors import JobNotFound
 from service.models import utcnow
 from service.queue_timeline import queue_timeline
 from service.schemas import JobUsagePublic, QueueTimeline, TimelinePointPublic, UsageReport, UsageRowPublic
 from service.usage import idle_jobs, job_usage, parse_since, parse_span, usage_report
 
-router = APIRouter(prefix="/usage", tags=["usage"])
+router = APIRouter(prefix="/usage", tags=["usage"], route_class=Route)
 
 Since = Annotated[str, Query(description="a span back from now (24h, 7d) or an ISO datetime")]
 

@@ -7,10 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import AdminUser, CurrentUser, ReadSession, WriteSession
 from service.api.problems import problem_responses
+from service.api.routing import Route
 from service.schemas import UserPublic
 from service.store import users as user_store
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=Route)
 
 
 class UserCreate(BaseModel):
@@ -30,7 +31,7 @@ class UserCreated(UserPublic):
 
 
 @router.get("/me", response_model=UserPublic, summary="The user this token belongs to")
-def me(user: CurrentUser) -> UserPublic:
+async def me(user: CurrentUser) -> UserPublic:
     return UserPublic(id=user.id, name=user.name, is_admin=user.is_admin, unix_user=user.unix_user)
 
 

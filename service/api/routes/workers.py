@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import CurrentUser, ReadSession
+from service.api.routing import Route
 from service.models import utcnow
 from service.schemas import WorkerPublic
 from service.store import devices as device_store
 
-router = APIRouter(prefix="/workers", tags=["devices"])
+router = APIRouter(prefix="/workers", tags=["devices"], route_class=Route)
 
 
 @router.get("", response_model=list[WorkerPublic], summary="Live workers and what they run")
