@@ -119,7 +119,19 @@ class Publisher:
             event.listen(factory, "after_commit", self._after_commit)
             event.listen(factory, "after_rollback", _drop_queued)
 
+    def hold(self, session: Session) -> None:
+        """Keep what this session's commits queue until `release`: a submit sends its job to the
+        worker first, the doorbells after (one Redis round trip less before the job starts)."""
+        session.info["gpulab_hold"] = True
+
+    def release(self, session: Session) -> None:
+        """Publish what was held (see `hold`), and stop holding."""
+        session.info.pop("gpulab_hold", None)
+        self._after_commit(session)
+
     def _after_commit(self, session: Session) -> None:
+        if session.info.get("gpulab_hold"):
+            return
         queued = session.info.pop("gpulab_publish", [])
         if len(queued) == 1:
             self.publish(*queued[0])

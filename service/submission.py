@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from jobs.registry import UnknownKind as UnknownKindName
 from jobs.registry import get_kind, list_kinds
@@ -177,19 +178,25 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
         if has_pending(session, besides=new.id):
             return False  # the dispatcher orders the queue (priority, fair share, age)
         placed.extend(place_pending(session=session, settings=settings))
-        started = any(d.job_id == new.id for d in placed)
-        if started:
-            # The answer shows the job as dispatched, on its device (what the UPDATE changed).
-            session.refresh(new, ["status", "attempt", "device_id", "dispatched_at"])
-        return started
+        mine = next((d for d in placed if d.job_id == new.id), None)
+        if mine is not None:
+            # The answer shows the job as dispatched, on its device: what the UPDATE wrote,
+            # set on the object without reading the row back.
+            for name, value in (("status", JobStatus.dispatched), ("attempt", mine.attempt),
+                                ("device_id", mine.device_id), ("device_ids", list(mine.devices)),
+                                ("dispatched_at", mine.dispatched_at), ("reason", None)):
+                set_committed_value(new, name, value)
+        return mine is not None
 
     job, created = insert_job(session=session, job=job, start=start_if_alone)
     return job, created, placed
 
 
 def lock_member(*, session: Session, user: User) -> None:
-    """Hold this member's row until the transaction ends (a no-op on SQLite, already serialized)."""
-    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    """Hold this member's row until the transaction ends (PostgreSQL; SQLite's write transaction
+    is already serialized, and ignores FOR UPDATE: the statement is not sent there)."""
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(User.id).where(User.id == user.id).with_for_update())
 
 
 def job_by_idempotency_key(*, session: Session, owner_id: int, key: str) -> Job | None:

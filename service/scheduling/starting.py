@@ -13,12 +13,13 @@ import logging
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 
 from celery import Celery
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from service.models import Job, JobStatus
+from service.models import Job, JobStatus, utcnow
 from service.queues import RUN_JOB, device_queue
 from service.scheduling.queue_state import plan_queue
 from service.settings import Settings
@@ -41,6 +42,8 @@ class Dispatch:
     attempt: int
     device_id: str
     timeout_s: int
+    devices: tuple[str, ...] = ()  # every device it holds, the leader first
+    dispatched_at: datetime | None = None
 
 
 def lock_placement(session: Session) -> None:
@@ -55,12 +58,14 @@ def place_pending(*, session: Session, settings: Settings) -> list[Dispatch]:
     view = plan_queue(session, settings=settings)
     rows = {j.id: j for j in view.jobs}
     placed = []
+    now = utcnow()
     for job_id, device_id in view.plan.placements:
         row = rows[job_id]
+        devices = tuple(view.plan.allocations[job_id]) or (device_id,)
         attempt = mark_dispatched(session=session, job_id=job_id, attempt=row.attempt,
-                                  device_id=device_id, devices=view.plan.allocations[job_id])
+                                  device_id=device_id, devices=devices, at=now)
         if attempt is not None:
-            placed.append(Dispatch(job_id, attempt, device_id, row.timeout_s))
+            placed.append(Dispatch(job_id, attempt, device_id, row.timeout_s, devices, now))
     return placed
 
 

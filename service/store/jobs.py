@@ -7,6 +7,7 @@ from the returned row count whether it won.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -67,6 +68,8 @@ def insert_job(*, session: Session, job: Job,
         existing = _by_idempotency_key(session, job.owner_id, job.idempotency_key)
         if existing is not None:
             return _same_request(existing, job), False
+    # The job's first event is numbered 1 in its INSERT: no UPDATE to take the number.
+    job.event_seq = 1
     session.add(job)
     try:
         session.flush()
@@ -77,7 +80,8 @@ def insert_job(*, session: Session, job: Job,
         if existing is None:
             raise
         return _same_request(existing, job), False
-    append_events(session, job_id=job.id, events=[status_event(JobStatus.pending, message="submitted")])
+    append_events(session, job_id=job.id, events=[status_event(JobStatus.pending, message="submitted")],
+                  numbered_to=1)
     if start is None or not start(session, job):
         queue_wake(session, "submit")
     session.commit()
@@ -183,9 +187,9 @@ def request_cancel(*, session: Session, job_id: int, user: User) -> Job:
 
 
 def mark_dispatched(*, session: Session, job_id: int, attempt: int, device_id: str,
-                    devices: Sequence[str] = ()) -> int | None:
+                    devices: Sequence[str] = (), at: datetime | None = None) -> int | None:
     """pending → dispatched on `device_id` (in the dispatcher's transaction), holding `devices`
-    (a gang's, the leader `device_id` first; default just that one); the new attempt."""
+    (a gang's, the leader `device_id` first; default just that one) since `at` (now); the new attempt."""
     new_attempt = attempt + 1
     held = list(devices) or [device_id]
     won = _transition(
@@ -197,7 +201,7 @@ def mark_dispatched(*, session: Session, job_id: int, attempt: int, device_id: s
             "attempt": new_attempt,
             "device_id": device_id,
             "device_ids": held,
-            "dispatched_at": utcnow(),
+            "dispatched_at": at or utcnow(),
             "reason": None,
         },
         message=f"dispatched to {', '.join(held)} (attempt {new_attempt})",

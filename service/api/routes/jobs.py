@@ -28,6 +28,7 @@ from service.api.deps import (
     user_by_token_hash,
 )
 from service.api.problems import problem_responses
+from service.api.routing import Route
 from service.api.streams import follow_job, subscribe
 from service.api.tickets import TICKET_TTL_S, issue_ticket, redeem_ticket
 from service.errors import InvalidRequest, NotFound
@@ -49,7 +50,7 @@ from service.store import jobs as job_store
 from service.store.bundles import command_facts
 from service.submission import submit
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=Route)
 
 
 def job_public(job: Job, owner: str, progress: dict | None = None) -> JobPublic:
@@ -85,10 +86,14 @@ def create_job(
     state: State,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
-    job, created, placed = submit(session=session, settings=state.settings, user=user, body=body,
-                                  idempotency_key=idempotency_key)
-    # Committed: a job placed at once goes to its device's queue now, no dispatcher pass between.
-    send_dispatched(state.celery, lambda: nullcontext(session), placed, retry=False)
+    state.publisher.hold(session)
+    try:
+        job, created, placed = submit(session=session, settings=state.settings, user=user, body=body,
+                                      idempotency_key=idempotency_key)
+        # Committed: a job placed at once goes to its device's queue now, no dispatcher pass between.
+        send_dispatched(state.celery, lambda: nullcontext(session), placed, retry=False)
+    finally:
+        state.publisher.release(session)  # what the commit queued for followers, after the send
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/jobs/{job.id}"
