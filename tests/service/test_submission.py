@@ -1,0 +1,84 @@
+"""A submit into an empty queue: what it answers is what it wrote, in the statements placing needs;
+its live messages wait for the job's send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+
+from service.db import Database
+from service.live import Publisher
+from service.models import Job, JobStatus
+from service.schemas import JobCreate
+from service.settings import Settings
+from service.store.devices import register_worker
+from service.store.events import list_events
+from service.store.users import create_user
+from service.submission import submit
+
+DEVICE = {"id": "testhost/cpu", "host": "testhost", "kind": "cpu", "index": None, "name": "CPU",
+          "uuid": None, "memory_total_mb": 1024}
+
+
+def _member(db: Database) -> Any:
+    with db.writing() as s:
+        user, _ = create_user(session=s, name="ada")
+        register_worker(session=s, worker_id="w1", device=DEVICE, pid=1, slots=1)
+    return user
+
+
+def test_a_lone_submit_answers_the_dispatch_it_wrote(db: Database, settings: Settings) -> None:
+    user = _member(db)
+    with db.writing() as s:
+        job, created, placed = submit(session=s, settings=settings, user=user, idempotency_key=None,
+                                      body=JobCreate(kind="test-echo", params={"lines": 0}))
+    assert created and [d.job_id for d in placed] == [job.id]
+    with db.reading() as s:
+        row = s.get(Job, job.id)
+        assert row is not None
+        stored = (row.status, row.attempt, row.device_id, row.device_ids, row.dispatched_at, row.event_seq)
+        events = list_events(session=s, job_id=job.id)
+    assert (job.status, job.attempt, job.device_id, job.device_ids, job.dispatched_at) == stored[:5]
+    assert stored[0] == JobStatus.dispatched and stored[5] == 2
+    assert [(e["seq"], e["data"]["status"]) for e in events] == [(1, "pending"), (2, "dispatched")]
+
+
+def test_a_lone_submit_sends_only_the_statements_placing_it_needs(db: Database, settings: Settings) -> None:
+    """No fair-share usage (one job orders nothing), no member loads (no limits), no re-read:
+    12 statements on SQLite, 13 on PostgreSQL (its member row lock), BEGIN included."""
+    user = _member(db)
+    sent: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    with db.writing() as s:
+        submit(session=s, settings=settings, user=user, idempotency_key=None,
+               body=JobCreate(kind="test-echo", params={"lines": 0}))
+    assert len(sent) <= (12 if settings.is_sqlite else 13), "\n".join(sent)
+    assert not any("finished_at >=" in statement for statement in sent)
+
+
+class Recording(Publisher):
+    def __init__(self) -> None:
+        super().__init__("redis://127.0.0.1:1/0")
+        self.sent: list[tuple[str, Any]] = []
+
+    def publish(self, channel: str, payload: Any) -> None:
+        self.sent.append((channel, payload))
+
+    def publish_many(self, messages: list[tuple[str, Any]]) -> None:
+        self.sent.extend(messages)
+
+
+def test_held_live_messages_go_out_at_release_not_at_commit(db: Database, settings: Settings) -> None:
+    user = _member(db)
+    publisher = Recording()
+    publisher.attach(db.write)
+    with db.write() as s:
+        publisher.hold(s)
+        job, _, _ = submit(session=s, settings=settings, user=user, idempotency_key=None,
+                           body=JobCreate(kind="test-echo", params={"lines": 0}))
+        assert publisher.sent == []  # committed, and nothing published yet
+        publisher.release(s)
+    statuses = [p["status"] for _, p in publisher.sent if isinstance(p, dict) and p.get("id") == job.id]
+    assert statuses == ["dispatched"]
+    assert any(channel.endswith(f"job:{job.id}") for channel, _ in publisher.sent)
