@@ -5,30 +5,29 @@ gpu, UUID, device, modelName, Hostname), so existing GPU dashboards work unchang
 jobs and members running on each GPU (`hpc_job`, `member`, as DCGM exporter's HPC job mapping
 labels them); with GPULAB_METRICS_DCGM_NAMES=false they are `gpulab_gpu_*` instead, for a lab
 that runs the DCGM exporter too. The CPU device and gpulab's own numbers are `gpulab_*`.
-The counters and histograms are computed in SQL over every job the database keeps (gpulab
-deletes no job), so they only grow, as Prometheus counters must, and rate() works on them.
+The counters and histograms cover every job the database keeps (gpulab deletes no job): final
+jobs from the tallies the dispatcher folds them into (service.rollups), the rest counted at the
+scrape, read in one snapshot, so they only grow, as Prometheus counters must, and rate() works.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.models import Allocation, Device, DeviceKind, Job, JobStatus, User, Worker, utcnow
+from service.rollups import DURATION_BUCKETS, LATENCY_BUCKETS, job_totals
 from service.settings import Settings
 from service.store.samples import latest_samples
 from service.usage import idle_jobs
 
-DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
-LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120, 600, 3600)
 # A reading older than this is not shown: its worker is gone or stuck.
 STALE = timedelta(minutes=5)
 DCGM_LABELS = ["gpu", "UUID", "device", "modelName", "Hostname", "hpc_job", "member"]
@@ -45,39 +44,6 @@ GPU_DOCS = {"util": "GPU utilization (in %).", "used": "Framebuffer memory used 
             "power": "Power draw (in W)."}
 
 
-def _seconds_between(session: Session, start: Any, end: Any) -> Any:
-    """end − start in seconds, as SQL for this database."""
-    if session.get_bind().dialect.name == "sqlite":
-        return (func.julianday(end) - func.julianday(start)) * 86400.0
-    return func.extract("epoch", end - start)
-
-
-def _bucket_counts(value: Any, buckets: tuple[float, ...]) -> list[Any]:
-    return [func.coalesce(func.sum(case((value <= b, 1), else_=0)), 0) for b in buckets]
-
-
-def _job_totals(session: Session) -> list[Any]:
-    """Per (kind, status, reason): jobs, started, run time, and the two histograms' buckets.
-
-    One pass over the jobs table for every job counter: it is read whole by nature (counters
-    are totals over every job kept), and at 100,000 jobs each extra pass costs a scrape tens of
-    milliseconds.
-    """
-    jobs = (select(Job.id, Job.kind, Job.status, Job.reason, Job.started_at, Job.run_seconds,
-                   _seconds_between(session, Job.created_at, Job.started_at).label("latency")).cte("j"))
-    if session.get_bind().dialect.name == "sqlite":
-        # Each job's latency computed once: inlined, SQLite calls julianday() twice for each of
-        # the twelve sums that read it (2.5× slower at 20,000 jobs).
-        jobs = jobs.prefix_with("MATERIALIZED")
-    return list(session.execute(
-        select(jobs.c.kind, jobs.c.status, jobs.c.reason, func.count(jobs.c.id).label("jobs"),
-               func.count(jobs.c.started_at).label("started"), func.coalesce(func.sum(jobs.c.run_seconds), 0.0),
-               func.count(jobs.c.run_seconds), *_bucket_counts(jobs.c.run_seconds, DURATION_BUCKETS),
-               func.coalesce(func.sum(jobs.c.latency), 0.0), *_bucket_counts(jobs.c.latency, LATENCY_BUCKETS))
-        .group_by(jobs.c.kind, jobs.c.status, jobs.c.reason).order_by(jobs.c.kind, jobs.c.status, jobs.c.reason)
-    ))
-
-
 def _histogram(name: str, doc: str, buckets: tuple[float, ...], count: int, total: float,
                cumulative: list[int]) -> HistogramMetricFamily:
     points = [(str(float(b)), int(c)) for b, c in zip(buckets, cumulative, strict=True)]
@@ -85,8 +51,8 @@ def _histogram(name: str, doc: str, buckets: tuple[float, ...], count: int, tota
     return HistogramMetricFamily(name, doc, buckets=points, sum_value=float(total))
 
 
-def _sum_columns(rows: list[Any], start: int, width: int) -> list[float]:
-    return [sum(float(r[start + i] or 0) for r in rows) for i in range(width)]
+def _sum_buckets(lists: list[list[int]]) -> list[int]:
+    return [sum(column) for column in zip(*lists, strict=True)]
 
 
 class GpulabCollector(Collector):
@@ -96,12 +62,16 @@ class GpulabCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.db.reading() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # The tallies and the live count in one snapshot (rollups.job_totals); SQLite's
+                # read transaction is one already.
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield from self._jobs(session)
             yield from self._devices(session)
             yield from self._workers(session)
 
     def _jobs(self, session: Session) -> Iterator[Metric]:
-        totals = _job_totals(session)
+        totals = job_totals(session=session)
         submitted = CounterMetricFamily("gpulab_jobs_submitted", "Jobs submitted", labels=["kind"])
         started = CounterMetricFamily("gpulab_jobs_started", "Jobs that started running", labels=["kind"])
         run_seconds = CounterMetricFamily("gpulab_job_run_seconds", "Run time of finished jobs (in s)",
@@ -110,12 +80,12 @@ class GpulabCollector(Collector):
             rows = [r for r in totals if r.kind == kind]
             submitted.add_metric([kind], sum(r.jobs for r in rows))
             started.add_metric([kind], sum(r.started for r in rows))
-            run_seconds.add_metric([kind], sum(float(r[5] or 0.0) for r in rows))
+            run_seconds.add_metric([kind], sum(r.run_seconds for r in rows))
         finished = CounterMetricFamily("gpulab_jobs_finished", "Jobs that ended, by kind, status and reason",
                                        labels=["kind", "status", "reason"])
         for r in totals:
             if JobStatus(r.status).is_final:
-                finished.add_metric([r.kind, r.status, r.reason or ""], r.jobs)
+                finished.add_metric([r.kind, r.status, r.reason], r.jobs)
         yield from (submitted, started, finished, run_seconds)
         counts = {status: sum(r.jobs for r in totals if r.status == status) for status in JobStatus}
         jobs = GaugeMetricFamily("gpulab_jobs", "Jobs by status", labels=["status"])
@@ -130,13 +100,12 @@ class GpulabCollector(Collector):
         ):
             running.add_metric([name], n)
         yield running
-        d, n = 7, len(DURATION_BUCKETS)  # the duration histogram's columns: count, then buckets
         yield _histogram("gpulab_job_duration_seconds", "Run time of finished jobs", DURATION_BUCKETS,
-                         int(sum(r[6] for r in totals)), sum(float(r[5] or 0.0) for r in totals),
-                         [int(c) for c in _sum_columns(totals, d, n)])
+                         sum(r.timed for r in totals), sum(r.run_seconds for r in totals),
+                         _sum_buckets([r.duration_buckets for r in totals]))
         yield _histogram("gpulab_dispatch_latency_seconds", "Submit to start, of every started job", LATENCY_BUCKETS,
-                         sum(r.started for r in totals), _sum_columns(totals, d + n, 1)[0],
-                         [int(c) for c in _sum_columns(totals, d + n + 1, len(LATENCY_BUCKETS))])
+                         sum(r.started for r in totals), sum(r.latency_seconds for r in totals),
+                         _sum_buckets([r.latency_buckets for r in totals]))
         idle = GaugeMetricFamily("gpulab_idle_jobs", "Running GPU jobs near 0 % utilisation for the idle window",
                                  labels=["member"])
         by_member: dict[str, int] = {}

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -181,6 +182,10 @@ class Job(Base):
         Index("ix_jobs_status_id", "status", "id"),
         # Usage windows and fair share read the jobs that finished since a time (or not yet).
         Index("ix_jobs_finished_at", "finished_at"),
+        # The jobs not folded yet (pending, running, just ended): what /metrics counts live and
+        # the fold looks through; at 100,000 jobs a few thousand entries, not the table.
+        Index("ix_jobs_unfolded", "id", sqlite_where=text("utilization_readings IS NULL"),
+              postgresql_where=text("utilization_readings IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -227,6 +232,10 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     peak_memory_mb: Mapped[float | None] = mapped_column(Float)
     run_seconds: Mapped[float | None] = mapped_column(Float)
+    # The leader device's utilisation readings over the run (count and sum), stored once the job
+    # is final by service.rollups; NULL until then. /usage reads them instead of a month of samples.
+    utilization_readings: Mapped[int | None] = mapped_column(Integer)
+    utilization_sum: Mapped[float | None] = mapped_column(Float)
     # The software the job ran with (the device's runtime as its process saw it), so a
     # result can be reproduced.
     runtime: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -294,6 +303,24 @@ class JobMetricSummary(Base):
     points: Mapped[int] = mapped_column(Integer)  # the chart size it was downsampled to
     series: Mapped[list[Any]] = mapped_column(JSON)  # MetricSeries as dicts, in name order
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobTally(Base):
+    """Final jobs already folded (service.rollups), per (kind, status, reason): /metrics' counters
+    are these plus a live count of the jobs not folded yet."""
+
+    __tablename__ = "job_tallies"
+
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)  # "" for none: a key cannot be NULL
+    jobs: Mapped[int] = mapped_column(BigInteger)
+    started: Mapped[int] = mapped_column(BigInteger)
+    run_seconds: Mapped[float] = mapped_column(Float)
+    timed: Mapped[int] = mapped_column(BigInteger)  # jobs with a run time (the duration histogram's count)
+    duration_buckets: Mapped[list[int]] = mapped_column(JSON)  # per bucket of metrics.DURATION_BUCKETS
+    latency_seconds: Mapped[float] = mapped_column(Float)
+    latency_buckets: Mapped[list[int]] = mapped_column(JSON)  # per bucket of metrics.LATENCY_BUCKETS
 
 
 class Artifact(Base):

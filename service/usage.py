@@ -9,13 +9,12 @@ holds 1/N of it. GPU and CPU devices are kept apart: a CPU-hour is not a GPU-hou
 
 from __future__ import annotations
 
-import bisect
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from service.accounting import allocated_seconds, device_share, run_seconds
@@ -32,7 +31,6 @@ from service.models import (
     utcnow,
 )
 
-GROUPS = ("member", "device", "kind")
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 MAX_SPAN_S = 100 * 365 * 86400
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -65,35 +63,29 @@ def parse_since(text: str | None, *, default: str = "7d", now: datetime | None =
     return t if t.tzinfo else t.replace(tzinfo=now.tzinfo)
 
 
-class UtilizationSeries:
-    """One device's utilisation readings in time order (for the idle check's maximum)."""
+@dataclass
+class WindowPeak:
+    """One device's readings in a window: how many, the first one's time, the highest."""
 
-    def __init__(self, points: list[tuple[datetime, float]]):
-        self.times = [t for t, _ in points]
-        self.values = [u for _, u in points]
-
-    def max(self, start: datetime, end: datetime) -> float | None:
-        lo = bisect.bisect_left(self.times, start)
-        hi = bisect.bisect_right(self.times, end)
-        return max(self.values[lo:hi]) if hi > lo else None
+    readings: int
+    first: datetime
+    peak: float
 
 
-def utilization_series(session: Session, device_ids: set[str], since: datetime, until: datetime
-                       ) -> dict[str, UtilizationSeries]:
-    """Raw and minute readings of these devices in [since, until] (the two never overlap in time)."""
-    points: dict[str, list[tuple[datetime, float]]] = {d: [] for d in device_ids}
+def window_peaks(session: Session, device_ids: set[str], since: datetime, until: datetime) -> dict[str, WindowPeak]:
+    """Raw and minute readings of these devices in [since, until] (the two never overlap in time), summarised.
+
+    Summed up in the database: shipping an idle window's raw readings (360 a device at 5 s) to
+    Python for a maximum cost /usage and every /metrics scrape hundreds of milliseconds.
+    """
     if not device_ids:
         return {}
     rows = session.execute(
-        # Labelled `at`: a Row's `t` attribute is its whole tuple.
-        select(DeviceSample.device_id, DeviceSample.t.label("at"), DeviceSample.utilization_pct)
+        select(DeviceSample.device_id, func.count(), func.min(DeviceSample.t), func.max(DeviceSample.utilization_pct))
         .where(DeviceSample.device_id.in_(device_ids), DeviceSample.t >= since, DeviceSample.t <= until,
                DeviceSample.utilization_pct.is_not(None))
-        .order_by(DeviceSample.t)
-    )
-    for r in rows:
-        points[r.device_id].append((r.at, float(r.utilization_pct)))
-    return {d: UtilizationSeries(p) for d, p in points.items()}
+        .group_by(DeviceSample.device_id))
+    return {d: WindowPeak(n, first, float(peak or 0.0)) for d, n, first, peak in rows}
 
 
 def _run_end(now: datetime) -> Any:
@@ -103,20 +95,26 @@ def _run_end(now: datetime) -> Any:
 
 
 def _mean_utilization(session: Session, since: datetime | None, now: datetime) -> Any:
-    """A job's device's mean utilisation over its run (clipped to `since`), as a correlated subquery.
+    """A job's device's mean utilisation over its run (clipped to `since`), as SQL.
 
-    Computed in the database through the (device_id, t, utilization_pct) index: a month of a
-    lab's readings is millions of rows, and shipping them to Python to average cost seconds.
+    A folded job (service.rollups) whose run lies in the window has its readings' count and sum
+    stored: a month of a lab's readings is millions of rows, and averaging them again at each
+    read cost seconds. The rest (running, just ended, or cut by `since`) is a correlated avg()
+    over the (device_id, t, utilization_pct) index, evaluated only for them.
     """
     start: Any = Job.started_at
+    whole_run: Any = Job.utilization_readings.is_not(None)
     if since is not None:
         bound = literal(since, UTCDateTime())
         # SQLite's two-argument max() is its greatest().
         start = func.max(start, bound) if session.get_bind().dialect.name == "sqlite" else func.greatest(start, bound)
-    return (select(func.avg(DeviceSample.utilization_pct))
+        whole_run = and_(whole_run, Job.started_at >= bound)
+    live = (select(func.avg(DeviceSample.utilization_pct))
             .where(Job.started_at.is_not(None), DeviceSample.device_id == Job.device_id, DeviceSample.t >= start,
                    DeviceSample.t <= _run_end(now), DeviceSample.utilization_pct.is_not(None))
-            .correlate(Job).scalar_subquery().label("mean_utilization"))
+            .correlate(Job).scalar_subquery())
+    stored = Job.utilization_sum / func.nullif(Job.utilization_readings, 0)
+    return case((whole_run, stored), else_=live).label("mean_utilization")
 
 
 @dataclass
@@ -233,10 +231,10 @@ def idle_jobs(session: Session, *, idle_minutes: float, idle_pct: float, now: da
     since = now - window
     rows = _job_rows(session, and_(Job.status == JobStatus.running, Job.started_at <= since,
                                    Device.kind == DeviceKind.cuda), since, now)
-    series = utilization_series(session, {d for r in rows for d in devices_of(r)}, since, now)
+    peaks_of = window_peaks(session, {d for r in rows for d in devices_of(r)}, since, now)
     out = []
     for row in rows:
-        peaks = [_peak(series.get(d), since, now, window) for d in devices_of(row)]
+        peaks = [_peak(peaks_of.get(d), since, window) for d in devices_of(row)]
         if all(p is not None and p < idle_pct for p in peaks):
             usage = _job_usage(row, since, now)
             usage.idle = True
@@ -244,65 +242,8 @@ def idle_jobs(session: Session, *, idle_minutes: float, idle_pct: float, now: da
     return out
 
 
-def _peak(series: UtilizationSeries | None, since: datetime, now: datetime, window: timedelta) -> float | None:
+def _peak(readings: WindowPeak | None, since: datetime, window: timedelta) -> float | None:
     """A device's highest reading in the window; None when its readings do not span the window."""
-    if series is None or len(series.times) < 2 or series.times[0] - since > window / 5:
+    if readings is None or readings.readings < 2 or readings.first - since > window / 5:
         return None
-    return series.max(since, now)
-
-
-def _shares(u: JobUsage, group_by: str, per_device: dict[str, float]) -> list[tuple[str, float, float]]:
-    """(group, hours, used hours) of one job; by device, each of a gang's N devices holds 1/N of it."""
-    hours, used = u.allocated_seconds / 3600, (u.used_seconds or 0.0) / 3600
-    if group_by != "device":
-        return [(u.owner if group_by == "member" else u.kind, hours, used)]
-    if len(u.device_ids) < 2:
-        return [(u.device_id or "(not placed)", hours, used)]
-    part = hours / len(u.device_ids)
-    return [(d, part, part * per_device.get(d, 0.0) / 100) for d in u.device_ids]
-
-
-@dataclass
-class UsageRow:
-    key: str
-    jobs: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    gpu_hours: float = 0.0
-    gpu_used_hours: float = 0.0
-    cpu_hours: float = 0.0
-    cpu_used_hours: float = 0.0
-    mean_wait_s: float | None = None
-    _waits: list[float] = field(default_factory=list, repr=False)
-
-
-def usage_report(session: Session, *, since: datetime, group_by: str, now: datetime | None = None
-                 ) -> list[UsageRow]:
-    """Per member, device or kind: device-hours allocated and used in [since, now], jobs by outcome, mean wait.
-
-    A job counts when it overlaps the window (it ended in it, or has not ended); its hours are
-    clipped to the window; its wait counts when it started in the window.
-    """
-    if group_by not in GROUPS:
-        raise InvalidRequest(f"group_by={group_by!r}: use one of {', '.join(GROUPS)}", field="group_by",
-                             value=group_by)
-    now = now or utcnow()
-    rows = _job_rows(session, or_(Job.finished_at.is_(None), Job.finished_at >= since), since, now)
-    gangs = gang_utilization(session, rows, since, now)
-    groups: dict[str, UsageRow] = {}
-    for job in rows:
-        u = _job_usage(job, since, now, gangs.get(job.id))
-        for key, hours, used in _shares(u, group_by, gangs.get(job.id, {})):
-            g = groups.setdefault(key, UsageRow(key=key))
-            g.jobs += 1
-            g.outcomes[job.status] = g.outcomes.get(job.status, 0) + 1
-            if u.device_kind == DeviceKind.cuda:
-                g.gpu_hours += hours
-                g.gpu_used_hours += used
-            elif u.device_kind is not None:
-                g.cpu_hours += hours
-                g.cpu_used_hours += used
-            if job.started_at is not None and job.started_at >= since and u.wait_seconds is not None:
-                g._waits.append(u.wait_seconds)
-    for g in groups.values():
-        g.mean_wait_s = sum(g._waits) / len(g._waits) if g._waits else None
-    return sorted(groups.values(), key=lambda g: (-g.gpu_hours, -g.cpu_hours, g.key))
+    return readings.peak

@@ -21,6 +21,7 @@ from service.db import Database
 from service.live import Publisher, wake_channel
 from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
 from service.queues import make_celery
+from service.rollups import fold_ended_jobs
 from service.scheduling.starting import has_pending, place_pending, send_dispatched
 from service.settings import Settings
 from service.store.devices import declare_worker_lost, find_silent_workers
@@ -129,6 +130,11 @@ class Dispatcher:
                    else f"not claimed within {self.settings.dispatch_timeout_s:g} s")
             with self.db.writing() as session:
                 undispatch(session=session, job_id=row.id, attempt=row.attempt, why=why)  # once per job: fenced
+        try:  # final jobs' utilisation and counters, stored once for /usage and /metrics
+            fold_ended_jobs(self.db)
+        except Exception:
+            # An optimisation of reads: its failure must not fail the pass (and mark this process blind).
+            log.exception("folding final jobs failed; /usage and /metrics count them live meanwhile")
 
     def summarise(self) -> int:
         """Store the chart summaries of jobs that became final since the last pass; returns how many.

@@ -21,15 +21,19 @@ from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.models import Allocation, Device, DeviceSample, Job, JobMetricSummary, utcnow
+from service.rollups import fold_final_jobs, job_totals
 from service.scheduling.device_request import request_fields
 from service.store.jobs import list_jobs
 from service.store.metric_summaries import CHART_POINTS, chart_series, jobs_to_summarise
 from service.store.samples import latest_samples
 from service.store.users import create_user
-from service.usage import job_usage, usage_report
+from service.usage import job_usage
+from service.usage_report import usage_report
 
 LARGE = "jobs|job_events|job_metrics|device_samples"
-WHOLE_SCAN = re.compile(rf"Seq Scan on ({LARGE})\b|\bSCAN ({LARGE})\b(?! USING COVERING INDEX)")
+# A walk of the partial index of unfolded jobs (service.rollups) reads those few, not the table.
+WHOLE_SCAN = re.compile(rf"Seq Scan on ({LARGE})\b|\bSCAN ({LARGE})\b"
+                        r"(?! USING (COVERING INDEX|INDEX ix_jobs_unfolded))")
 # A page sorted after the read: every matching job was read to find the newest few.
 SORT = re.compile(r"\bSort\b|TEMP B-TREE FOR ORDER BY")
 GPU = "lab0/cuda:0"
@@ -169,3 +173,14 @@ def test_a_finished_jobs_chart_is_one_row(db: Database, lab: dict[str, int]) -> 
         chart(s)
     assert not any("job_metrics" in statement for statement, _ in seen)
     assert whole_scans(db, chart) == []
+
+
+def test_folded_reads_and_the_fold_itself_read_windows_of_the_indexes(db: Database, lab: dict[str, int]) -> None:
+    later = utcnow() + timedelta(hours=1)  # every final job is past the fold's grace
+    assert whole_scans(db, lambda s: fold_final_jobs(session=s, now=later)) == []
+    with db.reading() as s:
+        assert s.scalar(text("SELECT count(*) FROM jobs WHERE utilization_readings IS NOT NULL")) == 15
+    # /metrics counts only the unfolded jobs at a scrape; /usage sums the folded ones.
+    assert whole_scans(db, lambda s: job_totals(session=s)) == []
+    since = utcnow() - timedelta(days=30)
+    assert whole_scans(db, lambda s: usage_report(s, since=since, group_by="member")) == []

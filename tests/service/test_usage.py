@@ -18,7 +18,8 @@ from service.scheduling.device_request import request_fields
 from service.settings import Settings
 from service.store.samples import downsample_and_prune, latest_samples, record_sample
 from service.store.users import create_user
-from service.usage import idle_jobs, job_usage, parse_since, usage_report
+from service.usage import idle_jobs, job_usage, parse_since
+from service.usage_report import usage_report
 
 NOW = datetime.fromisoformat("2026-06-01T12:00:00+00:00")
 GPU, CPU = "lab1/cuda:0", "lab1/cpu"

@@ -13,7 +13,8 @@ from service.errors import JobNotFound
 from service.models import utcnow
 from service.queue_timeline import queue_timeline
 from service.schemas import JobUsagePublic, QueueTimeline, TimelinePointPublic, UsageReport, UsageRowPublic
-from service.usage import idle_jobs, job_usage, parse_since, parse_span, usage_report
+from service.usage import idle_jobs, job_usage, parse_since, parse_span
+from service.usage_report import usage_report
 
 router = APIRouter(prefix="/usage", tags=["usage"], route_class=Route)
 
