@@ -4,11 +4,13 @@ beside the same answer in raw SQL.
     python -m bench.reads [--jobs 100000] [--hosts 8] [--points 100000] [--runs 20] [--sqlite-only]
     python -m bench.reads --quick        # 5,000 jobs on one host, for development
     python -m bench.reads --page-only    # only the job page, at --points values
+    python -m bench.reads --only usage,metrics   # the lab, but only these reads (and GET /me)
 
 On SQLite and on PostgreSQL (the `GPULAB_TEST_PG_URL` server), in one run:
 - a lab written in bulk (bench.reads_data): `--jobs` jobs over 60 days, the newest 10 % (at
   most 10,000) pending, one running per GPU, each finished one with 20 events and 8 metric
   values; `--hosts` × 8 GPUs (+ a CPU each) with 30 days of samples (~59,000 per device);
+  then its final jobs folded as the dispatcher's housekeeping does (service.rollups), timed;
 - one finished job with `--points` metric values (bench.reads_page): the job page's reads;
 - the lab's reads (bench.reads_lab): GET /jobs pages, one job, its log, /queue, /devices,
   /usage over 30 days, /metrics, each beside its raw-SQL twin (goal: p50 ≤ 3× raw SQL);
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from bench.reads_data import build_lab
 from bench.reads_lab import Measured, lab_reads, measure
@@ -33,6 +36,7 @@ from bench.reads_page import build_job, page_reads
 from migrations.migrate import upgrade
 from service.api.app import create_app
 from service.db import Database
+from service.rollups import fold_ended_jobs
 from service.settings import Settings
 from service.store.users import issue_token
 from service.usage import parse_since
@@ -56,6 +60,13 @@ def bench_database(label: str, url: str, args: argparse.Namespace) -> dict[str, 
     lab = build_lab(db.engine, jobs=args.jobs, pending=min(10_000, args.jobs // 10), members=40, hosts=args.hosts,
                     gpus_per_host=8)
     out: dict[str, Any] = {"db": label, "build_s": time.perf_counter() - t0, "rows": lab.rows}
+    t0, total = time.perf_counter(), 0
+    while folded := fold_ended_jobs(db):  # a batch a pass, as the dispatcher does
+        total += folded
+    out.update(folded=total, fold_s=time.perf_counter() - t0)
+    if db.engine.dialect.name == "postgresql":  # as autovacuum would after rewriting every final job
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE jobs"))
     me = lab.members[4]  # a member with a typical share of the jobs reads "my jobs"
     with db.writing() as s:
         member_token = issue_token(session=s, name=f"member{me}")
@@ -63,6 +74,8 @@ def bench_database(label: str, url: str, args: argparse.Namespace) -> dict[str, 
     since = parse_since("30d").replace(tzinfo=None)
     reads = lab_reads(lab, me=me, dialect=dialect, since=since.strftime(
         "%Y-%m-%d %H:%M:%S.%f" if dialect == "sqlite" else "%Y-%m-%dT%H:%M:%S.%f"))
+    if args.only:  # GET /me stays: the floor the table's last column is measured from
+        reads = [r for i, r in enumerate(reads) if i == 0 or any(name in r.name for name in args.only.split(","))]
     with TestClient(app) as client:
         out.update(page_reads(client, db, job_id, admin_token, args.runs))
         out["lab"] = measure(client, {"Authorization": f"Bearer {member_token}"}, db.engine, reads, args.runs)
@@ -119,7 +132,8 @@ def print_lab(results: list[dict[str, Any]], args: argparse.Namespace, verbose: 
             line += f"{m.api_ms:>16.1f}{m.raw_ms:>9.1f}{m.ratio:>7.1f}{'!' if m.ratio > 3 else ' '}{beyond:>12.1f}×"
         print(line)
     for r in results:
-        print(f"\n{r['db']}: built in {r['build_s']:.0f} s; plans of the API's statements")
+        print(f"\n{r['db']}: built in {r['build_s']:.0f} s, {r['folded']:,} final jobs folded in {r['fold_s']:.0f} s; "
+              "plans of the API's statements")
         for m in r["lab"]:
             if m.scans and not m.read.scans_by_design:
                 ok = False
@@ -141,6 +155,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5,000 jobs, one host, 10,000 points, 5 runs")
     parser.add_argument("--sqlite-only", action="store_true")
     parser.add_argument("--page-only", action="store_true", help="only the job page's job and reads (a minute)")
+    parser.add_argument("--only", help="only the lab's reads whose names hold one of these (comma-separated)")
     parser.add_argument("--plans", action="store_true", help="print every plan, not only the bad ones")
     args = parser.parse_args()
     if args.quick:

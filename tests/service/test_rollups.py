@@ -14,6 +14,7 @@ from service.db import Database
 from service.metrics import render_metrics
 from service.models import DeviceSample, Job, JobTally, User, utcnow
 from service.rollups import FOLD_GRACE, fold_ended_jobs, fold_final_jobs
+from service.scheduling.dispatcher import Dispatcher
 from service.settings import Settings
 from service.store.samples import downsample_and_prune
 from service.usage_report import GROUPS, usage_report
@@ -147,3 +148,11 @@ def test_pruned_readings_leave_folded_usage_as_it_was(db: Database, history: dic
     with db.reading() as s:
         assert s.scalar(select(func.count()).select_from(DeviceSample).where(
             DeviceSample.device_id == CPU, DeviceSample.t < ago(hours=2))) == 0
+
+
+def test_the_dispatchers_housekeeping_folds(db: Database, settings: Settings, history: dict[str, Job]) -> None:
+    # At the real clock every final job of this June history is past the grace.
+    Dispatcher(settings, db=db).run_once(force_reap=True)
+    with db.reading() as s:
+        folded = set(s.scalars(select(Job.id).where(Job.utilization_readings.is_not(None))))
+    assert folded == {j.id for k, j in history.items() if k not in ("running", "pending")}
