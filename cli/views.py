@@ -130,6 +130,26 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _span(seconds: float | None, since: str | None) -> str:
+    """A finished span ("12.3 s", "19 min 44 s"), or one still going since a timestamp ("… so far")."""
+    from datetime import UTC, datetime
+
+    if seconds is None and since:
+        start = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)  # the API's times are UTC
+        seconds = max(0.0, (datetime.now(UTC) - start).total_seconds())
+        return f"{_seconds(seconds)} so far"
+    return "–" if seconds is None else _seconds(seconds)
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
+
+
 def job_summary(job: dict[str, Any]) -> Group:
     """`gpulab show`: status and reason, times, device, params and result as tables."""
     colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(job["status"], "cyan")
@@ -144,8 +164,8 @@ def job_summary(job: dict[str, Any]) -> Group:
         ("submitted", (job.get("created_at") or "")[:19].replace("T", " ")),
         ("started", (job.get("started_at") or "–")[:19].replace("T", " ")),
         ("finished", (job.get("finished_at") or "–")[:19].replace("T", " ")),
-        ("waited", "–" if job.get("wait_seconds") is None else f"{job['wait_seconds']:.1f} s"),
-        ("ran", "–" if job.get("run_seconds") is None else f"{job['run_seconds']:.1f} s"),
+        ("waited", _span(job.get("wait_seconds"), job.get("created_at") if job["status"] == "pending" else None)),
+        ("ran", _span(job.get("run_seconds"), job.get("started_at") if job["status"] == "running" else None)),
         ("attempt", f"{job['attempt']} of at most {job['max_attempts']}"),
         ("seed", job["seed"]),
     ]

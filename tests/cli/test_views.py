@@ -15,3 +15,26 @@ def test_top_shows_a_gang_on_each_of_its_devices_and_counts_it_once() -> None:
     text = console.export_text()
     assert "2 device(s), 1 running, 0 pending" in text, text
     assert text.count("7 ada command") == 2, text
+
+
+def test_show_says_how_long_a_job_has_waited_or_run_so_far() -> None:
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    from cli.views import job_summary
+
+    def shown(**job: object) -> str:
+        base = {"id": 7, "kind": "command", "status": "running", "owner": "alice", "device_id": "vm/cpu",
+                "device_request": "cpu", "attempt": 1, "max_attempts": 1, "seed": 1, "wait_seconds": 0.3,
+                "run_seconds": None, "created_at": "2026-11-30T10:17:27Z", "started_at": None}
+        console = Console(width=200, record=True)
+        console.print(job_summary({**base, **job}))
+        return console.export_text()
+
+    started = (datetime.now(UTC) - timedelta(minutes=19, seconds=44)).isoformat().replace("+00:00", "Z")
+    running = shown(started_at=started)
+    assert re.search(r"waited +0\.3 s *\n", running) and re.search(r"ran +19 min 4[45] s so far", running)
+    naive = (datetime.now(UTC) - timedelta(hours=2, minutes=5)).replace(tzinfo=None).isoformat()
+    assert re.search(r"waited +2 h 5 min so far", shown(status="pending", wait_seconds=None, created_at=naive))
+    done = shown(status="succeeded", run_seconds=1184.04, finished_at="2026-11-30T10:37:11Z")
+    assert re.search(r"ran +19 min 44 s *\n", done)
