@@ -152,7 +152,7 @@ def large_scans(plan: str) -> list[str]:
     names = "|".join(LARGE_TABLES)
     # The partial index of unfolded jobs (service.rollups) holds those few, not the table.
     pattern = re.compile(rf"Seq Scan on ({names})\b|^\s*(?:\W*\s*)?SCAN ({names})\b"
-                         r"(?! USING (COVERING|INDEX ix_jobs_unfolded\b))")
+                         r"(?! USING (COVERING|INDEX ix_jobs_unfolded))")
     return [line.strip() for line in plan.splitlines() if pattern.search(line)]
 
 
