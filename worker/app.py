@@ -73,7 +73,7 @@ def build_app(settings: Settings) -> Celery:
     def run_job(self: Any, job_id: int, attempt: int) -> None:
         state = _current()
         runner = JobRunner(settings=state.settings, db=state.db, device=state.device,
-                           worker_id=state.worker_id, celery=self.app)
+                           worker_id=state.worker_id, celery=self.app, publisher=state.publisher)
         outcome = runner.run(int(job_id), int(attempt))
         if outcome is not None and outcome.poisoned:
             # A CUDA fault poisons the context: this child must not run another job. The job's

@@ -27,6 +27,7 @@ from jobs.artifacts import is_disk_full
 from jobs.base import JobError
 from jobs.registry import UnknownKind, get_kind
 from service.db import Database
+from service.live import Publisher
 from service.models import DeviceKind, FailReason, Job, JobStatus
 from service.scheduling.starting import Dispatch, place_if_queue_short, send_dispatched
 from service.settings import Settings
@@ -92,12 +93,13 @@ def _is_cuda_fault(exc: BaseException) -> bool:
 
 class JobRunner:
     def __init__(self, *, settings: Settings, db: Database, device: DeviceInfo, worker_id: str,
-                 celery: Celery | None = None):
+                 celery: Celery | None = None, publisher: Publisher | None = None):
         self.settings = settings
         self.db = db
         self.device = device
         self.worker_id = worker_id
         self.celery = celery  # with it, a finish places and sends the next jobs itself
+        self.publisher = publisher  # with it, a finish's live messages wait for that send
 
     def run(self, job_id: int, attempt: int) -> Outcome | None:
         """Run one attempt of a job; None when the claim is refused (stale message)."""
@@ -136,6 +138,7 @@ class JobRunner:
         facts = device_facts(runtime)
         placed: list[Dispatch] = []
         ended: list[Outcome] = []  # the outcome last written (a cancel seen at the end changes it)
+        committed: list[Session] = []  # the finish that won, its live messages held
 
         def place_next(session: Session) -> bool:
             placed.clear()  # a retried finish places again
@@ -144,6 +147,8 @@ class JobRunner:
 
         def finish(end: Outcome, files: list[tuple[str, str, int]], *, with_lines: bool) -> bool:
             with self.db.writing() as session:
+                if self.publisher is not None:
+                    self.publisher.hold(session)
                 job = session.get(Job, job_id)  # finish_job's own read of it then costs no statement
                 if end.status == JobStatus.succeeded and (ctx.stopped or (job is not None and
                                                                          job.cancel_requested_at is not None)):
@@ -161,6 +166,7 @@ class JobRunner:
             if won:
                 ctx.forget(len(buffered))
                 _facts_recorded[self.device.id] = facts
+                committed.append(session)
             return won
 
         try:
@@ -177,6 +183,10 @@ class JobRunner:
             until_written(f"job {job_id}'s last log lines", ctx.flush)
         if placed and self.celery is not None:
             send_dispatched(self.celery, self.db.writing, placed)
+        if self.publisher is not None:
+            # After the send: the next job's message goes first, one Redis round trip sooner.
+            for session in committed:
+                self.publisher.release(session)
 
     def _finish_apart(self, ctx: WorkerContext, outcome: Outcome, took_s: float,
                       artifacts: list[tuple[str, str, int]],

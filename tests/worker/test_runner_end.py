@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
+from service import live
 from service.db import Database
+from service.live import Publisher
 from service.models import Job, JobStatus, User
 from service.scheduling.device_request import request_fields
 from service.settings import Settings
@@ -29,15 +32,16 @@ def device(db: Database) -> DeviceInfo:
     return info
 
 
-def dispatched_job(db: Database, params: dict[str, Any]) -> int:
+def dispatched_job(db: Database, params: dict[str, Any], *, dispatch: bool = True) -> int:
     with db.writing() as s:
-        owner, _ = create_user(session=s, name=f"member{params.get('lines', 0)}")
+        owner, _ = create_user(session=s, name=f"member-{uuid.uuid4().hex[:8]}")
     with db.writing() as s:
         job, _ = insert_job(session=s, job=Job(owner_id=owner.id, kind="test-echo", params=params,
                                                 **request_fields("cpu"), timeout_s=60, max_attempts=1))
-    with db.writing() as s:
-        assert mark_dispatched(session=s, job_id=job.id, attempt=0, device_id="testhost/cpu") == 1
-        s.commit()
+    if dispatch:
+        with db.writing() as s:
+            assert mark_dispatched(session=s, job_id=job.id, attempt=0, device_id="testhost/cpu") == 1
+            s.commit()
     return job.id
 
 
@@ -113,3 +117,33 @@ def test_a_cancel_requested_while_the_job_ran_ends_it_cancelled(
         logs = [e["message"] for e in list_events(session=s, job_id=job_id) if e["type"] == "log"]
     assert job is not None and (job.status, job.reason) == (JobStatus.cancelled, "cancelled")
     assert logs[-1].startswith("cancelled after ")
+
+
+def test_a_finish_sends_the_next_job_before_its_live_messages(
+        db: Database, settings: Settings, device: DeviceInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "_installation", "test")  # names the device's queue
+    first = dispatched_job(db, {"lines": 0, "steps": 0})
+    second = dispatched_job(db, {"lines": 0, "steps": 0}, dispatch=False)
+    order: list[tuple[str, Any]] = []
+
+    class Broker:
+        def send_task(self, name: str, args: list[int], **_: Any) -> None:
+            order.append(("send", args[0]))
+
+    class Followers(Publisher):
+        def publish(self, channel: str, payload: Any) -> None:
+            order.append(("publish", channel))
+
+        def publish_many(self, messages: list[tuple[str, Any]]) -> None:
+            order.extend(("publish", channel) for channel, _ in messages)
+
+    followers = Followers("redis://127.0.0.1:1")
+    event.listen(db.write, "after_commit", followers._after_commit)
+    JobRunner(settings=settings, db=db, device=device, worker_id="w1", celery=Broker(),  # type: ignore[arg-type]
+              publisher=followers).run(first, 1)
+    sent = order.index(("send", second))
+    claim, finish = order[:sent], order[sent + 1:]
+    assert claim and all(kind == "publish" for kind, _ in claim)  # the claim's, at its commit
+    # The finish's messages (its status and the next job's dispatch) wait for the send.
+    assert len(finish) >= 2 and all(kind == "publish" for kind, _ in finish)
+    assert live.job_channel(first) in {channel for _, channel in finish}
