@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
+from service import rollups
 from service.db import Database
 from service.metrics import render_metrics
 from service.models import DeviceSample, Job, JobTally, User, utcnow
@@ -156,3 +157,22 @@ def test_the_dispatchers_housekeeping_folds(db: Database, settings: Settings, hi
     with db.reading() as s:
         folded = set(s.scalars(select(Job.id).where(Job.utilization_readings.is_not(None))))
     assert folded == {j.id for k, j in history.items() if k not in ("running", "pending")}
+
+
+def test_a_scrape_reads_one_snapshot_while_a_fold_commits(db: Database, settings: Settings, history: dict[str, Job],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    before = job_series(db, settings)
+    count_jobs = rollups.count_jobs
+
+    def fold_in_between(session, where):  # type: ignore[no-untyped-def]
+        # After the scrape has read the tallies, before it counts the unfolded jobs: in two
+        # snapshots the folded jobs would be in neither, and the counters would dip.
+        monkeypatch.setattr(rollups, "count_jobs", count_jobs)  # the fold counts its batch with it
+        with db.writing() as other:
+            assert fold_final_jobs(session=other, now=NOW) == 7
+        return count_jobs(session, where)
+
+    monkeypatch.setattr(rollups, "count_jobs", fold_in_between)
+    assert job_series(db, settings) == pytest.approx(before, rel=1e-12)
+    assert rollups.count_jobs is count_jobs  # the fold did run inside the scrape
+    assert job_series(db, settings) == pytest.approx(before, rel=1e-12)
