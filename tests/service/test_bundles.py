@@ -92,7 +92,8 @@ def test_bad_entries_are_refused(small_stack: Stack, files: dict[str, bytes], li
     r = upload(small_stack, tar_bytes(files, links=links))
     assert r.status_code == 422, r.text
     assert r.json()["code"] == "invalid_bundle" and says in r.json()["detail"]
-    assert leftovers(small_stack) == before
+    # Nothing new: the upload's expiry (GPULAB_BUNDLE_KEEP_S=1) may have removed older bundles.
+    assert set(leftovers(small_stack)) <= set(before)
 
 
 def test_not_an_archive_is_refused(small_stack: Stack) -> None:
