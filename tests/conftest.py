@@ -18,9 +18,15 @@ from tests.support.stack import Stack, finish_stopping
 
 # Redis database numbers for this run's stacks, in an order of its own so parallel runs rarely
 # start on the same one. Each is flushed when this run first takes it (an earlier run's leftovers
-# go); past fifteen stacks the numbers are shared without a flush, which is safe because every
-# queue name and channel carries the stack's installation id.
-_REDIS_DBS = random.Random(os.getpid()).sample(range(1, 16), 15)
+# go); past its numbers a run shares them without a flush, which is safe because every queue name
+# and channel carries the stack's installation id. On xdist workers (GPULAB_TEST_WORKERS) each
+# takes every n-th number: one worker flushing a number that another's stack uses would drop that
+# stack's queue. Past fifteen workers there are too few to go round, and nobody flushes.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_FLUSH = _WORKERS <= 15
+_REDIS_DBS = [db for db in range(1, 16) if (db - 1) % _WORKERS == _WORKER] if _FLUSH else [_WORKER % 15 + 1]
+random.Random(os.getpid()).shuffle(_REDIS_DBS)
 _redis_taken = itertools.count()
 
 
@@ -32,7 +38,7 @@ def pytest_sessionfinish() -> None:
 def next_redis_url() -> str:
     n = next(_redis_taken)
     db = _REDIS_DBS[n % len(_REDIS_DBS)]
-    return services.redis_url(db) if n < len(_REDIS_DBS) else f"{services.redis_base()}/{db}"
+    return services.redis_url(db) if _FLUSH and n < len(_REDIS_DBS) else f"{services.redis_base()}/{db}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
