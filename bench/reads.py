@@ -10,7 +10,7 @@ On SQLite and on PostgreSQL (the `GPULAB_TEST_PG_URL` server), in one run:
 - a lab written in bulk (bench.reads_data): `--jobs` jobs over 60 days, the newest 10 % (at
   most 10,000) pending, one running per GPU, each finished one with 20 events and 8 metric
   values; `--hosts` × 8 GPUs (+ a CPU each) with 30 days of samples (~59,000 per device);
-  then its final jobs folded as the dispatcher's housekeeping does (service.rollups), timed;
+  then its final jobs folded as the dispatcher's housekeeping does (service.accounting.rollups), timed;
 - one finished job with `--points` metric values (bench.reads_page): the job page's reads;
 - the lab's reads (bench.reads_lab): GET /jobs pages, one job, its log, /queue, /devices,
   /usage over 30 days, /metrics, each beside its raw-SQL twin (goal: p50 ≤ 3× raw SQL);
@@ -34,12 +34,12 @@ from bench.reads_data import build_lab
 from bench.reads_lab import Measured, lab_reads, measure
 from bench.reads_page import build_job, page_reads
 from migrations.migrate import upgrade
+from service.accounting.rollups import fold_ended_jobs
+from service.accounting.usage import parse_since
 from service.api.app import create_app
 from service.db import Database
-from service.rollups import fold_ended_jobs
 from service.settings import Settings
 from service.store.users import issue_token
-from service.usage import parse_since
 from tests.support import services
 
 

@@ -62,7 +62,7 @@ def lab_reads(lab: Lab, *, me: int, dialect: str, since: str) -> list[Read]:
     greatest = "max" if dialect == "sqlite" else "greatest"
     start = f"{greatest}(j.started_at, :since)"
     end = "coalesce(j.finished_at, :now)"
-    # A folded job's readings are stored on it (service.rollups); the rest are averaged live.
+    # A folded job's readings are stored on it (service.accounting.rollups); the rest are averaged live.
     util = ("(CASE WHEN j.utilization_readings IS NOT NULL AND j.started_at >= :since "
             "THEN j.utilization_sum / nullif(j.utilization_readings, 0) "
             "ELSE (SELECT avg(s.utilization_pct) FROM device_samples s WHERE s.device_id = j.device_id "
@@ -150,7 +150,7 @@ def explain(cur: Any, dialect: str, statement: str, parameters: Any) -> str:
 def large_scans(plan: str) -> list[str]:
     """Lines of a plan that read a large table whole (a sequential scan, or SQLite's SCAN of the table)."""
     names = "|".join(LARGE_TABLES)
-    # The partial index of unfolded jobs (service.rollups) holds those few, not the table.
+    # The partial index of unfolded jobs (service.accounting.rollups) holds those few, not the table.
     pattern = re.compile(rf"Seq Scan on ({names})\b|^\s*(?:\W*\s*)?SCAN ({names})\b"
                          r"(?! USING (COVERING|INDEX ix_jobs_unfolded))")
     return [line.strip() for line in plan.splitlines() if pattern.search(line)]

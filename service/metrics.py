@@ -6,7 +6,7 @@ jobs and members running on each GPU (`hpc_job`, `member`, as DCGM exporter's HP
 labels them); with GPULAB_METRICS_DCGM_NAMES=false they are `gpulab_gpu_*` instead, for a lab
 that runs the DCGM exporter too. The CPU device and gpulab's own numbers are `gpulab_*`.
 The counters and histograms cover every job the database keeps (gpulab deletes no job): final
-jobs from the tallies the dispatcher folds them into (service.rollups), the rest counted at the
+jobs from the tallies the dispatcher folds them into (service.accounting.rollups), the rest counted at the
 scrape, read in one snapshot, so they only grow, as Prometheus counters must, and rate() works.
 """
 
@@ -21,12 +21,12 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.accounting.rollups import DURATION_BUCKETS, LATENCY_BUCKETS, job_totals
+from service.accounting.usage import idle_jobs
 from service.db import Database
 from service.models import Allocation, Device, DeviceKind, Job, JobStatus, User, Worker, utcnow
-from service.rollups import DURATION_BUCKETS, LATENCY_BUCKETS, job_totals
 from service.settings import Settings
 from service.store.samples import latest_samples
-from service.usage import idle_jobs
 
 # A reading older than this is not shown: its worker is gone or stuck.
 STALE = timedelta(minutes=5)

@@ -235,7 +235,7 @@ class Job(Base):
     peak_memory_mb: Mapped[float | None] = mapped_column(Float)
     run_seconds: Mapped[float | None] = mapped_column(Float)
     # The leader device's utilisation readings over the run (count and sum), stored once the job
-    # is final by service.rollups; NULL until then. /usage reads them instead of a month of samples.
+    # is final by service.accounting.rollups; NULL until then. /usage reads them instead of a month of samples.
     utilization_readings: Mapped[int | None] = mapped_column(Integer)
     utilization_sum: Mapped[float | None] = mapped_column(Float)
     # The software the job ran with (the device's runtime as its process saw it), so a
@@ -308,7 +308,7 @@ class JobMetricSummary(Base):
 
 
 class JobTally(Base):
-    """Final jobs already folded (service.rollups), per (kind, status, reason): /metrics' counters
+    """Final jobs already folded (service.accounting.rollups), per (kind, status, reason): /metrics' counters
     are these plus a live count of the jobs not folded yet."""
 
     __tablename__ = "job_tallies"

@@ -17,11 +17,11 @@ import redis
 from celery import Celery
 from sqlalchemy import select
 
+from service.accounting.rollups import fold_ended_jobs
 from service.db import Database
 from service.live import Publisher, wake_channel
 from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
 from service.queues import make_celery
-from service.rollups import fold_ended_jobs
 from service.scheduling.starting import has_pending, place_pending, send_dispatched
 from service.settings import Settings
 from service.store.devices import declare_worker_lost, find_silent_workers

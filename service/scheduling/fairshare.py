@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from service.accounting import allocated_seconds, decay_weight, device_share
+from service.accounting.shares import allocated_seconds, decay_weight, device_share
 from service.models import FINAL_STATUSES, Device, Job, JobStatus
 
 # Usage that ended longer ago than this many half-lives weighs under 0.1 %: it is not read.

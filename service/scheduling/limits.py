@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.accounting import device_share
+from service.accounting.shares import device_share
 from service.errors import LimitExceeded
 from service.models import Device, DeviceKind, Job, JobStatus, User
 from service.scheduling.rooms import MemberLimits, MemberLoad

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from service.accounting import device_share
+from service.accounting.shares import device_share
 from service.models import DeviceKind
 from service.scheduling.device_request import DeviceRequest
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from service.accounting.usage import job_usage
 from service.db import Database
 from service.models import Allocation, Device, DeviceState, Job, JobEvent, JobStatus, utcnow
 from service.scheduling.device_request import request_fields
@@ -18,7 +19,6 @@ from service.store.allocations import job_devices, jobs_on_devices
 from service.store.devices import declare_worker_lost, register_worker
 from service.store.jobs import claim_job, finish_job, insert_job, mark_dispatched, release_lost_job, undispatch
 from service.store.users import create_user
-from service.usage import job_usage
 
 CPUS = [f"testhost/cpu:{i}" for i in (0, 1)]
 

@@ -19,19 +19,19 @@ import pytest
 from sqlalchemy import event, select, text, update
 from sqlalchemy.orm import Session
 
+from service.accounting.report import usage_report
+from service.accounting.rollups import fold_final_jobs, job_totals
+from service.accounting.usage import job_usage
 from service.db import Database
 from service.models import Allocation, Device, DeviceSample, Job, JobMetricSummary, utcnow
-from service.rollups import fold_final_jobs, job_totals
 from service.scheduling.device_request import request_fields
 from service.store.jobs import list_jobs
 from service.store.metric_summaries import CHART_POINTS, chart_series, jobs_to_summarise
 from service.store.samples import latest_samples
 from service.store.users import create_user
-from service.usage import job_usage
-from service.usage_report import usage_report
 
 LARGE = "jobs|job_events|job_metrics|device_samples"
-# A walk of the partial index of unfolded jobs (service.rollups) reads those few, not the table.
+# A walk of the partial index of unfolded jobs (service.accounting.rollups) reads those few, not the table.
 WHOLE_SCAN = re.compile(rf"Seq Scan on ({LARGE})\b|\bSCAN ({LARGE})\b"
                         r"(?! USING (COVERING INDEX|INDEX ix_jobs_unfolded))")
 # A page sorted after the read: every matching job was read to find the newest few.

@@ -1,4 +1,4 @@
-"""Folded jobs (service.rollups) answer /usage and /metrics exactly as the raw computation did."""
+"""Folded jobs (service.accounting.rollups) answer /usage and /metrics exactly as the raw computation did."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from service import rollups
+from service.accounting import rollups
+from service.accounting.report import GROUPS, usage_report
+from service.accounting.rollups import FOLD_GRACE, fold_ended_jobs, fold_final_jobs
 from service.db import Database
 from service.metrics import render_metrics
 from service.models import DeviceSample, Job, JobTally, User, utcnow
-from service.rollups import FOLD_GRACE, fold_ended_jobs, fold_final_jobs
 from service.scheduling.dispatcher import Dispatcher
 from service.settings import Settings
 from service.store.samples import downsample_and_prune
-from service.usage_report import GROUPS, usage_report
 from tests.service.test_usage import CPU, GPU, NOW, add_job, add_second_gpu, ago, lab  # noqa: F401 (a fixture)
 
 SECOND = "lab1/cuda:1"

@@ -9,17 +9,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.accounting.report import usage_report
+from service.accounting.timeline import queue_timeline
+from service.accounting.usage import idle_jobs, job_usage, parse_since
 from service.api.app import create_app
 from service.db import Database
 from service.errors import InvalidRequest
 from service.models import Device, DeviceSample, Job, User, Worker, utcnow
-from service.queue_timeline import queue_timeline
 from service.scheduling.device_request import request_fields
 from service.settings import Settings
 from service.store.samples import downsample_and_prune, latest_samples, record_sample
 from service.store.users import create_user
-from service.usage import idle_jobs, job_usage, parse_since
-from service.usage_report import usage_report
 
 NOW = datetime.fromisoformat("2026-06-01T12:00:00+00:00")
 GPU, CPU = "lab1/cuda:0", "lab1/cpu"

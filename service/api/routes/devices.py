@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from service.accounting.usage import parse_since, parse_span
 from service.api.deps import AdminUser, CurrentUser, ReadSession, WriteSession
 from service.api.routing import Route
 from service.models import Allocation, DeviceSample, Job, JobStatus, User, utcnow
 from service.schemas import DeviceJob, DevicePublic, DeviceSamplePoint
 from service.store import devices as device_store
 from service.store import samples as sample_store
-from service.usage import parse_since, parse_span
 
 LIVE_FIELDS = ("utilization_pct", "memory_used_mb", "temperature_c", "power_w", "external_mb")
 

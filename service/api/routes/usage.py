@@ -7,14 +7,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from service.accounting.report import usage_report
+from service.accounting.timeline import queue_timeline
+from service.accounting.usage import idle_jobs, job_usage, parse_since, parse_span
 from service.api.deps import CurrentUser, JobId, ReadSession, State
 from service.api.routing import Route
 from service.errors import JobNotFound
 from service.models import utcnow
-from service.queue_timeline import queue_timeline
 from service.schemas import JobUsagePublic, QueueTimeline, TimelinePointPublic, UsageReport, UsageRowPublic
-from service.usage import idle_jobs, job_usage, parse_since, parse_span
-from service.usage_report import usage_report
 
 router = APIRouter(prefix="/usage", tags=["usage"], route_class=Route)
 

@@ -2,7 +2,7 @@
 
 At 100,000 jobs a month holds ~50,000: accounted one by one in Python they cost seconds per
 read (building each row and its datetimes, not the SQL). A job whose run lies whole in the
-window and is folded (service.rollups: final, its readings stored), or that never started, is
+window and is folded (service.accounting.rollups: final, its readings stored), or that never started, is
 one among many alike: its hours are share × run time, so those are summed in SQL per (group,
 status, the share's inputs) and each sum multiplied by its share once. The rest (running, just
 ended, cut by the window's start, gangs) goes through `usage._job_usage` one by one: they are few.
@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from service.accounting import device_share
+from service.accounting.rollups import seconds_between
+from service.accounting.shares import device_share
+from service.accounting.usage import JobUsage, _job_rows, _job_usage, gang_utilization
 from service.errors import InvalidRequest
 from service.models import Device, DeviceKind, Job, User, utcnow
-from service.rollups import seconds_between
-from service.usage import JobUsage, _job_rows, _job_usage, gang_utilization
 
 GROUPS = ("member", "device", "kind")
 

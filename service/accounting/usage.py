@@ -1,6 +1,6 @@
 """Usage accounting: per job, and per member, device or kind over a window.
 
-Every number here comes from `accounting.allocated_seconds` (share × run time) and from the
+Every number here comes from `shares.allocated_seconds` (share × run time) and from the
 device samples: a job's used device-seconds are its allocated seconds × the mean utilisation of
 its devices while it ran (per-process utilisation does not exist on a shared card). A gang of N
 counts N × its run time, its utilisation is the mean over its N devices, and per device each
@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from service.accounting import allocated_seconds, device_share, run_seconds
+from service.accounting.shares import allocated_seconds, device_share, run_seconds
 from service.errors import InvalidRequest
 from service.models import (
     FINAL_STATUSES,
@@ -97,7 +97,7 @@ def _run_end(now: datetime) -> Any:
 def _mean_utilization(session: Session, since: datetime | None, now: datetime) -> Any:
     """A job's device's mean utilisation over its run (clipped to `since`), as SQL.
 
-    A folded job (service.rollups) whose run lies in the window has its readings' count and sum
+    A folded job (service.accounting.rollups) whose run lies in the window has its readings' count and sum
     stored: a month of a lab's readings is millions of rows, and averaging them again at each
     read cost seconds. The rest (running, just ended, or cut by `since`) is a correlated avg()
     over the (device_id, t, utilization_pct) index, evaluated only for them.
