@@ -12,15 +12,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
 from rich.console import Console
 
 from cli.client import save_token
-from cli.local_redis import redis_answers, start_local_redis
-from service.db import Database
 from service.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from service.db import Database
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -119,7 +121,11 @@ def up(port: int = typer.Option(8000, help="the API's port"),
        cpu_worker: bool = typer.Option(False, help="also run a CPU worker when GPUs are seen"),
        ready_timeout: float = typer.Option(180.0, help="seconds to wait for the API and every worker")) -> None:
     """Start everything on this machine: Redis if none runs, the API, the dispatcher, workers."""
+    # Here, not at the top: every `gpulab` command imports this module, and a member's
+    # `gpulab jobs` needs neither the database layer nor a Redis client.
+    from cli.local_redis import redis_answers, start_local_redis
     from migrations.migrate import upgrade
+    from service.db import Database
     from service.store.users import count_users, create_user
     from worker.device import count_gpus
 
