@@ -32,7 +32,7 @@ from service.models import DeviceKind, FailReason, Job, JobStatus
 from service.scheduling.starting import Dispatch, place_if_queue_short, send_dispatched
 from service.settings import Settings
 from service.store.devices import device_facts, record_device_facts
-from service.store.jobs import claim_job, finish_job
+from service.store.jobs import Claim, claim_job, finish_job
 from worker.command import COMMAND_KIND, run_command
 from worker.context import WorkerContext
 from worker.device import DeviceInfo, child_runtime_facts
@@ -103,7 +103,7 @@ class JobRunner:
 
     def run(self, job_id: int, attempt: int) -> Outcome | None:
         """Run one attempt of a job; None when the claim is refused (stale message)."""
-        def claim() -> Job | None:
+        def claim() -> Claim | None:
             with self.db.writing() as session:
                 return claim_job(session=session, job_id=job_id, attempt=attempt,
                                  device_id=self.device.id, worker_id=self.worker_id, pid=os.getpid())

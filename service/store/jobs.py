@@ -7,10 +7,11 @@ from the returned row count whether it won.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Table, and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -226,40 +227,60 @@ def undispatch(*, session: Session, job_id: int, attempt: int, why: str) -> bool
     return won
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What a worker needs of the job it claimed, read by the claim's own UPDATE."""
+
+    job_id: int
+    attempt: int
+    kind: str
+    params: dict[str, Any]
+    seed: int
+    gpu_memory_gb: float | None
+
+
+# The claim's UPDATE returns these: the worker runs the job from them, with no read after it.
+_JOBS = cast(Table, Job.__table__)
+_CLAIMED = (_JOBS.c.event_seq, _JOBS.c.kind, _JOBS.c.params, _JOBS.c.seed, _JOBS.c.gpu_memory_gb)
+
+
 def claim_job(
     *, session: Session, job_id: int, attempt: int, device_id: str, worker_id: str, pid: int
-) -> Job | None:
+) -> Claim | None:
     """dispatched → running, for this device and attempt only; None when fenced out.
+
+    Two statements on the job's start path (the UPDATE that returns what the worker needs,
+    and the status event's INSERT), both Core: the claim loads no ORM object (see
+    docs/design.md, "The claim is two statements").
 
     Idempotent for its caller: when an earlier try committed but its answer was lost (the
     database went away at that moment), the row already running this attempt in this
     worker's process is returned, so the retry does not strand the job as `running`.
     """
-    won = _transition(
-        session,
-        job_id=job_id,
-        where=[Job.status == JobStatus.dispatched, Job.attempt == attempt, Job.device_id == device_id],
-        values={
-            "status": JobStatus.running,
-            "started_at": utcnow(),
-            "worker_id": worker_id,
-            "pid": pid,
-            "runs": Job.runs + 1,
-        },
-        message=f"running on {device_id} (pid {pid})",
-    )
-    job = session.get(Job, job_id, populate_existing=True)
-    if not won:
+    jobs = _JOBS
+    message = f"running on {device_id} (pid {pid})"
+    row = session.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.dispatched, jobs.c.attempt == attempt,
+               jobs.c.device_id == device_id)
+        .values(status=JobStatus.running, started_at=utcnow(), worker_id=worker_id, pid=pid,
+                runs=jobs.c.runs + 1, event_seq=jobs.c.event_seq + 1)
+        .returning(*_CLAIMED)
+    ).one_or_none()
+    if row is None:
         session.rollback()
-        mine = (job is not None and job.status == JobStatus.running and job.attempt == attempt
-                and job.worker_id == worker_id and job.pid == pid)
-        if not mine:
-            return None
-    # Read before the commit and detached: the caller needs no second round trip after it.
-    if job is not None:
-        session.expunge(job)
+        # Ours already (a retry after a commit whose answer was lost)?
+        row = session.execute(
+            select(*_CLAIMED).where(jobs.c.id == job_id, jobs.c.status == JobStatus.running,
+                                    jobs.c.attempt == attempt, jobs.c.worker_id == worker_id, jobs.c.pid == pid)
+        ).one_or_none()
+        session.rollback()
+        return None if row is None else Claim(job_id, attempt, row.kind, row.params, row.seed, row.gpu_memory_gb)
+    append_events(session, job_id=job_id, events=[status_event(JobStatus.running, None, message)],
+                  numbered_to=row.event_seq, attempt=attempt)
+    queue_publish(session, jobs_channel(), {"id": job_id, "status": JobStatus.running, "reason": None})
     session.commit()
-    return job
+    return Claim(job_id, attempt, row.kind, row.params, row.seed, row.gpu_memory_gb)
 
 
 def finish_job(
