@@ -34,8 +34,8 @@ def find_redis_server() -> str | None:
         return None
 
 
-def start_local_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
-    """Start redis-server for `url` with its data in `data_dir` (AOF on); wait until it answers."""
+def local_redis_argv(url: str, data_dir: Path) -> list[str]:
+    """The redis-server command line for `url` with its data in `data_dir` (AOF on)."""
     parsed = urlparse(url)
     if parsed.hostname not in LOCAL_HOSTS:
         raise RuntimeError(f"Redis at {url} does not answer, and it is not on this machine to start")
@@ -47,13 +47,13 @@ def start_local_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
             "or point GPULAB_REDIS_URL at a running Redis."
         )
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = parsed.port or 6379
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--appendonly", "yes", "--save", "", "--daemonize", "no",
-         "--logfile", str(data_dir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    return [binary, "--port", str(parsed.port or 6379), "--bind", "127.0.0.1", "--dir", str(data_dir),
+            "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", str(data_dir / "redis.log")]
+
+
+def start_local_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+    """Start redis-server for `url` with its data in `data_dir` (AOF on); wait until it answers."""
+    proc = subprocess.Popen(local_redis_argv(url, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if redis_answers(url):

@@ -123,7 +123,7 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     """Start everything on this machine: Redis if none runs, the API, the dispatcher, workers."""
     # Here, not at the top: every `gpulab` command imports this module, and a member's
     # `gpulab jobs` needs neither the database layer nor a Redis client.
-    from cli.local_redis import redis_answers, start_local_redis
+    from cli.local_redis import local_redis_argv, redis_answers, start_local_redis
     from migrations.migrate import upgrade
     from service.db import Database
     from service.store.users import count_users, create_user
@@ -131,11 +131,15 @@ def up(port: int = typer.Option(8000, help="the API's port"),
 
     settings = get_settings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    redis_proc = None
+    # The Redis up brings is one of its parts: started again when it exits (its append-only
+    # file keeps the queues), else every job would wait for a person to start it by hand.
+    redis_part = None
     if not redis_answers(settings.redis_url):
         console.print(f"no Redis answers at {settings.redis_url}: starting one in {settings.state_dir / 'redis'}")
         try:
-            redis_proc = start_local_redis(settings.redis_url, settings.state_dir / "redis")
+            redis_dir = settings.state_dir / "redis"
+            redis_part = Part("redis", local_redis_argv(settings.redis_url, redis_dir),
+                              proc=start_local_redis(settings.redis_url, redis_dir), started_at=time.monotonic())
         except RuntimeError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
@@ -165,6 +169,11 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     deadline = time.monotonic() + ready_timeout
     said = {"up": False, "late": False}
 
+    def tick() -> None:
+        if redis_part:
+            _supervise(redis_part)
+        announce()
+
     def announce() -> None:
         if said["up"]:
             return
@@ -180,12 +189,13 @@ def up(port: int = typer.Option(8000, help="the API's port"),
                           f"output above, fix it and restart (Ctrl-C stops everything)")
 
     try:
-        run_parts(parts, on_tick=announce, stop_wait_s=20, stopping="gpulab")
+        run_parts(parts, on_tick=tick, stop_wait_s=20, stopping="gpulab")
     finally:
         db.engine.dispose()
-        if redis_proc:
-            redis_proc.terminate()
-            redis_proc.wait(timeout=10)
+        # Last, after the workers' warm shutdown, which still talks to it.
+        if redis_part and redis_part.proc:
+            redis_part.stop()
+            redis_part.proc.wait(timeout=10)
 
 
 def workers(device: list[str] = typer.Option([], "--device", "-d",
