@@ -28,7 +28,7 @@ from service.errors import (
 from service.models import Device, DeviceKind, Job, JobStatus, User
 from service.scheduling.device_request import DeviceRequest, parse_device_request
 from service.scheduling.limits import check_pending_limit
-from service.scheduling.starting import Dispatch, has_pending, place_pending
+from service.scheduling.starting import Dispatch, pending_and_room, place_pending
 from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.bundles import use_bundle
@@ -175,8 +175,11 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
     placed: list[Dispatch] = []
 
     def start_if_alone(session: Session, new: Job) -> bool:
-        if has_pending(session, besides=new.id):
+        waiting, room = pending_and_room(session, besides=new.id)
+        if waiting:
             return False  # the dispatcher orders the queue (priority, fair share, age)
+        if not room:
+            return False  # every device is full: the finish that frees one places it (or wakes the dispatcher)
         placed.extend(place_pending(session=session, settings=settings))
         mine = next((d for d in placed if d.job_id == new.id), None)
         if mine is not None:

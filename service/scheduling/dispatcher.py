@@ -22,7 +22,7 @@ from service.db import Database
 from service.live import Publisher, wake_channel
 from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
 from service.queues import make_celery
-from service.scheduling.starting import has_pending, place_pending, send_dispatched
+from service.scheduling.starting import pending_and_room, place_pending, send_dispatched
 from service.settings import Settings
 from service.store.devices import declare_worker_lost, find_silent_workers
 from service.store.jobs import release_lost_job, undispatch
@@ -81,10 +81,12 @@ class Dispatcher:
 
     def dispatch(self) -> int:
         """Place what can start now, commit, then send each job to its device's queue."""
-        # Most wake-ups (a finish, a submit that started its own job) leave nothing pending:
-        # a read says so without taking the write lock that workers' claims wait on.
+        # Most wake-ups (a finish, a submit that started its own job) leave nothing pending, or
+        # (a submit while every device is busy) nothing a device could take: a read says so
+        # without taking the write lock that workers' claims wait on.
         with self.db.reading() as session:
-            if not has_pending(session):
+            waiting, room = pending_and_room(session)
+            if not (waiting and room):
                 return 0
         with self.db.writing() as session:
             placed = place_pending(session=session, settings=self.settings)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from celery import Celery
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from service.models import Job, JobStatus, utcnow
+from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
 from service.queues import RUN_JOB, device_queue
 from service.scheduling.queue_state import plan_queue
 from service.settings import Settings
@@ -69,12 +69,22 @@ def place_pending(*, session: Session, settings: Settings) -> list[Dispatch]:
     return placed
 
 
-def has_pending(session: Session, *, besides: int | None = None) -> bool:
-    """Whether any job (other than `besides`) is pending: one indexed row read."""
-    stmt = select(Job.id).where(Job.status == JobStatus.pending)
+def pending_and_room(session: Session, *, besides: int | None = None) -> tuple[bool, bool]:
+    """Whether any job (other than `besides`) is pending, and whether some online device holds
+    fewer jobs than its slots: one statement of two indexed reads.
+
+    Only such a device can take a job (DeviceRoom.fit), so when none has room a plan would
+    place nothing. A submit while every device is busy, and the dispatcher's pass it wakes,
+    then skip the plan and SQLite's write lock that the running jobs' claims and finishes wait on.
+    """
+    pending = select(Job.id).where(Job.status == JobStatus.pending)
     if besides is not None:
-        stmt = stmt.where(Job.id != besides)
-    return session.scalar(stmt.limit(1)) is not None
+        pending = pending.where(Job.id != besides)
+    held = (select(func.count()).select_from(Allocation).where(Allocation.device_id == Device.id)
+            .correlate(Device).scalar_subquery())
+    room = select(Device.id).where(Device.state == DeviceState.online, Device.slots > held)
+    waiting, open_ = session.execute(select(pending.limit(1).scalar_subquery(), room.limit(1).scalar_subquery())).one()
+    return waiting is not None, open_ is not None
 
 
 def place_if_queue_short(*, session: Session, settings: Settings, into: list[Dispatch]) -> bool:

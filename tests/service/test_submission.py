@@ -5,15 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import event, update
 
 from service.db import Database
 from service.live import Publisher
-from service.models import Job, JobStatus
+from service.models import Device, DeviceState, Job, JobStatus
+from service.scheduling import starting
+from service.scheduling.dispatcher import Dispatcher
+from service.scheduling.starting import pending_and_room, place_if_queue_short
 from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.devices import register_worker
 from service.store.events import list_events
+from service.store.jobs import claim_job, finish_job
 from service.store.users import create_user
 from service.submission import submit
 
@@ -82,3 +87,55 @@ def test_held_live_messages_go_out_at_release_not_at_commit(db: Database, settin
     statuses = [p["status"] for _, p in publisher.sent if isinstance(p, dict) and p.get("id") == job.id]
     assert statuses == ["dispatched"]
     assert any(channel.endswith(f"job:{job.id}") for channel, _ in publisher.sent)
+
+
+def _submit(db: Database, settings: Settings, user: Any) -> tuple[Job, list[Any]]:
+    with db.writing() as s:
+        job, _, placed = submit(session=s, settings=settings, user=user, idempotency_key=None,
+                                body=JobCreate(kind="test-echo", params={"lines": 0}))
+    return job, placed
+
+
+def test_a_submit_while_every_device_is_full_plans_nothing_and_the_finish_places_it(
+        db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = _member(db)  # one CPU device, one slot
+    first, placed = _submit(db, settings, user)
+    assert [d.job_id for d in placed] == [first.id]
+    with db.writing() as s:
+        assert claim_job(session=s, job_id=first.id, attempt=1, device_id=DEVICE["id"], worker_id="w1", pid=1)
+
+    def no_plan(*_: Any, **__: Any) -> Any:
+        raise AssertionError("planned while no device had room")
+
+    with monkeypatch.context() as m:
+        m.setattr(starting, "plan_queue", no_plan)
+        second, placed = _submit(db, settings, user)
+        assert placed == [] and second.status == JobStatus.pending
+        assert Dispatcher(settings, db=db).dispatch() == 0  # the pass the submit woke reads, then stops
+    with db.reading() as s:
+        assert pending_and_room(s) == (True, False)
+    # The finish that frees the device places the waiting job in its own transaction.
+    into: list[Any] = []
+    with db.writing() as s:
+        assert finish_job(session=s, job_id=first.id, attempt=1, status=JobStatus.succeeded,
+                          then=lambda s: place_if_queue_short(session=s, settings=settings, into=into))
+    assert [d.job_id for d in into] == [second.id]
+
+
+def test_room_counts_slots_and_only_online_devices(db: Database, settings: Settings) -> None:
+    user = _member(db)
+    with db.writing() as s:
+        register_worker(session=s, worker_id="w2", device=DEVICE, pid=2, slots=2)  # a new incarnation
+    first, placed = _submit(db, settings, user)
+    assert placed and placed[0].job_id == first.id
+    with db.reading() as s:
+        assert pending_and_room(s) == (False, True)  # one of two slots taken
+    second, placed = _submit(db, settings, user)
+    assert [d.job_id for d in placed] == [second.id]
+    with db.reading() as s:
+        assert pending_and_room(s) == (False, False)
+    with db.writing() as s:
+        s.execute(update(Device).values(state=DeviceState.offline, slots=3))
+        s.commit()
+    with db.reading() as s:
+        assert pending_and_room(s) == (False, False)  # room, but on no online device
