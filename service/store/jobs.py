@@ -112,6 +112,19 @@ def get_job(*, session: Session, job_id: int) -> Job:
     return job
 
 
+def readable_job(*, session: Session, job_id: int, user: User) -> Job:
+    """A job whose log, metrics and artifacts `user` may read (its owner, or an admin); raises Forbidden."""
+    job = get_job(session=session, job_id=job_id)
+    if job.owner_id != user.id and not user.is_admin:
+        raise Forbidden(
+            f"job {job_id} belongs to another member: only its owner and admins read its log, metrics "
+            "and artifacts",
+            field="job_id",
+            value=job_id,
+        )
+    return job
+
+
 def list_jobs(
     *,
     session: Session,

@@ -120,7 +120,7 @@ def test_the_api_serves_the_page_reads_and_a_final_jobs_chart_from_its_summary(s
     app = create_app(settings)
     db: Database = app.state.gpulab.db
     with db.writing() as s:
-        _, token = create_user(session=s, name="reader")
+        _, token = create_user(session=s, name="reader", is_admin=True)  # the job is not its own
     headers = {"Authorization": f"Bearer {token}"}
     with TestClient(app) as client:
         page = client.get(f"/jobs/{job_id}/log?limit=5", headers=headers).json()

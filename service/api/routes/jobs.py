@@ -53,11 +53,18 @@ from service.submission import submit
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=Route)
 
 
-def job_public(job: Job, owner: str, progress: dict | None = None) -> JobPublic:
-    """A job as the API shows it."""
+HIDDEN = "***"
+
+
+def job_public(job: Job, owner: str, viewer: User, progress: dict | None = None) -> JobPublic:
+    """A job as the API shows it to `viewer`: another member sees a command's --env names, not
+    their values (they are where a member puts an API key)."""
     end = job.started_at or (None if job.status != JobStatus.pending else utcnow())
     wait = (end - job.created_at).total_seconds() if end else None
     data = {c: getattr(job, c) for c in JobPublic.model_fields if hasattr(job, c)}
+    env = (data.get("params") or {}).get("env")
+    if env and job.owner_id != viewer.id and not viewer.is_admin:
+        data["params"] = {**data["params"], "env": dict.fromkeys(env, HIDDEN)}
     return JobPublic(**data, owner=owner, wait_seconds=wait, progress=progress)
 
 
@@ -97,7 +104,7 @@ def create_job(
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/jobs/{job.id}"
-    return job_public(job, user.name)
+    return job_public(job, user.name, user)
 
 
 @router.get("", response_model=JobPage, summary="List jobs, newest first")
@@ -122,14 +129,14 @@ def list_jobs(
     jobs, next_cursor = job_store.list_jobs(session=session, statuses=status or (), owner_id=owner_id,
                                             kind=kind, before_id=cursor, limit=limit)
     names = _owner_names(session, jobs)
-    return JobPage(items=[job_public(j, names.get(j.owner_id, "?")) for j in jobs], next_cursor=next_cursor)
+    return JobPage(items=[job_public(j, names.get(j.owner_id, "?"), user) for j in jobs], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="One job")
 def get_job(job_id: JobId, user: CurrentUser, session: ReadSession, state: State) -> JobPublic:
     job = job_store.get_job(session=session, job_id=job_id)
     names = _owner_names(session, [job])
-    public = job_public(job, names.get(job.owner_id, "?"), _last_progress(session, job_id))
+    public = job_public(job, names.get(job.owner_id, "?"), user, _last_progress(session, job_id))
     command = command_facts(session=session, job=job, shared_account=state.settings.command_user)
     return public.model_copy(update={"command": command and CommandPublic.model_validate(command)})
 
@@ -139,7 +146,7 @@ def get_job(job_id: JobId, user: CurrentUser, session: ReadSession, state: State
 def cancel_job(job_id: JobId, user: CurrentUser, session: WriteSession) -> JobPublic:
     job = job_store.request_cancel(session=session, job_id=job_id, user=user)
     names = _owner_names(session, [job])
-    return job_public(job, names.get(job.owner_id, "?"))
+    return job_public(job, names.get(job.owner_id, "?"), user)
 
 
 class StreamTicket(BaseModel):
@@ -152,10 +159,10 @@ class StreamTicket(BaseModel):
              summary="A single-use ticket to follow a job's events from a browser",
              description="EventSource cannot send an Authorization header, and tokens never go in URLs "
              "(logs keep URLs): exchange the Bearer token for a ticket that opens one stream.",
-             responses=problem_responses(401, 404, 422, 503))
+             responses=problem_responses(401, 403, 404, 422, 503))
 def stream_ticket(job_id: JobId, request: Request, user: CurrentUser, session: ReadSession,
                   state: State) -> StreamTicket:
-    job_store.get_job(session=session, job_id=job_id)
+    job_store.readable_job(session=session, job_id=job_id, user=user)
     ticket = issue_ticket(state.publisher.client, token_hash=request.state.token_hash, job_id=job_id)
     return StreamTicket(ticket=ticket, expires_in_s=TICKET_TTL_S,
                         url=f"/jobs/{job_id}/events?ticket={ticket}")
@@ -169,7 +176,7 @@ def stream_ticket(job_id: JobId, request: Request, user: CurrentUser, session: R
     "(resumable with `Last-Event-ID`, which is the event's `seq`). Authenticate with the Bearer "
     "header, or with `?ticket=` from `POST /jobs/{job_id}/events/tickets` (a browser's EventSource). "
     "A stream ends within seconds of its token being revoked.",
-    responses={**problem_responses(401, 404, 422, 503),
+    responses={**problem_responses(401, 403, 404, 422, 503),
                200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                      "description": "the events, as JSON or as a stream"}},
 )
@@ -192,8 +199,8 @@ async def job_events(
 
     def read() -> tuple[Job, list[dict]]:
         with state.db.reading() as session:
-            user_by_token_hash(session, token_hash)
-            job = job_store.get_job(session=session, job_id=job_id)
+            user = user_by_token_hash(session, token_hash)
+            job = job_store.readable_job(session=session, job_id=job_id, user=user)
             items = event_store.list_events(session=session, job_id=job_id, after_seq=after,
                                             limit=limit, types=type or ())
             return job, items
@@ -217,30 +224,34 @@ async def job_events(
     return EventPage(job_id=job_id, status=job.status, items=[EventPublic(**e) for e in items], last_seq=last)
 
 
-@router.get("/{job_id}/metrics", response_model=list[MetricPoint], summary="A job's metric values")
+@router.get("/{job_id}/metrics", response_model=list[MetricPoint], summary="A job's metric values",
+            responses=problem_responses(403))
 def job_metrics(job_id: JobId, user: CurrentUser, session: ReadSession,
                 name: Annotated[str | None, Query(max_length=128)] = None) -> list[MetricPoint]:
-    job_store.get_job(session=session, job_id=job_id)
+    job_store.readable_job(session=session, job_id=job_id, user=user)
     return [MetricPoint(name=m.name, step=m.step, value=m.value, attempt=m.attempt)
             for m in event_store.list_metrics(session=session, job_id=job_id, name=name)]
 
 
-@router.get("/{job_id}/artifacts", response_model=list[ArtifactPublic], summary="A job's artifacts")
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactPublic], summary="A job's artifacts",
+            responses=problem_responses(403))
 def job_artifacts(job_id: JobId, user: CurrentUser, session: ReadSession) -> list[ArtifactPublic]:
-    job_store.get_job(session=session, job_id=job_id)
+    job_store.readable_job(session=session, job_id=job_id, user=user)
     return [ArtifactPublic(name=a.name, content_type=a.content_type, size_bytes=a.size_bytes,
                            created_at=a.created_at, url=f"/jobs/{job_id}/artifacts/{a.name}")
             for a in event_store.list_artifacts(session=session, job_id=job_id)]
 
 
 @router.get("/{job_id}/artifacts/{name}", summary="Download one artifact", response_class=StreamingResponse,
-            responses={200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            responses={**problem_responses(403),
+                       200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                              "description": "the file, with the content type it was recorded with "
                                             "(image/png for a plot, application/octet-stream for a checkpoint)"}})
 def job_artifact(job_id: JobId, name: Annotated[str, FastPath(max_length=128)], user: CurrentUser,
                  session: ReadSession, state: State) -> StreamingResponse:
     if not is_safe_artifact_name(name):
         raise InvalidRequest(f"artifact name {name!r} is not a plain file name", field="name", value=name)
+    job_store.readable_job(session=session, job_id=job_id, user=user)
     art = event_store.get_artifact(session=session, job_id=job_id, name=name)
     missing = NotFound(f"job {job_id} has no artifact {name!r}", field="name", value=name)
     if art is None:

@@ -1,0 +1,57 @@
+"""Another member's job: its place in the queue is public, its contents are not.
+
+Before: any member read any job's log, metrics and artifacts (a trained model, a command's
+output), and saw a command job's --env values (where members put their API keys) in
+GET /jobs. Now a job's log, events, metrics and artifacts answer 403 to members other than its
+owner, and its --env values are hidden from them; admins read everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.faults.conftest import add_member, own_stack
+from tests.support.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with own_stack("sqlite", tmp_path_factory.mktemp("member-reads"),
+                   env={"GPULAB_ENABLE_COMMAND_KIND": "true"}) as s:
+        yield s
+
+
+def test_a_member_reads_only_their_own_jobs_contents(stack: Stack) -> None:
+    _, alice = add_member(stack, "alice")
+    _, bob = add_member(stack, "bob")
+    job = stack.submit("test-echo", {"message": "private", "lines": 2, "steps": 2, "artifact": True}, token=alice)
+    stack.wait_for(job["id"])
+    jid = job["id"]
+    reads = [f"/jobs/{jid}/log", f"/jobs/{jid}/events", f"/jobs/{jid}/metrics", f"/jobs/{jid}/metrics/series",
+             f"/jobs/{jid}/artifacts", f"/jobs/{jid}/artifacts/echo.txt"]
+    for path in reads:
+        refused = stack.api("GET", path, token=bob, expect=403)
+        assert refused["code"] == "forbidden" and refused["field"] == "job_id" and refused["value"] == jid, refused
+        assert "belongs to another member" in refused["detail"]
+        stack.api("GET", path, token=alice, expect=200)
+        stack.api("GET", path, expect=200)  # the admin
+    refused = stack.api("POST", f"/jobs/{jid}/events/tickets", token=bob, expect=403)
+    assert refused["code"] == "forbidden"
+    stack.api("POST", f"/jobs/{jid}/events/tickets", token=alice, expect=201)
+    # What the shared queue shows stays public: the job itself.
+    assert stack.api("GET", f"/jobs/{jid}", token=bob)["owner"].startswith("alice")
+
+
+def test_a_command_jobs_env_values_are_hidden_from_other_members(stack: Stack) -> None:
+    owner_name, alice = add_member(stack, "alice")
+    _, bob = add_member(stack, "bob")
+    job = stack.submit("command", {"argv": ["true"], "env": {"WANDB_API_KEY": "s3cret-key"}}, token=alice,
+                       device="cpu")
+    seen_by_bob = stack.api("GET", f"/jobs/{job['id']}", token=bob)
+    assert seen_by_bob["params"]["env"] == {"WANDB_API_KEY": "***"}
+    listed = stack.api("GET", "/jobs", token=bob, params={"owner": owner_name})["items"]
+    assert [j["params"]["env"] for j in listed] == [{"WANDB_API_KEY": "***"}]
+    assert stack.api("GET", f"/jobs/{job['id']}", token=alice)["params"]["env"] == {"WANDB_API_KEY": "s3cret-key"}
+    assert stack.api("GET", f"/jobs/{job['id']}")["params"]["env"] == {"WANDB_API_KEY": "s3cret-key"}
