@@ -4,8 +4,11 @@
 
 Starts a real stack (API, dispatcher, one CPU worker) on SQLite, then on PostgreSQL, and a
 bare Celery worker, then prints p50/p99 latency, the milliseconds each hop adds, jobs/s
-with one slot and with two, the idle gap between back-to-back jobs on one device, and
-ratios against the baseline measured in the same run. Needs the test kinds (./dev test
+with one slot and with two, the idle gap between back-to-back jobs on one device, the CPU
+time a job of the one-slot burst costs the server's processes (API, dispatcher, worker
+parent and child; raw Celery's worker and its sender), and ratios against the baseline
+measured in the same run. On a shared machine the CPU time is the figure that holds still:
+the latencies and jobs/s move with the load, the CPU a job costs much less. Needs the test kinds (./dev test
 installs them) and, for the PostgreSQL column, the test PostgreSQL server.
 --celery-tools also measures what Celery's remote control and task events cost: bare Celery
 with remote control off, and with events on; gpulab with GPULAB_CELERY_EVENTS=true.
@@ -39,15 +42,38 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def burst_gpulab(stack: Stack, burst: int) -> tuple[float, list[float]]:
+def session_cpu_s(sessions: set[int]) -> dict[int, float]:
+    """CPU seconds (user + system) of the live processes of each of these sessions (a stack's
+    part and its children: each part starts a session of its own)."""
+    total = dict.fromkeys(sessions, 0)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, pgrp, session, ..., utime (12th), stime (13th).
+        if int(fields[3]) in total:
+            total[int(fields[3])] += int(fields[11]) + int(fields[12])
+    return {sid: ticks / os.sysconf("SC_CLK_TCK") for sid, ticks in total.items()}
+
+
+def burst_gpulab(stack: Stack, burst: int) -> tuple[float, list[float], dict[str, float]]:
     """Jobs/s of a burst, submit of the first to end of the last as the database records
-    them, and the idle gaps (s) between one job's end and the next one's start."""
+    them, the idle gaps (s) between one job's end and the next one's start, and the CPU
+    seconds per job of each of the stack's parts over the burst."""
+    parts = {proc.pid: name.split("-")[0] for name, proc in stack.procs.items()}
+    cpu0 = session_cpu_s(set(parts))
     t0 = time.time()
     ids = [stack.submit("test-echo", {"lines": 0, "steps": 0})["id"] for _ in range(burst)]
     jobs = [stack.wait_for(job_id, timeout=300) for job_id in ids]
+    cpu1 = session_cpu_s(set(parts))
+    cpu = {name: (cpu1[sid] - cpu0[sid]) / burst for sid, name in parts.items()}
     runs = sorted((ts(j["started_at"]), ts(j["finished_at"])) for j in jobs)
     gaps = [start - end for (_, end), (start, _) in zip(runs, runs[1:], strict=False)]
-    return burst / (max(end for _, end in runs) - t0), gaps
+    return burst / (max(end for _, end in runs) - t0), gaps, cpu
 
 
 def bench_gpulab(stack: Stack, n: int, burst: int) -> dict[str, float]:
@@ -65,14 +91,16 @@ def bench_gpulab(stack: Stack, n: int, burst: int) -> dict[str, float]:
         hops["total"].append(started - t0)
     out = {f"{k}_p50_ms": 1000 * statistics.median(v) for k, v in hops.items()}
     out["total_p99_ms"] = 1000 * pct(hops["total"], 0.99)
-    out["jobs_per_s"], gaps = burst_gpulab(stack, burst)
+    out["jobs_per_s"], gaps, cpu = burst_gpulab(stack, burst)
+    out["cpu_ms_per_job"] = 1000 * sum(cpu.values())
+    out.update({f"cpu_{name}_ms": 1000 * s for name, s in cpu.items()})
     out["gap_p50_ms"] = 1000 * statistics.median(gaps)
     # A second slot on the same device: two jobs run at once, so no gap is measured.
     stack.kill("worker-testhost/cpu", signal.SIGTERM)
     stack.add_worker("cpu", slots=2)
     for job_id in [stack.submit("test-echo", {"lines": 0, "steps": 0})["id"] for _ in range(4)]:
         stack.wait_for(job_id)  # warm-up: each new child pays its imports once
-    out["jobs_per_s_2"], _ = burst_gpulab(stack, burst)
+    out["jobs_per_s_2"], _, _ = burst_gpulab(stack, burst)
     return out
 
 
@@ -83,7 +111,8 @@ def bench_raw(redis_url: str, n: int, burst: int, *, remote_control: bool = True
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.raw_celery_app", "worker", "-P", "prefork", "-c", str(slots),
          "--without-mingle", "--without-gossip", *([] if events else ["--without-heartbeat"]), "-l", "WARNING"],
-        env={**os.environ, **flags}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env={**os.environ, **flags}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
     os.environ.update(flags)
     import importlib
 
@@ -114,17 +143,20 @@ def bench_raw(redis_url: str, n: int, burst: int, *, remote_control: bool = True
             sent, began = map(float, store.hget("raw:starts", f"l{i}").decode().split(","))
             latencies.append(began - sent)
             store.delete("raw:starts")
+        cpu0, own0 = session_cpu_s({worker.pid})[worker.pid], time.process_time()
         t0 = time.time()
         keys = [f"b{i}" for i in range(burst)]
         for key in keys:
             run(key)
+        sent = time.process_time() - own0  # the sender's part (the wait below polls Redis)
         wait(keys)
         elapsed = time.time() - t0
+        cpu = (session_cpu_s({worker.pid})[worker.pid] - cpu0 + sent) / burst
     finally:
         worker.terminate()
         worker.wait(10)
     return {"total_p50_ms": 1000 * statistics.median(latencies), "total_p99_ms": 1000 * pct(latencies, 0.99),
-            "jobs_per_s": burst / elapsed}
+            "jobs_per_s": burst / elapsed, "cpu_ms_per_job": 1000 * cpu}
 
 
 def run_gpulab(n: int, burst: int, env: dict[str, str] | None = None, *, postgres: bool = False) -> dict[str, float]:
@@ -161,11 +193,15 @@ def main() -> None:
     for key, label in (("total_p50_ms", "submit → start p50 (ms)"), ("total_p99_ms", "submit → start p99 (ms)"),
                        ("jobs_per_s", "end-to-end jobs/s, 1 slot"), ("jobs_per_s_2", "end-to-end jobs/s, 2 slots")):
         print(f"{label:30}{r[key]:>11.1f}" + "".join(f"{m[key]:>11.1f}{m[key] / r[key]:>7.2f}" for m in g.values()))
+    print(f"{'CPU ms per job, 1-slot burst':30}{r['cpu_ms_per_job']:>11.1f}" + "".join(
+        f"{m['cpu_ms_per_job']:>11.1f}{m['cpu_ms_per_job'] / r['cpu_ms_per_job']:>7.2f}" for m in g.values()))
     print(f"{'idle gap between jobs p50 (ms)':30}{'':>11}" + "".join(f"{m['gap_p50_ms']:>11.1f}{'':>7}"
                                                                   for m in g.values()))
     for db, m in g.items():
         print(f"hops of gpulab's p50 on {db} (ms): " + ", ".join(
             f"{k} {m[f'{k}_p50_ms']:.1f}" for k in ("http+insert", "wake+dispatch", "broker+claim")))
+        print(f"CPU ms per job of gpulab's parts on {db}: " + ", ".join(
+            f"{k[4:-3]} {v:.1f}" for k, v in m.items() if k.startswith("cpu_") and k != "cpu_ms_per_job"))
     if not args.celery_tools:
         return
     runs = {
