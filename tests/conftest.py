@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from migrations.migrate import upgrade
 from service.db import Database
 from service.settings import Settings
 from tests.support import services
@@ -42,17 +41,23 @@ def next_redis_url() -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty, migrated database of each kind."""
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind, never migrated."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'gpulab.sqlite3'}"
-        upgrade(url)
-        yield url
+        yield f"sqlite:///{tmp_path / 'gpulab.sqlite3'}"
         return
     url, name = services.create_pg_database()
-    upgrade(url)
     yield url
     services.drop_pg_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated database of each kind (a copy of one migrated from empty)."""
+    url, name = services.migrated_database(request.param, tmp_path)
+    yield url
+    if name:
+        services.drop_pg_database(name)
 
 
 @pytest.fixture
@@ -69,10 +74,7 @@ def db(settings: Settings) -> Iterator[Database]:
 
 
 def _stack(kind: str, tmp: Path) -> Iterator[Stack]:
-    if kind == "sqlite":
-        url, name = f"sqlite:///{tmp / 'gpulab.sqlite3'}", None
-    else:
-        url, name = services.create_pg_database()
+    url, name = services.migrated_database(kind, tmp)
     stack = Stack(database_url=url, redis_url=next_redis_url(), state_dir=tmp)
     try:
         yield stack.start()

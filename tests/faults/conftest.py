@@ -22,10 +22,7 @@ def own_stack(kind: str, tmp: Path, env: dict[str, str] | None = None,
     """A stack of the test's own on `kind` ("sqlite" or "postgres"), with extra settings."""
     name = None
     if database_url is None:
-        if kind == "sqlite":
-            database_url = f"sqlite:///{tmp / 'gpulab.sqlite3'}"
-        else:
-            database_url, name = services.create_pg_database()
+        database_url, name = services.migrated_database(kind, tmp)
     stack = Stack(database_url=database_url, redis_url=next_redis_url(), state_dir=tmp, env=env)
     try:
         yield stack.start(workers=workers)

@@ -29,11 +29,7 @@ def reachable_dir(prefix: str) -> Path:
 def command_stack(database: str, *, env: dict[str, str] | None = None, slots: int = 1) -> Iterator[Stack]:
     """A stack with the command kind enabled, on `database` (sqlite or postgres), one CPU worker."""
     tmp = reachable_dir("gpulab-cmd-")
-    name = None
-    if database == "sqlite":
-        url = f"sqlite:///{tmp / 'gpulab.sqlite3'}"
-    else:
-        url, name = services.create_pg_database()
+    url, name = services.migrated_database(database, tmp)
     stack = Stack(database_url=url, redis_url=next_redis_url(), state_dir=tmp / "state",
                   env={"GPULAB_ENABLE_COMMAND_KIND": "true", **(env or {})})
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -67,18 +68,69 @@ def redis_url(db: int) -> str:
     return f"{base}/{db}"
 
 
-def create_pg_database() -> tuple[str, str]:
-    """A fresh, empty PostgreSQL database: (SQLAlchemy URL, name)."""
+def create_pg_database(*, template: str | None = None) -> tuple[str, str]:
+    """A fresh PostgreSQL database, empty or a copy of `template`: (SQLAlchemy URL, name)."""
     import psycopg
 
     name = f"gpulab_test_{uuid.uuid4().hex[:10]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     try:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
     except psycopg.Error as exc:
         unavailable(f"PostgreSQL at {PG_ADMIN_URL} ({exc})")
+    return _pg_url(name), name
+
+
+def _pg_url(name: str) -> str:
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{name}", name
+    return f"{base}/{name}"
+
+
+# Migrated databases: each run migrates one SQLite file and one PostgreSQL database from empty
+# (a real `upgrade`, as `gpulab migrate` runs it) and copies them for every test and stack that
+# wants a migrated database: a migration per copy cost ~0.3 CPU-s, 160-odd times a run.
+# tests/test_migrations.py and the fault tests of `gpulab migrate` still migrate from empty.
+_templates: dict[str, str] = {}
+
+
+def migrated_database(kind: str, folder: Path) -> tuple[str, str | None]:
+    """A migrated database of `kind` ("sqlite": a file in `folder`; "postgres": a scratch
+    database to drop with drop_pg_database): (URL, PostgreSQL name or None)."""
+    from migrations.migrate import upgrade
+
+    if kind not in _templates:
+        if kind == "sqlite":
+            path = Path(tempfile.mkdtemp(prefix="gpulab-test-template-")) / "gpulab.sqlite3"
+            atexit.register(shutil.rmtree, path.parent, True)
+            upgrade(f"sqlite:///{path}")
+            _templates[kind] = str(path)
+        else:
+            url, name = create_pg_database()
+            upgrade(url)
+            atexit.register(drop_pg_database, name)
+            _templates[kind] = name
+    if kind == "sqlite":
+        path = folder / "gpulab.sqlite3"
+        shutil.copyfile(_templates[kind], path)
+        url, name = f"sqlite:///{path}", None
+    else:
+        url, name = create_pg_database(template=_templates[kind])
+    _new_installation_id(url)
+    return url, name
+
+
+def _new_installation_id(url: str) -> None:
+    """What a migrate from empty does that a copy does not: name a new installation (its Redis
+    queues and channels carry the id, and stacks share Redis database numbers)."""
+    from sqlalchemy import create_engine, pool, text
+
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE installation SET id = :id"), {"id": uuid.uuid4().hex[:12]})
+    finally:
+        engine.dispose()
 
 
 def drop_pg_database(name: str) -> None:
