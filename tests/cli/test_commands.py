@@ -56,8 +56,9 @@ def test_list_params_build_a_list_and_a_failed_submit_is_one_line(stack: Stack) 
     result = gpulab(stack, "submit", "device-compare", "-p", "sizes=64", "-p", "sizes=128", "-p", "repeats=1",
                           "--no-wait")
     job_id = int(result.stdout)
-    stack.api("POST", f"/jobs/{job_id}/cancel")
-    assert stack.job(job_id)["params"]["sizes"] == [64, 128]
+    # Waited for, not cancelled: a cancel raced the small job's end (409 job_finished).
+    done = stack.wait_for(job_id)
+    assert done["params"]["sizes"] == [64, 128] and done["status"] == "succeeded", done
     bad = gpulab(stack, "submit", "test-echo", "-p", "lines=-5", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "invalid_params" in bad.stderr and "lines" in bad.stderr

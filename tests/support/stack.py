@@ -20,7 +20,12 @@ from typing import Any
 
 import httpx
 
+from tests.support.cli import run_in_process
+
 FINAL = ("succeeded", "failed", "cancelled")
+# Commands that open the database themselves or serve: in the tests' process they would leave
+# engines and global state behind, so they always run as processes.
+PROCESS_COMMANDS = frozenset({"users", "migrate", "up", "api", "dispatcher", "worker", "workers", "run", "config"})
 STOP_WAIT_S = 15.0  # a stopped part still running after this is killed
 
 
@@ -63,10 +68,15 @@ class Stack:
     # -- processes ------------------------------------------------------------------------
 
     def gpulab(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run one `gpulab` command to completion."""
-        result = subprocess.run([sys.executable, "-m", "cli.main", *args], env={**self.env, **(env or {})},
-                                capture_output=True, text=True, timeout=timeout)
+               timeout: float = 120, process: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run one `gpulab` command to completion: a command of the API's clients in this process
+        (tests/support/cli.py), one that opens the database itself or serves (`users`, `migrate`,
+        `up`...) or any with `process` as a process of its own."""
+        if not process and args and args[0] not in PROCESS_COMMANDS:
+            result = run_in_process(args, {**self.env, **(env or {})})
+        else:
+            result = subprocess.run([sys.executable, "-m", "cli.main", *args], env={**self.env, **(env or {})},
+                                    capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"gpulab {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result
