@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -102,12 +103,13 @@ class Part:
     name: str
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # None: this process's environment
     started_at: float = 0.0
     restart_at: float | None = None  # when an exited part starts again
     delay_s: float = RESTART_FIRST_S
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv)
+        self.proc = subprocess.Popen(self.argv, env=self.env)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -123,7 +125,7 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     """Start everything on this machine: Redis if none runs, the API, the dispatcher, workers."""
     # Here, not at the top: every `gpulab` command imports this module, and a member's
     # `gpulab jobs` needs neither the database layer nor a Redis client.
-    from cli.local_redis import local_redis_argv, redis_answers, start_local_redis
+    from cli.local_redis import local_redis_argv, own_redis_url, redis_answers, start_local_redis
     from migrations.migrate import upgrade
     from service.db import Database
     from service.store.users import count_users, create_user
@@ -132,17 +134,23 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     settings = get_settings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     # The Redis up brings is one of its parts: started again when it exits (its append-only
-    # file keeps the queues), else every job would wait for a person to start it by hand.
+    # file keeps the queues), else every job would wait for a person to start it by hand. It
+    # asks for a password, which the parts get in their environment (only this account reads it).
     redis_part = None
+    parts_env = None
     if not redis_answers(settings.redis_url):
-        console.print(f"no Redis answers at {settings.redis_url}: starting one in {settings.state_dir / 'redis'}")
+        redis_dir = settings.state_dir / "redis"
         try:
-            redis_dir = settings.state_dir / "redis"
-            redis_part = Part("redis", local_redis_argv(settings.redis_url, redis_dir),
-                              proc=start_local_redis(settings.redis_url, redis_dir), started_at=time.monotonic())
+            url = own_redis_url(settings.redis_url, redis_dir)
+            if not redis_answers(url):  # else an earlier up's Redis still runs
+                console.print(f"no Redis answers at {settings.redis_url}: starting one in {redis_dir} "
+                              f"(its password is in {redis_dir / 'password'})")
+                redis_part = Part("redis", local_redis_argv(url, redis_dir),
+                                  proc=start_local_redis(url, redis_dir), started_at=time.monotonic())
         except RuntimeError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
+        parts_env = {**os.environ, "GPULAB_REDIS_URL": url}
     upgrade(settings.database_url)
     db = Database.from_settings(settings)
     with db.writing() as session:
@@ -158,9 +166,9 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     if gpus and cpu_worker:
         devices.append("cpu")
     me = [sys.executable, "-m", "cli.main"]
-    parts = [Part("api", [*me, "api", "--host", host, "--port", str(port)]),
-             Part("dispatcher", [*me, "dispatcher"])]
-    parts += [Part(f"worker {d}", [*me, "worker", "--device", d]) for d in devices]
+    parts = [Part("api", [*me, "api", "--host", host, "--port", str(port)], env=parts_env),
+             Part("dispatcher", [*me, "dispatcher"], env=parts_env)]
+    parts += [Part(f"worker {d}", [*me, "worker", "--device", d], env=parts_env) for d in devices]
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     workers = [p for p in parts if p.name.startswith("worker")]
     # "Up" means a submit succeeds now: the API answers and every worker started here has

@@ -1,5 +1,6 @@
-"""The Redis that `gpulab up` brings dies (kill -9): up starts it again, and jobs run on
-without a person starting anything by hand."""
+"""The Redis that `gpulab up` brings: it asks for a password that only the service's account
+reads (members' command jobs run on the same machine and could otherwise use the broker), and
+when it dies (kill -9) up starts it again, so jobs run on without a person starting anything."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+import redis
 
 from tests.support.stack import free_port
 
@@ -62,6 +65,16 @@ def test_up_starts_its_redis_again_when_it_dies(tmp_path: Path) -> None:
     try:
         _wait(lambda: "gpulab is up" in log.read_text(), 120, "gpulab is up", log)
         [first] = _children(up.pid, "redis-server")
+        # Another account on this machine reaches the port, but not the broker behind it.
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=redis_port, socket_connect_timeout=2).ping()
+        password = tmp_path / "state" / "redis" / "password"
+        assert oct(password.stat().st_mode)[-3:] == "600"
+        secret = password.read_text().strip()
+        assert len(secret) >= 32
+        for pid in [first, *_children(up.pid, "python"), *_children(up.pid, "python3")]:
+            assert secret not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        assert secret not in log.read_text()
         os.kill(first, signal.SIGKILL)
         _wait(lambda: bool(_children(up.pid, "redis-server")), 30, "up to start its Redis again", log)
         assert "redis exited with -9" in log.read_text()
