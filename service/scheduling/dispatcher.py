@@ -18,7 +18,7 @@ from celery import Celery
 from sqlalchemy import select
 
 from service.accounting.rollups import fold_ended_jobs
-from service.db import Database
+from service.db import Database, is_connection_lost
 from service.live import Publisher, wake_channel
 from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
 from service.queues import make_celery
@@ -30,6 +30,16 @@ from service.store.leases import DISPATCHER_LEASE, acquire_lease, release_lease
 from service.store.metric_summaries import jobs_to_summarise, summarise_job
 
 log = logging.getLogger("gpulab.dispatcher")
+
+
+def _failed(what: str, exc: Exception) -> None:
+    """Log a failed step that is tried again: one line while the database cannot be reached (a
+    restart would otherwise fill the log with a traceback every tick), the traceback otherwise."""
+    if is_connection_lost(exc):
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("%s: the database is unavailable (%s); retrying", what, first[:300])
+    else:
+        log.error(what, exc_info=exc)
 
 # Chart summaries: how far back a starting dispatcher looks, how much later than its own clock
 # a job's finished_at may be committed (another host's clock, a finish's commit after its
@@ -134,9 +144,9 @@ class Dispatcher:
                 undispatch(session=session, job_id=row.id, attempt=row.attempt, why=why)  # once per job: fenced
         try:  # final jobs' utilisation and counters, stored once for /usage and /metrics
             fold_ended_jobs(self.db)
-        except Exception:
+        except Exception as exc:
             # An optimisation of reads: its failure must not fail the pass (and mark this process blind).
-            log.exception("folding final jobs failed; /usage and /metrics count them live meanwhile")
+            _failed("folding final jobs failed; /usage and /metrics count them live meanwhile", exc)
 
     def summarise(self) -> int:
         """Store the chart summaries of jobs that became final since the last pass; returns how many.
@@ -166,9 +176,9 @@ class Dispatcher:
                 continue
             try:
                 self.summarise()
-            except Exception:
+            except Exception as exc:
                 # Reads fall back to live aggregation: nothing else waits on this.
-                log.exception("chart summaries failed; job pages read their metrics live meanwhile")
+                _failed("chart summaries failed; job pages read their metrics live meanwhile", exc)
 
     def resend_after_broker_restart(self) -> int:
         """When Redis restarted, the messages of dispatched jobs may be gone: send them again.
@@ -226,8 +236,8 @@ class Dispatcher:
             self.wake.clear()
             try:
                 self.run_once()
-            except Exception:
-                log.exception("dispatcher pass failed; retrying")
+            except Exception as exc:
+                _failed("dispatcher pass failed", exc)
                 self._blind = True
                 self.stop.wait(1.0)
             self.wake.wait(timeout=self.settings.dispatcher_tick_s)

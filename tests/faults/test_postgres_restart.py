@@ -180,3 +180,9 @@ def test_submits_through_a_postgres_restart(pg_stack: Stack, cluster: Cluster) -
     stuck = [j for j in pg_stack.api("GET", "/jobs", params={"limit": 500, "status": ["running", "pending",
                                                                                        "dispatched"]})["items"]]
     assert stuck == []
+    # Each part says in one line that the database is away, and retries: before, the dispatcher
+    # logged a 60-line traceback for every failed pass, several a second.
+    for part in ("dispatcher", "api"):
+        text = (pg_stack.logs / f"{part}.log").read_text()
+        assert "Traceback" not in text, text[-3000:]
+    assert "the database is unavailable" in (pg_stack.logs / "dispatcher.log").read_text()
