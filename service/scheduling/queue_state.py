@@ -133,9 +133,11 @@ def plan_queue(session: Session, *, settings: Settings, now: datetime | None = N
 def _plan_queue(session: Session, *, settings: Settings, now: datetime) -> QueueView:
     rows = pending_jobs(session)
     devices = device_rooms(session, now=now)
-    # Fair-share usage only orders jobs: one job alone (a submit into an empty queue, the
-    # common case) needs none, and reading it was two statements and a third of the plan.
-    usage = usage_cache(settings).usage(session=session, now=now) if len(rows) > 1 else {}
+    # Fair-share usage only orders jobs of different members (or device kinds): one job alone
+    # (a submit into an empty queue, the common case) or one member's queue of one kind (a
+    # member's burst, each finish placing the next) orders by priority and age alone, and
+    # reading it was two statements and a third of the plan.
+    usage = usage_cache(settings).usage(session=session, now=now) if len({(r[1], r[7]) for r in rows}) > 1 else {}
     # Many jobs ask for the same thing: one DeviceRequest per distinct stored request.
     requests: dict[tuple[Any, ...], DeviceRequest] = {}
     queued = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 
 from service.db import Database
 from service.errors import LimitExceeded
@@ -139,3 +140,33 @@ def test_usage_cache_matches_a_full_read_as_jobs_finish_and_time_passes(db: Data
         assert again == pytest.approx(member_usage(session=s, half_life_s=HALF_LIFE, now=later))
         assert again == pytest.approx(cache.usage(session=s, now=later))  # nothing is counted twice
     assert again[(alice, "cuda")] < first[(alice, "cuda")]
+
+
+def test_one_members_queue_of_one_kind_is_planned_without_reading_usage(db: Database, lab: dict[str, int],
+                                                                         settings: Settings) -> None:
+    """Usage orders members against each other: one member's jobs of one kind keep their order
+    (priority, then age) without it; a second member, or a second kind, reads it again."""
+    alice, bob = lab["alice"], lab["bob"]
+    add_job(db, alice, status=JobStatus.succeeded, ran_s=3600)
+    first = add_job(db, alice, status=JobStatus.pending)
+    second = add_job(db, alice, status=JobStatus.pending)
+    sent: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    with db.reading() as s:
+        view = plan_queue(s, settings=settings)
+    assert [j.id for j in view.jobs] == [first, second] and view.plan.placements[0] == (first, "h/cuda:0")
+    assert not any("finished_at >=" in statement for statement in sent)
+    on_cpu = add_job(db, alice, status=JobStatus.pending, request="cpu")
+    sent.clear()
+    with db.reading() as s:
+        plan_queue(s, settings=settings)
+    assert any("finished_at >=" in statement for statement in sent), "a second kind reads usage"
+    with db.writing() as s:
+        s.get(Job, on_cpu).status = JobStatus.cancelled
+        s.commit()
+    bobs = add_job(db, bob, status=JobStatus.pending)
+    sent.clear()
+    with db.reading() as s:
+        view = plan_queue(s, settings=settings)
+    assert any("finished_at >=" in statement for statement in sent), "a second member reads usage"
+    assert [j.id for j in view.jobs] == [bobs, first, second]  # alice's hour of use puts bob first
