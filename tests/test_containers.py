@@ -176,9 +176,28 @@ def test_parts_start_in_order_and_share_settings() -> None:
         env = service["environment"]
         assert env["GPULAB_HOST"] == "${GPULAB_HOST:-labserver}", name
         assert "@postgres:5432/" in env["GPULAB_DATABASE_URL"], name
-        assert env["GPULAB_REDIS_URL"].startswith("redis://redis:6379/"), name
+        assert env["GPULAB_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?"), name
+        assert "@redis:6379/" in env["GPULAB_REDIS_URL"], name
         assert any(str(v).startswith("artifacts:") for v in service["volumes"]), name
         if name != "migrate":
             depends = service["depends_on"]
             assert depends["migrate"]["condition"] == "service_completed_successfully", name
             assert depends["redis"]["condition"] == "service_healthy", name
+
+
+def test_the_database_and_broker_passwords_have_no_default() -> None:
+    """Members' command jobs run in the workers container and reach postgres:5432 and
+    redis:6379 over its network: a password anyone can read in this file would hand them every
+    token hash and job (PostgreSQL) or every queue and live log (Redis)."""
+    text = COMPOSE_FILE.read_text()
+    for variable in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        uses = re.findall(r"\$\{" + variable + r"([^}]*)\}", text)
+        assert uses, f"docker-compose.yml never uses {variable}"
+        for use in uses:
+            assert use.startswith(":?"), f"${{{variable}{use}}} gives it a default or lets it be empty"
+    assert ":gpulab@" not in SERVICES["api"]["environment"]["GPULAB_DATABASE_URL"]
+    redis = _argv(SERVICES["redis"]["command"])
+    assert redis[redis.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?"), redis
+    # redis-cli answers an unauthenticated ping with NOAUTH and exit code 0.
+    health = " ".join(_argv(SERVICES["redis"]["healthcheck"]["test"]))
+    assert "PONG" in health and SERVICES["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD"), health
