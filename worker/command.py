@@ -35,6 +35,11 @@ __all__ = ["COMMAND_KIND", "CommandFailed", "Stopper", "run_command"]
 
 COMMAND_KIND = "command"
 DRAIN_S = 2.0  # output still arriving from a finished command's leftovers
+# Output read ahead of the log, in chunks of READ_CHUNK: a command that prints faster than its
+# lines are stored waits on its pipe, instead of the worker holding all of it in memory (a
+# `yes` grew the child by the whole flood, and what was queued when it exited was dropped).
+READ_AHEAD_CHUNKS = 16
+DRAIN_LEFT_S = 60.0  # the read-ahead and the pipe's buffer, fed once the command's group is gone
 
 
 def run_command(params: Params, ctx: WorkerContext, *, settings: Settings, device: DeviceInfo) -> dict[str, Any]:
@@ -53,7 +58,7 @@ def _run(params: Params, ctx: WorkerContext, prepared: Prepared, settings: Setti
     started = time.monotonic()
     proc = start_command(params, prepared)
     assert proc.stdout is not None
-    chunks: queue.Queue[bytes | None] = queue.Queue()
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_AHEAD_CHUNKS)
     threading.Thread(target=pump, args=(proc.stdout.fileno(), chunks), daemon=True).start()
     reader = OutputReader(ctx)
     stopper = Stopper(proc.pid, settings.cancel_grace_s)
@@ -76,6 +81,9 @@ def _run(params: Params, ctx: WorkerContext, prepared: Prepared, settings: Setti
         if (left := end_job_processes(int(ctx.job_id), ctx.attempt, prepared.env["GPULAB_DEVICE_QUEUE"])):
             ctx.log(f"ended {left} process(es) the command left outside its process group")
         proc.stdout.close()
+        with contextlib.suppress(queue.Empty):  # a pump blocked on a full queue may end
+            while True:
+                chunks.get_nowait()
     reader.close()
     seconds = round(time.monotonic() - started, 3)
     harvest = collect_outputs(prepared.folder, before, ctx, limit_bytes=settings.max_output_mb * 2**20,
@@ -112,11 +120,27 @@ def _follow(proc: subprocess.Popen[bytes], chunks: queue.Queue[bytes | None], re
             ended_at = ended_at or time.monotonic()
             if time.monotonic() - ended_at > DRAIN_S:
                 signal_group(proc.pid, signal.SIGKILL)
+                _drain(chunks, reader)
                 return
         if stopper.began is None and ctx.should_stop():
             ctx.log("stopping: SIGINT now, then SIGTERM and SIGKILL to the process group")
             stopper.begin("cancel")
         stopper.tick()
+
+
+def _drain(chunks: queue.Queue[bytes | None], reader: OutputReader) -> None:
+    """Feed what is left once the group is gone: the read-ahead and the pipe's buffer, so every
+    line a command printed is kept. A leftover outside the group that holds the pipe open is not
+    waited on for long (the sweep after this ends it)."""
+    deadline = time.monotonic() + DRAIN_LEFT_S
+    while time.monotonic() < deadline:
+        try:
+            data = chunks.get(timeout=DRAIN_S)
+        except queue.Empty:
+            return
+        if data is None:
+            return
+        reader.feed(data)
 
 
 def _ending(code: int, timed_out: bool, stopper: Stopper, reader: OutputReader,

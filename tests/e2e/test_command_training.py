@@ -228,3 +228,17 @@ def test_scripted_submission_from_python(cmd_stack: Stack, tmp_path: Path) -> No
     assert done["status"] == "succeeded", done["error"]
     assert done["result"]["outputs"] == ["x.txt"]
     assert cmd_stack.api("GET", f"/jobs/{job['id']}/artifacts/x.txt").text == "21\n"
+
+
+def test_every_line_of_a_fast_printer_is_kept(cmd_stack: Stack) -> None:
+    """A command that prints faster than its lines are stored: it waits on its pipe (the worker
+    reads only a little ahead), and what was still unread when it exited is kept. Before, the
+    worker held the whole flood in memory and dropped what it had not stored 2 s after the exit."""
+    lines = 300_000
+    job = cmd_stack.submit("command", {"argv": ["seq", "1", str(lines)]}, device="cpu")
+    done = cmd_stack.wait_for(job["id"], timeout=240)
+    assert done["status"] == "succeeded", done
+    tail = cmd_stack.api("GET", f"/jobs/{job['id']}/log", params={"limit": 5})["items"]
+    assert str(lines) in [e["message"] for e in tail], tail
+    first = cmd_stack.api("GET", f"/jobs/{job['id']}/events", params={"type": "log", "limit": 3})["items"]
+    assert [e["message"] for e in first][1:3] == ["1", "2"], first
