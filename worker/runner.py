@@ -230,9 +230,12 @@ class JobRunner:
             reason = FailReason.oom if _is_oom(exc) else FailReason.user_error
             error = "".join(traceback.format_exception(exc)).strip()
             if is_disk_full(exc):
+                # One line a member can act on: the traceback is gpulab's own copying or saving.
                 reason = FailReason.disk_full
-                error = ("disk full: the job's folder has no space left; its artifacts were not recorded "
-                         "(they may be cut short)\n" + error)
+                where = getattr(exc, "filename", None)
+                error = (f"disk full: the job's folder has no space left{f' (writing {where})' if where else ''}; "
+                         "its artifacts were not recorded (they may be cut short): write less, or ask an admin "
+                         "to free space there")
             return Outcome(JobStatus.failed, reason, error=error, poisoned=_is_cuda_fault(exc))
 
     def _runtime(self) -> dict[str, Any]:

@@ -84,6 +84,7 @@ def test_a_full_disk_fails_the_job_as_disk_full_and_records_nothing(files_stack:
     job = files_stack.wait_for(files_stack.submit("test-files", {"write_mb": 8})["id"])
     assert (job["status"], job["reason"]) == ("failed", "disk_full"), job
     assert job["error"].startswith("disk full"), job["error"]
+    assert "\n" not in job["error"] and "Traceback" not in job["error"], job["error"]  # one line to act on
     # big.bin is on disk, cut short at the 2 MiB limit; it is not an artifact, nor is anything else.
     assert files_stack.api("GET", f"/jobs/{job['id']}/artifacts") == []
     assert files_stack.http.get(f"/jobs/{job['id']}/artifacts/big.bin").status_code == 404
