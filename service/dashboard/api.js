@@ -21,6 +21,11 @@ export async function api(path, opts) {
   return r.json();
 }
 
+// Who is signed in (GET /me): app.js keeps it, pages read it.
+let signedIn = null;
+export function setSignedIn(user) { signedIn = user; }
+export function signedInUser() { return signedIn; }
+
 // Sign out with a message (a refused or revoked token).
 export function unauthorized(message) { onUnauthorized(message); }
 

@@ -1,6 +1,6 @@
 // The gpulab dashboard: plain JS modules over the same HTTP API as the CLI, no build step.
 // This module signs in and routes; each page lives in pages/, the API client in api.js.
-import { TOKEN_KEY, api, token, whenUnauthorized } from "./api.js";
+import { TOKEN_KEY, api, setSignedIn, token, whenUnauthorized } from "./api.js";
 import { h, leavePage, render } from "./dom.js";
 import { devicesPage } from "./pages/devices.js";
 import { jobPage } from "./pages/job.js";
@@ -15,6 +15,7 @@ let me = null;
 function showLogin(message) {
   leavePage();
   me = null;
+  setSignedIn(null);
   document.getElementById("who").replaceChildren();
   const tpl = document.getElementById("login-tpl").content.cloneNode(true);
   render(tpl);
@@ -29,6 +30,7 @@ whenUnauthorized(showLogin);
 
 async function whoAmI() {
   me = await api("/me");
+  setSignedIn(me);
   document.getElementById("who").replaceChildren(
     h("span", {}, me.name + (me.is_admin ? " (admin)" : "")),
     h("button", { class: "secondary", onclick: () => { localStorage.removeItem(TOKEN_KEY); showLogin(); } }, "Sign out"));

@@ -320,3 +320,40 @@ def test_a_command_jobs_page_says_what_runs_in_what_and_as_whom(browser, ui_stac
                             "bundle abababababab · 3.0 MiB · 7 files"], rows
     assert rows["empty"] == 0
     page.close()
+
+
+def test_another_members_job_page_shows_the_job_and_says_whose_contents_they_are(browser, ui_stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    """Every job is listed for everyone, and its log, metrics and artifacts are its owner's and
+    the admins': a member opening another's job sees its head and a line saying so, not an
+    error in place of the page; its owner sees the whole page."""
+    tag = ui_stack.port
+    owner = ui_stack.api("POST", "/users", json={"name": f"owner{tag}"})["token"]
+    other = ui_stack.api("POST", "/users", json={"name": f"other{tag}"})["token"]
+    job_id = ui_stack.submit("tensor-anatomy", token=owner)["id"]
+    assert ui_stack.wait_for(job_id, timeout=120)["status"] == "succeeded"
+
+    def open_as(token: str):  # type: ignore[no-untyped-def]
+        context = browser.new_context()
+        context.add_init_script(f"localStorage.setItem('gpulab.token', {token!r})")
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{ui_stack.url}/#/jobs/{job_id}")
+        page.wait_for_selector(f"#job-head:has-text('Job #{job_id}')")
+        return context, page, errors
+
+    context, page, errors = open_as(other)
+    note = page.wait_for_selector("#job-not-mine")
+    assert f"owner{tag}'s" in note.inner_text()
+    assert "succeeded" in page.inner_text("#job-head")
+    assert page.query_selector("p.error") is None and page.query_selector("#job-log") is None
+    assert page.query_selector("#cancel") is None
+    assert errors == [], errors
+    context.close()
+
+    context, page, errors = open_as(owner)
+    page.wait_for_function("() => document.querySelector('#job-log').textContent.includes('succeeded')")
+    assert page.query_selector("#job-not-mine") is None
+    assert errors == [], errors
+    context.close()

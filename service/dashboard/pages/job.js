@@ -1,7 +1,7 @@
 // One job: status, result, efficiency, metric charts (with other jobs overlaid), log, artifacts.
 // A finished job reads its log (from the end) and its metrics (downsampled) in two requests;
 // only a job that still runs opens the live stream, from the last event already shown.
-import { api, jobStream, unauthorized } from "../api.js";
+import { api, jobStream, signedInUser, unauthorized } from "../api.js";
 import * as Charts from "../charts.js";
 import { FINAL, badge, bar, every, fill, h, mb, page, pct, query, render, secs } from "../dom.js";
 import { resultView } from "../results.js";
@@ -66,6 +66,20 @@ export function commandRows(cmd) {
 
 export async function jobPage(id) {
   const compare = query().get("compare") || "";
+  let job = await api(`/jobs/${id}`);
+  let artifactsDrawn = false, confirming = false;
+  const user = signedInUser();
+  // Everyone sees a job and its place; its log, metrics and artifacts are its owner's and admins'.
+  const mine = !user || user.is_admin || user.name === job.owner;
+  if (!mine) {
+    render(
+      h("div", { id: "job-head" }),
+      h("div", { class: "card" }, h("div", { id: "job-progress" }), h("div", { id: "job-info" })),
+      h("p", { class: "muted", id: "job-not-mine" },
+        `Job #${id} is ${job.owner}'s: its log, metrics and artifacts are theirs and the admins' to read.`));
+    drawHead();
+    return;
+  }
   render(
     h("div", { id: "job-head" }),
     h("div", { class: "card" }, h("div", { id: "job-progress" }), h("div", { id: "job-info" })),
@@ -86,12 +100,11 @@ export async function jobPage(id) {
   });
   const others = compare.split(/[ ,#]+/).map(Number).filter((n) => n && n !== id);
   const full = new Set(); // metrics the member asked to see whole
-  let job = null, artifactsDrawn = false, confirming = false;
 
   function drawHead() {
     const final = FINAL.includes(job.status);
     fill("job-head", h("div", { class: "toolbar" }, h("h1", {}, `Job #${job.id} · ${job.kind}`), badge(job.status),
-      final ? "" : h("span", { id: "cancel-box" }, confirming ? cancelQuestion()
+      final || !mine ? "" : h("span", { id: "cancel-box" }, confirming ? cancelQuestion()
         : h("button", { class: "danger", id: "cancel", onclick: () => { confirming = true; drawHead(); } }, "Cancel")),
       h("a", { href: `#/submit?from=${job.id}` }, h("button", { class: "secondary", id: "clone" }, "Clone and resubmit"))));
     const prog = job.progress || (job.status === "succeeded" ? { step: 1, total: 1 } : null);
