@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "file write failed")
+# torch.save's writer reports a short write in its own words: "file write failed", or (torch
+# 2.13, saving to a path) "unexpected pos 1472 vs 1366" raised from "basic_ios::clear: iostream error".
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "file write failed",
+                   "basic_ios::clear: iostream error", "inline_container.cc")
 
 
 class ArtifactRefused(Exception):

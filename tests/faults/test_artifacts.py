@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.artifacts import ArtifactRefused, open_artifact, record_artifacts, safe_artifact_size
+from jobs.artifacts import ArtifactRefused, is_disk_full, open_artifact, record_artifacts, safe_artifact_size
 from tests.faults.conftest import own_stack
 from tests.support import services
 from tests.support.stack import Stack
@@ -114,3 +114,24 @@ def test_the_recording_helper_refuses_every_kind_of_link(tmp_path: Path, secret:
     linked = tmp_path / "linked-job"
     linked.symlink_to(folder)
     assert safe_artifact_size(linked, "plain.txt") is None
+
+
+def test_torch_save_on_a_full_disk_is_a_full_disk(small_disk: Path) -> None:
+    """A built-in kind's checkpoint on a full disk failed the job as `user_error` with torch's
+    traceback: torch.save to a path says "unexpected pos … vs …" (from "basic_ios::clear:
+    iostream error"), which was not read as a full disk."""
+    import torch
+
+    folder = small_disk / "torch-save"
+    folder.mkdir()
+    try:
+        free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+        (folder / "filler").write_bytes(b"x" * max(0, free - 4096))
+        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 1))
+        with pytest.raises(Exception) as caught:
+            torch.save({"model": model.state_dict()}, folder / "checkpoint.pt")
+        assert is_disk_full(caught.value), repr(caught.value)
+    finally:
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
