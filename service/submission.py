@@ -242,6 +242,10 @@ def _from_job(session: Session, kind_name: str, params: dict[str, Any], user: Us
     source = session.get(Job, source_id) if 0 < source_id <= MAX_INTEGER else None
     if source is None:
         raise JobNotFound(f"{field}: no job has id {source_id}", field=field, value=source_id)
+    if source.owner_id != user.id and not user.is_admin:
+        # Its checkpoint is one of its artifacts, which are its owner's (readable_job).
+        raise Forbidden(f"{field}: job {source_id} belongs to another member: start from a job of your own",
+                        field=field, value=source_id)
     if source.status != JobStatus.succeeded:
         raise InvalidParams(f"{field}: job {source_id} is {source.status}, not succeeded",
                             field=field, value=source_id)

@@ -51,7 +51,28 @@ def test_a_command_jobs_env_values_are_hidden_from_other_members(stack: Stack) -
                        device="cpu")
     seen_by_bob = stack.api("GET", f"/jobs/{job['id']}", token=bob)
     assert seen_by_bob["params"]["env"] == {"WANDB_API_KEY": "***"}
+    assert seen_by_bob["command"]["env"] == {"WANDB_API_KEY": "***"}, seen_by_bob["command"]
+    assert "s3cret-key" not in str(seen_by_bob)
     listed = stack.api("GET", "/jobs", token=bob, params={"owner": owner_name})["items"]
     assert [j["params"]["env"] for j in listed] == [{"WANDB_API_KEY": "***"}]
     assert stack.api("GET", f"/jobs/{job['id']}", token=alice)["params"]["env"] == {"WANDB_API_KEY": "s3cret-key"}
+    assert stack.api("GET", f"/jobs/{job['id']}", token=alice)["command"]["env"] == {"WANDB_API_KEY": "s3cret-key"}
     assert stack.api("GET", f"/jobs/{job['id']}")["params"]["env"] == {"WANDB_API_KEY": "s3cret-key"}
+
+
+def test_a_member_starts_only_from_their_own_jobs_checkpoint(stack: Stack) -> None:
+    """finetune/features/char-rnn's from_job reads the earlier job's checkpoint, one of its
+    artifacts: another member's is refused at submit, as its download is."""
+    _, alice = add_member(stack, "alice")
+    _, bob = add_member(stack, "bob")
+    source = stack.submit("test-echo", {"message": "weights", "steps": 1}, token=alice)["id"]
+    stack.wait_for(source)
+    refused = stack.api("POST", "/jobs", token=bob, json={"kind": "finetune", "params": {"from_job": source}},
+                        expect=403)
+    assert refused["field"] == "params.from_job" and refused["value"] == source, refused
+    assert "belongs to another member" in refused["detail"], refused
+    # Its owner and the admins may.
+    for token in (alice, None):
+        job = stack.api("POST", "/jobs", token=token, json={"kind": "finetune", "params": {"from_job": source}},
+                        expect=201)
+        stack.wait_for(job["id"])

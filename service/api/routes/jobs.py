@@ -138,6 +138,8 @@ def get_job(job_id: JobId, user: CurrentUser, session: ReadSession, state: State
     names = _owner_names(session, [job])
     public = job_public(job, names.get(job.owner_id, "?"), user, _last_progress(session, job_id))
     command = command_facts(session=session, job=job, shared_account=state.settings.command_user)
+    if command:
+        command["env"] = public.params.get("env") or {}  # as job_public shows them to this viewer
     return public.model_copy(update={"command": command and CommandPublic.model_validate(command)})
 
 
