@@ -188,8 +188,10 @@ def up(port: int = typer.Option(8000, help="the API's port"),
         waiting = _not_ready(url, db, settings.host, workers)
         if not waiting:
             said["up"] = True
+            # On another port than this shell's CLI looks at, the hint says how to reach it.
+            where = "" if settings.api_url.rstrip("/") == url else f"export GPULAB_API_URL={url} ; "
             console.print(f"[green]gpulab is up[/] at {url} (API docs {url}/docs) with devices: "
-                          f"{', '.join(devices)}\n  try: gpulab submit regression -p steps=200"
+                          f"{', '.join(devices)}\n  try: {where}gpulab submit regression -p steps=200"
                           f"{'' if 'cpu' in devices else ' --device gpu'}")
         elif not said["late"] and time.monotonic() > deadline:
             said["late"] = True

@@ -55,7 +55,9 @@ def test_up_starts_its_redis_again_when_it_dies(tmp_path: Path) -> None:
         env.pop(key, None)
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
-        up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(api_port)], env=env,
+        # This shell's CLI looks at the default port: up's greeting says how to reach its own.
+        up_env = {k: v for k, v in env.items() if k != "GPULAB_API_URL"}
+        up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--port", str(api_port)], env=up_env,
                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def submit(message: str) -> subprocess.CompletedProcess[str]:
@@ -64,6 +66,7 @@ def test_up_starts_its_redis_again_when_it_dies(tmp_path: Path) -> None:
 
     try:
         _wait(lambda: "gpulab is up" in log.read_text(), 120, "gpulab is up", log)
+        assert f"try: export GPULAB_API_URL=http://127.0.0.1:{api_port} ; gpulab submit" in log.read_text()
         [first] = _children(up.pid, "redis-server")
         # Another account on this machine reaches the port, but not the broker behind it.
         with pytest.raises(redis.AuthenticationError):
