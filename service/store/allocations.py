@@ -7,8 +7,9 @@ that places or frees the job, so the rows and the job's status never disagree.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from service.models import Allocation, Device, Job, JobStatus
@@ -16,8 +17,11 @@ from service.models import Allocation, Device, Job, JobStatus
 
 def allocate(session: Session, *, job_id: int, attempt: int, device_ids: Sequence[str]) -> None:
     """Record that the job holds these devices for `attempt`; the first is its leader."""
-    session.add_all(Allocation(job_id=job_id, device_id=d, attempt=attempt, leader=i == 0, rank=i)
-                    for i, d in enumerate(device_ids))
+    # Core: nothing reads these rows back as objects, and the ORM's flush of them at the commit
+    # was a third of a dispatch's cost.
+    session.execute(insert(cast(Table, Allocation.__table__)),
+                    [{"job_id": job_id, "device_id": d, "attempt": attempt, "leader": i == 0, "rank": i}
+                     for i, d in enumerate(device_ids)])
 
 
 def release(session: Session, *, job_id: int) -> None:
