@@ -7,8 +7,9 @@ bare Celery worker, then prints p50/p99 latency, the milliseconds each hop adds,
 with one slot and with two, the idle gap between back-to-back jobs on one device, the CPU
 time a job of the one-slot burst costs the server's processes (API, dispatcher, worker
 parent and child; raw Celery's worker and its sender), and ratios against the baseline
-measured in the same run. On a shared machine the CPU time is the figure that holds still:
-the latencies and jobs/s move with the load, the CPU a job costs much less. Needs the test kinds (./dev test
+measured in the same run. On a shared machine the CPU time moves less with the load than the
+latencies and jobs/s do (the API's part includes this client's polls of each job, more of them
+when jobs are slower): compare runs alternated in the same minutes all the same. Needs the test kinds (./dev test
 installs them) and, for the PostgreSQL column, the test PostgreSQL server.
 --celery-tools also measures what Celery's remote control and task events cost: bare Celery
 with remote control off, and with events on; gpulab with GPULAB_CELERY_EVENTS=true.
