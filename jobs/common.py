@@ -40,10 +40,12 @@ def save_figure(fig: Any, path: Any, *, dpi: int = 100, tight: bool = False, pad
     """Write a matplotlib figure to an artifact path and free it (pyplot keeps every open figure)."""
     import matplotlib.pyplot as plt
 
-    if tight:
-        fig.tight_layout(**({} if pad is None else {"pad": pad}))
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    try:
+        if tight:
+            fig.tight_layout(**({} if pad is None else {"pad": pad}))
+        fig.savefig(path, dpi=dpi)
+    finally:  # a full disk too: a warm worker otherwise keeps every figure it failed to save
+        plt.close(fig)
 
 
 def check_data_path(value: str) -> str:

@@ -43,3 +43,17 @@ def test_x_range_must_be_ordered() -> None:
 def test_on_gpu(gpu_ctx: LocalContext) -> None:
     result = KIND.run(KIND.validate({}), gpu_ctx)
     assert result["device"] == "cuda:0" and result["max_abs_error"] < 1e-6
+
+
+def test_a_plot_that_cannot_be_written_is_still_freed(tmp_path: Path) -> None:
+    """A warm worker runs job after job: on a full disk each failed plot stayed open in pyplot
+    (matplotlib warned of more than 20 open figures), growing the worker with every job."""
+    import matplotlib.pyplot as plt
+
+    ctx = LocalContext(artifacts_root=tmp_path, job_id=1, seed=0)
+    (ctx.dir / "activations.png").mkdir(parents=True)  # the plot cannot be written, as on a full disk
+    open_before = len(plt.get_fignums())
+    for _ in range(3):
+        with pytest.raises(OSError):
+            KIND.run(KIND.validate({"points": 11}), ctx)
+    assert len(plt.get_fignums()) == open_before
