@@ -8,19 +8,25 @@ owner, and its --env values are hidden from them; admins read everything.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from tests.faults.conftest import add_member, own_stack
+from tests.support.commands import reachable_dir
 from tests.support.stack import Stack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with own_stack("sqlite", tmp_path_factory.mktemp("member-reads"),
-                   env={"GPULAB_ENABLE_COMMAND_KIND": "true"}) as s:
-        yield s
+    runs = reachable_dir("gpulab-member-reads-")  # the members' accounts must reach their run folders
+    try:
+        with own_stack("sqlite", tmp_path_factory.mktemp("member-reads"),
+                       env={"GPULAB_ENABLE_COMMAND_KIND": "true", "GPULAB_RUNS_DIR": str(runs)}) as s:
+            yield s
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
 
 
 def test_a_member_reads_only_their_own_jobs_contents(stack: Stack) -> None:
@@ -40,8 +46,20 @@ def test_a_member_reads_only_their_own_jobs_contents(stack: Stack) -> None:
     refused = stack.api("POST", f"/jobs/{jid}/events/tickets", token=bob, expect=403)
     assert refused["code"] == "forbidden"
     stack.api("POST", f"/jobs/{jid}/events/tickets", token=alice, expect=201)
-    # What the shared queue shows stays public: the job itself.
-    assert stack.api("GET", f"/jobs/{jid}", token=bob)["owner"].startswith("alice")
+    # What the shared queue shows stays public: the job itself, without its result.
+    seen = stack.api("GET", f"/jobs/{jid}", token=bob)
+    assert seen["owner"].startswith("alice") and seen["status"] == "succeeded" and seen["result"] is None
+    assert stack.api("GET", f"/jobs/{jid}", token=alice)["result"]["message"] == "private"
+
+
+def test_another_members_failed_command_shows_its_first_error_line_only(stack: Stack) -> None:
+    _, alice = add_member(stack, "alice")
+    _, bob = add_member(stack, "bob")
+    job = stack.submit("command", {"argv": ["bash", "-c", "echo token=s3cret; exit 3"]}, token=alice, device="cpu")
+    own = stack.wait_for(job["id"])
+    assert own["status"] == "failed" and "\n" in own["error"], own  # the job's last output, for its owner
+    seen = stack.api("GET", f"/jobs/{job['id']}", token=bob)["error"]
+    assert seen == own["error"].splitlines()[0] and "s3cret" not in seen, seen
 
 
 def test_a_command_jobs_env_values_are_hidden_from_other_members(stack: Stack) -> None:

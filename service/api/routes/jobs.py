@@ -57,14 +57,17 @@ HIDDEN = "***"
 
 
 def job_public(job: Job, owner: str, viewer: User, progress: dict | None = None) -> JobPublic:
-    """A job as the API shows it to `viewer`: another member sees a command's --env names, not
-    their values (they are where a member puts an API key)."""
+    """A job as the API shows it to `viewer`. Another member sees what the shared queue needs,
+    not the job's contents: a command's --env names without their values (where a member puts an
+    API key), no result, and of an error its first line only (a command's holds its last output)."""
     end = job.started_at or (None if job.status != JobStatus.pending else utcnow())
     wait = (end - job.created_at).total_seconds() if end else None
     data = {c: getattr(job, c) for c in JobPublic.model_fields if hasattr(job, c)}
-    env = (data.get("params") or {}).get("env")
-    if env and job.owner_id != viewer.id and not viewer.is_admin:
-        data["params"] = {**data["params"], "env": dict.fromkeys(env, HIDDEN)}
+    if job.owner_id != viewer.id and not viewer.is_admin:
+        if env := (data.get("params") or {}).get("env"):
+            data["params"] = {**data["params"], "env": dict.fromkeys(env, HIDDEN)}
+        data["result"] = None
+        data["error"] = data["error"] and data["error"].splitlines()[0]
     return JobPublic(**data, owner=owner, wait_seconds=wait, progress=progress)
 
 
