@@ -25,6 +25,9 @@ from sqlalchemy.pool import NullPool
 from service.settings import Settings
 
 BUSY_TIMEOUT_MS = 30_000
+# The API waits less for a lock than the background parts: a request answers 503 with
+# Retry-After while a client still listens (the CLI gives up after 30 s), instead of timing out.
+API_BUSY_TIMEOUT_MS = 15_000
 # Ids and sequence numbers are INTEGER columns: PostgreSQL refuses a larger number as "out of
 # range" (and SQLite beyond 64 bits), so inputs are bounded by this before any query.
 MAX_INTEGER = 2**31 - 1
@@ -40,12 +43,12 @@ def _pool(settings: Settings) -> dict[str, Any]:
     return {"pool_size": kept, "max_overflow": settings.db_pool_size - kept, "pool_timeout": POOL_TIMEOUT_S}
 
 
-def _sqlite_engine(url: str, echo: bool, pool: dict[str, Any] | None) -> Engine:
+def _sqlite_engine(url: str, echo: bool, pool: dict[str, Any] | None, busy_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     path = make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
-        url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        url, echo=echo, connect_args={"timeout": busy_ms / 1000, "check_same_thread": False},
         **(pool or {"poolclass": NullPool}),
     )
 
@@ -55,7 +58,7 @@ def _sqlite_engine(url: str, echo: bool, pool: dict[str, Any] | None) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -99,10 +102,12 @@ def is_connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and any(m in str(orig).lower() for m in _LOST_SQLITE)
 
 
-def make_engine(settings: Settings, *, pooled: bool = True) -> Engine:
-    """An engine for the configured database, with the pragmas and pool it needs."""
+def make_engine(settings: Settings, *, pooled: bool = True, busy_ms: int = BUSY_TIMEOUT_MS) -> Engine:
+    """An engine for the configured database, with the pragmas and pool it needs (`busy_ms`: how
+    long SQLite waits for another process's lock)."""
     if settings.is_sqlite:
-        return _sqlite_engine(settings.database_url, settings.sql_echo, _pool(settings) if pooled else None)
+        return _sqlite_engine(settings.database_url, settings.sql_echo, _pool(settings) if pooled else None,
+                              busy_ms)
     # No JIT: PostgreSQL compiles a query whose estimate passes jit_above_cost, and a correlated
     # subquery priced per row of a big table passes it easily; /usage's per-job utilisation took
     # 2.1 s to compile for 0.1 s of running. Our statements are short; none gains from it.
@@ -128,10 +133,10 @@ class Database:
     write: sessionmaker[Session]
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, pooled: bool = True) -> Database:
+    def from_settings(cls, settings: Settings, *, pooled: bool = True, busy_ms: int = BUSY_TIMEOUT_MS) -> Database:
         """The database of this process; `pooled=False` keeps no connection open between uses
         (the worker parent: a child must never inherit an open SQLite connection)."""
-        engine = make_engine(settings, pooled=pooled)
+        engine = make_engine(settings, pooled=pooled, busy_ms=busy_ms)
         write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
         return cls(
             engine=engine,

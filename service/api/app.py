@@ -27,7 +27,7 @@ from service.api.routes import (
     workers,
 )
 from service.api.routes import problems as problem_pages
-from service.db import Database
+from service.db import API_BUSY_TIMEOUT_MS, Database
 from service.live import Publisher
 from service.queues import make_celery
 from service.settings import Settings, get_settings
@@ -44,7 +44,7 @@ what was wrong; each error's `type` links to its page under [/problems](/problem
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for these settings (read from the environment when not given)."""
     settings = settings or get_settings()
-    db = Database.from_settings(settings)
+    db = Database.from_settings(settings, busy_ms=API_BUSY_TIMEOUT_MS)
     publisher = Publisher(settings.redis_url)
     publisher.attach(db.read, db.write)
 

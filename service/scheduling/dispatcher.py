@@ -30,6 +30,7 @@ from service.store.leases import DISPATCHER_LEASE, acquire_lease, release_lease
 from service.store.metric_summaries import jobs_to_summarise, summarise_job
 
 log = logging.getLogger("gpulab.dispatcher")
+SLOW_PASS_S = 5.0  # a pass at least this slow (and half a worker timeout) was kept from the database
 
 
 def _failed(what: str, exc: Exception) -> None:
@@ -68,13 +69,14 @@ class Dispatcher:
         # it has watched for a whole worker timeout.
         self._seeing_since = time.monotonic()
         self._blind = False
+        self._pass_started = time.monotonic()
         self._summarised_to: datetime = utcnow() - SUMMARY_LOOKBACK  # finished before: summarised
 
     # -- one pass -------------------------------------------------------------------------
 
     def run_once(self, *, force_reap: bool = False) -> int:
         """One pass if this process holds the lease: reap (on the timer), then place. Returns jobs sent."""
-        now = time.monotonic()
+        now = self._pass_started = time.monotonic()
         # The lease is renewed once a third of it has passed, not on every wake-up: a pass
         # woken by a submit then costs one transaction, not three.
         if now >= self._lease_until - 2 * self.settings.lease_s / 3:
@@ -106,10 +108,17 @@ class Dispatcher:
             log.info("dispatched %d job(s)", sent)
         return sent
 
+    def _slow(self, since: float) -> bool:
+        """Whether a pass started at `since` has waited on the database long enough that the
+        workers' heartbeats, which wait on it too, may look silent."""
+        return time.monotonic() - since > max(self.settings.worker_timeout_s / 2, SLOW_PASS_S)
+
     def reap(self) -> None:
         """Workers gone silent lose their jobs; dispatched jobs never claimed go back."""
         self.resend_after_broker_restart()
-        if self._blind:  # the first pass since the database came back
+        # The first pass since the database came back, or one that waited on it up to here (another
+        # process holding SQLite's lock: the workers' heartbeats waited as well).
+        if self._blind or self._slow(self._pass_started):
             self._blind, self._seeing_since = False, time.monotonic()
         # Just back from a database outage, this process did not see the heartbeats written
         # meanwhile (nor could workers write them): judge silence only after a full timeout.
@@ -234,12 +243,15 @@ class Dispatcher:
         while not self.stop.is_set():
             # Cleared before the pass: a wake-up that arrives during it starts the next one.
             self.wake.clear()
+            started = time.monotonic()
             try:
                 self.run_once()
             except Exception as exc:
                 _failed("dispatcher pass failed", exc)
                 self._blind = True
                 self.stop.wait(1.0)
+            else:
+                self._blind = self._blind or self._slow(started)  # it waited after its reap
             self.wake.wait(timeout=self.settings.dispatcher_tick_s)
         with self.db.writing() as session:
             release_lease(session=session, name=DISPATCHER_LEASE, holder=self.holder)
