@@ -209,20 +209,26 @@ def test_requested_artifacts_must_lie_inside(tmp_path: Path) -> None:
 def test_the_stop_reaches_the_interrupt_handler_then_the_whole_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     code = textwrap.dedent(f"""
-        import subprocess, sys, time
+        import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, "
                                   "signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
-        open({str(pidfile)!r}, "w").write(str(child.pid))
         try:
+            # Named only once inside the try: a SIGINT before it would end this process unsaved.
+            with open({str(pidfile)!r} + ".part", "w") as f:
+                f.write(str(child.pid))
+            os.replace({str(pidfile)!r} + ".part", {str(pidfile)!r})
             time.sleep(60)
         except KeyboardInterrupt:
             open({str(tmp_path / 'saved')!r}, "w").write("checkpoint")
             time.sleep(60)  # and then hangs: SIGTERM ends it
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    deadline = time.monotonic() + 10
+    # Bounds, not waits: a Python start took seconds on the busy 2-core machine.
+    deadline = time.monotonic() + 60
     while not pidfile.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert pidfile.exists(), "the job's process never started its child"
+    deadline = time.monotonic() + 30
     stopper = Stopper(proc.pid, grace_s=2.0)
     stopper.begin("cancel")
     while proc.poll() is None and time.monotonic() < deadline:
