@@ -27,6 +27,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from jobs.base import JobError
 from service.settings import Settings
@@ -95,6 +96,9 @@ def announce(settings: Settings) -> None:
             log.warning("%s is closed to other accounts (mode %o): command jobs cannot reach their folders "
                         "under %s; set GPULAB_RUNS_DIR to a folder outside it (/var/lib/gpulab-runs)",
                         blocked, blocked.stat().st_mode & 0o777, settings.runs_root)
+        if settings.enable_command_kind:
+            for warning in open_doors(settings):
+                log.warning("%s", warning)
         if not settings.command_user:
             log.info("command jobs run as their members' mapped Unix accounts; an unmapped member's as an "
                      "account of its own (uid %s + member id)", settings.command_uid_base)
@@ -106,6 +110,23 @@ def announce(settings: Settings) -> None:
                     "read whatever it can (its state dir, database and tokens). Run workers as root to "
                     "run members' commands as their own accounts.", me.pw_name)
     secure_state(settings)
+
+
+def open_doors(settings: Settings) -> list[str]:
+    """The service's database and broker when they ask for no password: a command job has this
+    machine's network and could log in to them as the service (no secret of its own needed)."""
+    doors = []
+    redis = urlsplit(settings.redis_url)
+    if redis.scheme in ("redis", "rediss") and not redis.password:
+        doors.append(f"the broker at {redis.hostname}:{redis.port or 6379} asks for no password: members' command "
+                     "jobs can reach it and read or empty every queue; give it one (requirepass) and put it in "
+                     "GPULAB_REDIS_URL (redis://:PASSWORD@host:port/0)")
+    database = urlsplit(settings.database_url)
+    if database.scheme.startswith("postgresql") and database.hostname and not database.password:
+        doors.append(f"the database at {database.hostname}:{database.port or 5432} is reached with no password: "
+                     "if it trusts that address, members' command jobs can log in as the service; give its "
+                     "account a password and put it in GPULAB_DATABASE_URL")
+    return doors
 
 
 def _announce_shared(settings: Settings) -> None:

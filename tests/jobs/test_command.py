@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -287,6 +288,39 @@ def test_unmapped_members_each_get_an_account_of_their_own(tmp_path: Path) -> No
     taken = Settings(state_dir=tmp_path, command_uid_base=65534 - 3)
     with pytest.raises(JobError, match="belongs to the account 'nobody'.*GPULAB_COMMAND_UID_BASE"):
         resolve_account(taken, None, member_id=3, member="cy")
+
+
+def test_a_broker_or_database_without_a_password_is_named_where_commands_run(tmp_path: Path) -> None:
+    """A command job has the machine's network: a Redis or PostgreSQL that asks no password is
+    one it can log in to as the service, so a worker that runs commands says which."""
+    from worker.command_account import open_doors
+
+    bare = Settings(state_dir=tmp_path, redis_url="redis://10.0.0.5:6380/0",
+                    database_url="postgresql+psycopg://gpulab@db.lab:5432/gpulab")
+    doors = open_doors(bare)
+    assert len(doors) == 2, doors
+    assert "broker at 10.0.0.5:6380 asks for no password" in doors[0] and "GPULAB_REDIS_URL" in doors[0]
+    assert "database at db.lab:5432" in doors[1] and "GPULAB_DATABASE_URL" in doors[1]
+    locked = Settings(state_dir=tmp_path, redis_url="redis://:s3cret@10.0.0.5:6380/0",
+                      database_url="postgresql+psycopg://gpulab:pw@db.lab/gpulab")
+    assert open_doors(locked) == []
+    # A SQLite file is kept from jobs by its folder's mode (secure_state), a socket by its own.
+    assert open_doors(Settings(state_dir=tmp_path, redis_url="unix:///run/redis.sock")) == []
+    assert all("s3cret" not in d for d in open_doors(Settings(state_dir=tmp_path, redis_url="redis://:s3cret@h/0",
+                                                               database_url="postgresql://u@h/db")))
+
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root worker's announcement")
+def test_a_root_worker_that_runs_commands_warns_of_an_open_broker(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from worker.command_account import announce
+
+    with caplog.at_level(logging.WARNING, logger="gpulab.worker"):
+        announce(Settings(state_dir=tmp_path, enable_command_kind=True, redis_url="redis://127.0.0.1:6379/0"))
+        announce(Settings(state_dir=tmp_path, enable_command_kind=False, redis_url="redis://127.0.0.1:6379/0"))
+    broker = [r for r in caplog.records if "broker" in r.getMessage()]
+    assert [r.getMessage().split(":")[0] for r in broker] == ["the broker at 127.0.0.1"], caplog.text
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="starts a process as nobody")
