@@ -35,6 +35,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def assert_api_stopped(port: int) -> None:
+    """Nothing answers on the API's port any more (gpulab up stopped all it started)."""
+    with httpx.Client() as client:
+        try:
+            client.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.TransportError:
+            return
+    raise AssertionError(f"the API on port {port} still answers after gpulab up stopped")
+
+
 class Stack:
     def __init__(self, *, database_url: str, redis_url: str, state_dir: Path, env: dict[str, str] | None = None):
         self.state_dir = state_dir
