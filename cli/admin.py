@@ -4,14 +4,19 @@ users and config. `cli.main` registers them."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from cli import views
 from cli.console import client, err, out
+from cli.errors import CliError, no_database
 from service.settings import get_settings
+
+if TYPE_CHECKING:
+    from service.db import Database
 
 users_app = typer.Typer(help="Manage users (on the server: talks to the database).", no_args_is_help=True)
 devices_app = typer.Typer(help="See devices; drain and resume them (admins).", invoke_without_command=True)
@@ -109,15 +114,30 @@ def usage(
                   f"near 0 % for {data['idle_minutes']:.0f} min")
 
 
+def service_db() -> Database:
+    """The service's database, for the admin commands that open it rather than call the API.
+
+    A SQLite file that is not there is not created: run with other settings than the service's,
+    the command would leave an empty database where gpulab never looks."""
+    from sqlalchemy.engine import make_url
+
+    from service.db import Database
+
+    settings = get_settings()
+    path = make_url(settings.database_url).database if settings.is_sqlite else None
+    if path and path != ":memory:" and not Path(path).exists():
+        raise CliError(no_database(f"there is no gpulab database at {path}"))
+    return Database.from_settings(settings)
+
+
 @users_app.command("add")
 def users_add(name: str, admin: bool = typer.Option(False, "--admin"),
               unix_user: str | None = typer.Option(None, "--unix-user",
                                                    help="the Unix account their command jobs run as")) -> None:
     """Add a user and print their token (shown once)."""
-    from service.db import Database
     from service.store.users import create_user
 
-    db = Database.from_settings(get_settings())
+    db = service_db()
     with db.writing() as session:
         _, token = create_user(session=session, name=name, is_admin=admin, unix_user=unix_user)
     out.print(token)
@@ -128,10 +148,9 @@ def users_add(name: str, admin: bool = typer.Option(False, "--admin"),
 def users_set(name: str, unix_user: str = typer.Option(..., "--unix-user",
                                                        help="the Unix account; '' for the default one")) -> None:
     """Change the Unix account a member's command jobs run as."""
-    from service.db import Database
     from service.store.users import set_unix_user
 
-    db = Database.from_settings(get_settings())
+    db = service_db()
     with db.writing() as session:
         user = set_unix_user(session=session, name=name, unix_user=unix_user or None)
         out.print(f"{user.name} runs commands as {user.unix_user or 'the default account (GPULAB_COMMAND_USER)'}")
@@ -140,10 +159,9 @@ def users_set(name: str, unix_user: str = typer.Option(..., "--unix-user",
 @users_app.command("list")
 def users_list() -> None:
     """List users."""
-    from service.db import Database
     from service.store.users import list_users
 
-    db = Database.from_settings(get_settings())
+    db = service_db()
     with db.reading() as session:
         for u in list_users(session=session):
             out.print(f"{u.name}{' (admin)' if u.is_admin else ''}"
@@ -153,10 +171,9 @@ def users_list() -> None:
 @users_app.command("revoke")
 def users_revoke(name: str) -> None:
     """Revoke every token of a user (they can no longer use the API)."""
-    from service.db import Database
     from service.store.users import revoke_tokens
 
-    db = Database.from_settings(get_settings())
+    db = service_db()
     with db.writing() as session:
         n = revoke_tokens(session=session, name=name)
     out.print(f"revoked {n} token(s) of {name}")
@@ -165,10 +182,9 @@ def users_revoke(name: str) -> None:
 @users_app.command("token")
 def users_token(name: str) -> None:
     """Issue another token for a user (shown once)."""
-    from service.db import Database
     from service.store.users import issue_token
 
-    db = Database.from_settings(get_settings())
+    db = service_db()
     with db.writing() as session:
         out.print(issue_token(session=session, name=name))
 

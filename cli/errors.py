@@ -61,9 +61,7 @@ def one_line(exc: BaseException, *, database_url: str = "", redis_url: str = "")
         text = str(exc.orig if getattr(exc, "orig", None) is not None else exc)
         where = safe_url(database_url) or "GPULAB_DATABASE_URL"
         if re.search(r"no such table|relation \S+ does not exist|UndefinedTable", text, re.IGNORECASE):
-            return (f"the database at {where} has no gpulab tables: run `gpulab migrate` for a new installation; "
-                    "for a running gpulab's, run this as the account that started it (or set GPULAB_DATABASE_URL)",
-                    EXIT_FAILURE)
+            return no_database(f"the database at {where} has no gpulab tables"), EXIT_FAILURE
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         return (f"cannot use the database at {where} ({first}): check GPULAB_DATABASE_URL "
                 f"and that the database server runs", EXIT_FAILURE)
@@ -75,6 +73,12 @@ def one_line(exc: BaseException, *, database_url: str = "", redis_url: str = "")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return (f"{type(exc).__name__}{': ' + first if first else ''} "
             f"(an unexpected error: run with --debug for the traceback)", EXIT_FAILURE)
+
+
+def no_database(what: str) -> str:
+    """What to do when the database an admin command opened is not gpulab's."""
+    return (f"{what}: run `gpulab migrate` for a new installation; for a running gpulab's, run this as the "
+            "account that started it (or set GPULAB_DATABASE_URL)")
 
 
 def safe_url(url: str) -> str:

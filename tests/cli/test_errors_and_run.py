@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -33,10 +34,18 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles
 
 
 def test_a_database_never_migrated_says_run_gpulab_migrate(tmp_path: Path) -> None:
-    one_line_error(gpulab(tmp_path, "users", "add", "alice"), 1, "no gpulab tables", "run `gpulab migrate`")
+    # No file there (another account's settings, a typo in GPULAB_STATE_DIR): none is left behind.
+    one_line_error(gpulab(tmp_path, "users", "add", "alice"), 1, "no gpulab database at", "run `gpulab migrate`")
+    assert not (tmp_path / "state" / "gpulab.sqlite3").exists()
+    # A database file that is not gpulab's.
+    (tmp_path / "state").mkdir()
+    sqlite3.connect(tmp_path / "state" / "gpulab.sqlite3").execute("CREATE TABLE other (x)").connection.close()
+    one_line_error(gpulab(tmp_path, "users", "list"), 1, "no gpulab tables", "run `gpulab migrate`")
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    sqlite3.connect(tmp_path / "state" / "gpulab.sqlite3").execute("CREATE TABLE other (x)").connection.close()
     result = gpulab(tmp_path, "--debug", "users", "add", "alice")
     assert result.returncode == 1 and "Traceback" in result.stderr and "no such table" in result.stderr
 
