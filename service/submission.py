@@ -33,7 +33,7 @@ from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.bundles import use_bundle
 from service.store.envs import get_env
-from service.store.jobs import insert_job
+from service.store.jobs import insert_job, owns
 
 MEMBER_MAX_PRIORITY = 0
 
@@ -242,7 +242,7 @@ def _from_job(session: Session, kind_name: str, params: dict[str, Any], user: Us
     source = session.get(Job, source_id) if 0 < source_id <= MAX_INTEGER else None
     if source is None:
         raise JobNotFound(f"{field}: no job has id {source_id}", field=field, value=source_id)
-    if source.owner_id != user.id and not user.is_admin:
+    if not owns(user, source):
         # Its checkpoint is one of its artifacts, which are its owner's (readable_job).
         raise Forbidden(f"{field}: job {source_id} belongs to another member: start from a job of your own",
                         field=field, value=source_id)

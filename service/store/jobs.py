@@ -112,10 +112,15 @@ def get_job(*, session: Session, job_id: int) -> Job:
     return job
 
 
+def owns(user: User, job: Job) -> bool:
+    """Whether `user` may change the job and read its contents: its owner, or an admin."""
+    return job.owner_id == user.id or user.is_admin
+
+
 def readable_job(*, session: Session, job_id: int, user: User) -> Job:
     """A job whose log, metrics and artifacts `user` may read (its owner, or an admin); raises Forbidden."""
     job = get_job(session=session, job_id=job_id)
-    if job.owner_id != user.id and not user.is_admin:
+    if not owns(user, job):
         raise Forbidden(
             f"job {job_id} belongs to another member: only its owner and admins read its log, metrics "
             "and artifacts",
@@ -153,7 +158,7 @@ def list_jobs(
 def request_cancel(*, session: Session, job_id: int, user: User) -> Job:
     """Cancel a job: at once if it has not started, else ask the running job to stop."""
     job = get_job(session=session, job_id=job_id)
-    if job.owner_id != user.id and not user.is_admin:
+    if not owns(user, job):
         raise Forbidden(
             f"job {job_id} belongs to another member: members cancel only their own jobs",
             field="job_id",

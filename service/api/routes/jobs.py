@@ -63,7 +63,7 @@ def job_public(job: Job, owner: str, viewer: User, progress: dict | None = None)
     end = job.started_at or (None if job.status != JobStatus.pending else utcnow())
     wait = (end - job.created_at).total_seconds() if end else None
     data = {c: getattr(job, c) for c in JobPublic.model_fields if hasattr(job, c)}
-    if job.owner_id != viewer.id and not viewer.is_admin:
+    if not job_store.owns(viewer, job):
         if env := (data.get("params") or {}).get("env"):
             data["params"] = {**data["params"], "env": dict.fromkeys(env, HIDDEN)}
         data["result"] = None
