@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -86,11 +87,12 @@ def count_bundles(*, session: Session, sha256: str) -> int:
     return session.scalar(select(func.count(Bundle.id)).where(Bundle.sha256 == sha256)) or 0
 
 
-def command_facts(*, session: Session, job: Job, shared_account: str) -> dict[str, object] | None:
-    """What a command job runs, on which bundle, and as which account (for showing the job)."""
+def command_facts(*, session: Session, job: Job, params: dict[str, Any],
+                  shared_account: str) -> dict[str, object] | None:
+    """What a command job runs, on which bundle, and as which account (for showing the job);
+    `params` are the job's as its viewer sees them (another member's --env values hidden)."""
     if job.kind != "command":
         return None
-    params = job.params or {}
     bundle = None
     if params.get("bundle"):
         row = bundle_of_job(session=session, sha256=params["bundle"], owner_id=job.owner_id)

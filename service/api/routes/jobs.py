@@ -140,9 +140,8 @@ def get_job(job_id: JobId, user: CurrentUser, session: ReadSession, state: State
     job = job_store.get_job(session=session, job_id=job_id)
     names = _owner_names(session, [job])
     public = job_public(job, names.get(job.owner_id, "?"), user, _last_progress(session, job_id))
-    command = command_facts(session=session, job=job, shared_account=state.settings.command_user)
-    if command:
-        command["env"] = public.params.get("env") or {}  # as job_public shows them to this viewer
+    command = command_facts(session=session, job=job, params=public.params,
+                            shared_account=state.settings.command_user)
     return public.model_copy(update={"command": command and CommandPublic.model_validate(command)})
 
 
