@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.models import DeviceKind
 from service.settings import Settings
 from worker.command_account import Account
 from worker.command_files import RunFolder
@@ -60,7 +61,7 @@ def build_env(*, settings: Settings, device: DeviceInfo, account: Account, folde
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         # The worker is pinned to one card, but its subprocess may see several: a gang's N cards.
         "CUDA_VISIBLE_DEVICES": (",".join(gang_uuids) if gang_uuids else device.uuid or "")
-        if device.kind == "cuda" else "",
+        if device.kind == DeviceKind.cuda else "",
         "GPULAB_GPUS": str(gang_size),
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(free_port()),
@@ -69,7 +70,7 @@ def build_env(*, settings: Settings, device: DeviceInfo, account: Account, folde
         "GPULAB_JOB_ID": str(job_id),
         "GPULAB_ATTEMPT": str(attempt),
         "GPULAB_SEED": str(seed),
-        "GPULAB_DEVICE": "cuda:0" if device.kind == "cuda" else "cpu",
+        "GPULAB_DEVICE": "cuda:0" if device.kind == DeviceKind.cuda else "cpu",
         "GPULAB_OUTPUT_DIR": str(folder.output),
     }
     if queue:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from service.db import changed
 from service.errors import NotFound
 from service.live import queue_wake
-from service.models import Allocation, Device, DeviceState, Job, JobStatus, Worker, utcnow
+from service.models import Allocation, Device, DeviceState, Job, JobStatus, User, Worker, utcnow
 
 
 def register_worker(
@@ -143,6 +143,27 @@ def declare_worker_lost(*, session: Session, worker_id: str) -> list[tuple[int, 
 def list_devices(*, session: Session) -> list[Device]:
     """Every device ever registered, by id."""
     return list(session.scalars(select(Device).order_by(Device.host, Device.id)))
+
+
+def jobs_on_devices(*, session: Session) -> dict[str, list[Any]]:
+    """device id -> its dispatched and running jobs (id, kind, status, gpu_memory_gb, owner's
+    name), by job id; through the allocations, so a gang's job shows on each of its devices."""
+    rows = session.execute(
+        select(Job.id, Allocation.device_id, Job.kind, Job.status, Job.gpu_memory_gb, User.name.label("owner"))
+        .join(Allocation, Allocation.job_id == Job.id)
+        .join(User, User.id == Job.owner_id)
+        .where(Job.status.in_([JobStatus.dispatched, JobStatus.running]))
+        .order_by(Job.id)
+    )
+    out: dict[str, list[Any]] = {}
+    for row in rows:
+        out.setdefault(row.device_id, []).append(row)
+    return out
+
+
+def online_device_ids(*, session: Session) -> list[str]:
+    """The ids of the devices that take jobs now, in order."""
+    return list(session.scalars(select(Device.id).where(Device.state == DeviceState.online).order_by(Device.id)))
 
 
 def get_device(*, session: Session, device_id: str) -> Device:

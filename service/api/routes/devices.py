@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from service.accounting.usage import parse_since, parse_span
 from service.api.deps import AdminUser, CurrentUser, ReadSession, WriteSession
 from service.api.routing import Route
-from service.models import Allocation, DeviceSample, Job, JobStatus, User, utcnow
+from service.models import Device, DeviceSample, utcnow
 from service.schemas import DeviceJob, DevicePublic, DeviceSamplePoint
 from service.store import devices as device_store
 from service.store import samples as sample_store
@@ -21,22 +20,12 @@ router = APIRouter(prefix="/devices", tags=["devices"], route_class=Route)
 
 
 def _device_jobs(session: ReadSession) -> dict[str, list[DeviceJob]]:
-    # Through the allocations: a gang's job shows on each of its devices.
-    rows = session.execute(
-        select(Job.id, Allocation.device_id, Job.kind, Job.status, Job.gpu_memory_gb, User.name)
-        .join(Allocation, Allocation.job_id == Job.id)
-        .join(User, User.id == Job.owner_id)
-        .where(Job.status.in_([JobStatus.dispatched, JobStatus.running]))
-        .order_by(Job.id)
-    )
-    out: dict[str, list[DeviceJob]] = {}
-    for r in rows:
-        out.setdefault(r.device_id, []).append(
-            DeviceJob(id=r.id, owner=r.name, kind=r.kind, status=r.status, gpu_memory_gb=r.gpu_memory_gb))
-    return out
+    return {device_id: [DeviceJob(id=r.id, owner=r.owner, kind=r.kind, status=r.status, gpu_memory_gb=r.gpu_memory_gb)
+                        for r in rows]
+            for device_id, rows in device_store.jobs_on_devices(session=session).items()}
 
 
-def device_public(device, jobs: list[DeviceJob], sample: DeviceSample | None = None) -> DevicePublic:  # type: ignore[no-untyped-def]
+def device_public(device: Device, jobs: list[DeviceJob], sample: DeviceSample | None = None) -> DevicePublic:
     data = {c: getattr(device, c) for c in DevicePublic.model_fields if hasattr(device, c) and c != "jobs"}
     if sample is not None:
         data.update({f: getattr(sample, f) for f in LIVE_FIELDS}, sampled_at=sample.t)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, text
 
 from service.api.deps import State, in_db_thread
 from service.api.routing import Route
-from service.models import Device, DeviceState
 from service.schemas import Health
+from service.store import devices as device_store
 
 router = APIRouter(tags=["health"], route_class=Route)
 
@@ -30,9 +29,7 @@ async def readyz(state: State) -> JSONResponse:
 
     def database() -> None:
         with state.db.reading() as session:
-            session.execute(text("SELECT 1"))
-            online.extend(session.scalars(select(Device.id).where(Device.state == DeviceState.online)
-                                          .order_by(Device.id)))
+            online.extend(device_store.online_device_ids(session=session))
 
     def broker() -> None:
         state.publisher.client.ping()
