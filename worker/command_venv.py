@@ -30,6 +30,9 @@ from worker.command_account import Account, unreachable_program
 
 VENVS_DIR = ".venvs"
 COMPLETE = ".gpulab-complete"
+# The base environment's site-packages, one a line, then whether it has pip.
+BASE_PROBE = ("import importlib.util, site; print('\\n'.join(site.getsitepackages())); "
+              "print('pip' if importlib.util.find_spec('pip') else 'no pip')")
 
 
 class EnvBuildFailed(Exception):
@@ -126,14 +129,19 @@ def venv_for(*, settings: Settings, account: Account, prefix: Path, requirements
             os.chown(target, account.uid, account.gid)
         ctx.log(f"requirements.txt: building an environment on {prefix} ({target.name})")
         try:
-            base_sites = _run(account, [str(prefix / "bin" / "python"), "-c",
-                                        "import site; print('\\n'.join(site.getsitepackages()))"], env, ctx,
-                              what="reading the base environment", quiet=True)
-            _run(account, [str(prefix / "bin" / "python"), "-m", "venv", "--system-site-packages", str(target)],
+            probe = _run(account, [str(prefix / "bin" / "python"), "-c", BASE_PROBE], env, ctx,
+                         what="reading the base environment", quiet=True).splitlines()
+            base_sites, base_has_pip = probe[:-1], probe[-1] == "pip"
+            # A venv of its own pip (ensurepip) also gets that Python's bundled setuptools, which
+            # shadows the base's: torch asks for setuptools>=77, so `torch` in requirements.txt
+            # sent pip to the index for it (env_build_failed offline) and ensurepip cost seconds.
+            # The base's pip, seen through the .pth below, installs into the venv all the same.
+            _run(account, [str(prefix / "bin" / "python"), "-m", "venv", "--system-site-packages",
+                           *(["--without-pip"] if base_has_pip else []), str(target)],
                  env, ctx, what="python -m venv")
             site_packages = next(target.glob("lib/python*/site-packages"))
             # addsitedir, not bare paths: the base's own .pth files (editable installs) count too.
-            pth = "".join(f"import site; site.addsitedir({d!r})\n" for d in base_sites.splitlines() if d)
+            pth = "".join(f"import site; site.addsitedir({d!r})\n" for d in base_sites if d)
             _run(account, [str(target / "bin" / "python"), "-c",
                            f"open({str(site_packages / '_gpulab_base.pth')!r}, 'w').write({pth!r})"], env, ctx,
                  what="linking the base environment")

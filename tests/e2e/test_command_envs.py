@@ -102,3 +102,15 @@ def test_a_failed_build_has_its_own_reason(env_stack: Stack) -> None:
     assert (done["status"], done["reason"]) == ("failed", "env_build_failed"), done
     assert "pip install -r requirements.txt" in done["error"]
     assert any("no-such-package-gpulab" in line for line in logs(env_stack, done["id"]))
+
+
+def test_torch_in_requirements_is_met_by_the_environment_offline(env_stack: Stack) -> None:
+    """pytorch/examples' requirements.txt lists torch. The venv used to get its own pip and, with it,
+    the interpreter's bundled setuptools, older than torch asks for (>=77): pip went to the index
+    for setuptools, and offline the build failed. The base's pip and setuptools serve it now."""
+    sha = bundle(env_stack, b"--no-index\ntorch\n./wheels/tinypkg-0.1-py3-none-any.whl\n")
+    done = env_stack.wait_for(env_stack.submit("command", {"argv": ["python", "main.py"], "bundle": sha,
+                                                          "python_env": "lab"})["id"], timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["value"] == 42 and done["result"]["torch"]
+    assert not any(line.startswith("Collecting setuptools") for line in logs(env_stack, done["id"]))
