@@ -17,7 +17,7 @@ from service.store.bundles import bundle_of_job
 from worker.command_account import Account, resolve_account, secure_state
 from worker.command_env import build_env, default_prefix
 from worker.command_files import RunFolder, fill_from_bundle, hand_over, make_run_folder, remove_run_folder
-from worker.command_venv import EnvBuildFailed, venv_for
+from worker.command_venv import BuildCancelled, EnvBuildFailed, venv_for
 from worker.context import WorkerContext
 from worker.device import DeviceInfo
 
@@ -84,7 +84,7 @@ def prepare_command(params: Params, ctx: WorkerContext, *, settings: Settings, d
             try:
                 prefix = venv_for(settings=settings, account=account, prefix=prefix, requirements=requirements,
                                   env=env, ctx=ctx)
-            except EnvBuildFailed as exc:
+            except (EnvBuildFailed, BuildCancelled) as exc:
                 raise CommandFailed(str(exc), exc.reason) from None
             env = env_on(prefix)
     except BaseException:

@@ -6,8 +6,8 @@ so torch comes from the base and only what the requirements add is installed. It
 the hash of the base prefix, its interpreter, the requirements' text and the content of every
 project file or folder a line names (a rebuilt local wheel, a nested `-r` file), per account: it is
 built *as the job's account* (pip runs members' setup code, never as root), and a member's
-environment is never shared with another account. pip's output goes to the job's log; a
-failed build fails the job with `env_build_failed`.
+environment is never shared with another account. pip's output goes to the job's log as it
+comes; a failed build fails the job with `env_build_failed`, a cancel stops it at once.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import queue
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from jobs.base import JobContext
 from service.models import FailReason
@@ -30,9 +32,16 @@ from worker.command_account import Account, unreachable_program
 
 VENVS_DIR = ".venvs"
 COMPLETE = ".gpulab-complete"
+STEP_POLL_S = 0.2  # how often a quiet build step looks for a cancel and commits its lines
 # The base environment's site-packages, one a line, then whether it has pip.
 BASE_PROBE = ("import importlib.util, site; print('\\n'.join(site.getsitepackages())); "
               "print('pip' if importlib.util.find_spec('pip') else 'no pip')")
+
+
+class BuildCancelled(Exception):
+    """The job was cancelled while its environment was being built (the build is stopped)."""
+
+    reason = FailReason.cancelled
 
 
 class EnvBuildFailed(Exception):
@@ -180,7 +189,8 @@ def prune_venvs(settings: Settings, *, now: float | None = None) -> int:
 
 def _run(account: Account, argv: list[str], env: dict[str, str], ctx: JobContext, *, what: str,
          quiet: bool = False, cwd: Path | None = None) -> str:
-    """Run one build step as the account, its output into the job's log; raises EnvBuildFailed."""
+    """Run one build step as the account, its output into the job's log; raises EnvBuildFailed,
+    or BuildCancelled when the job is cancelled meanwhile."""
     switch: dict[str, Any] = {}
     if account.switch:
         switch = {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)}
@@ -188,15 +198,21 @@ def _run(account: Account, argv: list[str], env: dict[str, str], ctx: JobContext
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077,
                             text=True, errors="replace", **switch)
     assert proc.stdout is not None
+    # Read by a thread, so that this one asks should_stop() while a step is quiet (venv, a
+    # download, a compile): the lines before it reach the log then, not with the step's next line
+    # (a member watched "running" for the whole build), and a cancel stops pip at once.
+    output: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump_lines, args=(proc.stdout, output), daemon=True).start()
     lines: list[str] = []
     try:
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if not quiet:
-                ctx.log(line.rstrip("\n"))
+        while (line := _next_line(output, ctx)) is not None:
+            if line:
+                lines.append(line.rstrip("\n"))
+                if not quiet:
+                    ctx.log(line.rstrip("\n"))
         code = proc.wait()
     finally:
-        if proc.poll() is None:  # the time limit or a cancel, raised into this thread
+        if proc.poll() is None:  # a cancel, or the time limit raised into this thread
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -205,3 +221,21 @@ def _run(account: Account, argv: list[str], env: dict[str, str], ctx: JobContext
         raise EnvBuildFailed(f"building the job's environment from requirements.txt failed ({what} exited with "
                              f"code {code}); last output:\n{tail}")
     return "\n".join(lines)
+
+
+def _pump_lines(stream: IO[str], into: queue.Queue[str | None]) -> None:
+    with contextlib.suppress(ValueError, OSError):  # closed under it when the build is stopped
+        for line in stream:
+            into.put(line)
+    into.put(None)
+
+
+def _next_line(output: queue.Queue[str | None], ctx: JobContext) -> str | None:
+    """The step's next line, "" after a quiet moment, None at its end; raises on a cancel."""
+    try:
+        line = output.get(timeout=STEP_POLL_S)
+    except queue.Empty:
+        line = ""
+    if ctx.should_stop():  # also commits the lines logged so far
+        raise BuildCancelled("stopped after a cancel, while building the environment")
+    return line

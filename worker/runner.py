@@ -222,8 +222,11 @@ class JobRunner:
         except SoftTimeLimitExceeded:
             return Outcome(JobStatus.failed, FailReason.timeout, error="the job ran past its time limit")
         except JobError as exc:
-            # A command's failure names its own reason (oom, env_build_failed, ...).
-            return Outcome(JobStatus.failed, getattr(exc, "reason", FailReason.user_error), error=str(exc))
+            # A command's failure names its own reason (oom, env_build_failed, ...); one stopped by a
+            # cancel before its program started (while its environment was built) is cancelled.
+            reason = getattr(exc, "reason", FailReason.user_error)
+            status = JobStatus.cancelled if reason == FailReason.cancelled else JobStatus.failed
+            return Outcome(status, reason, error=str(exc))
         except Exception as exc:
             # The traceback is kept as text; the exception (and the tensors its frames hold)
             # is dropped when this block ends, before the cache is emptied.

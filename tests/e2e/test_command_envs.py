@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import socket
 import zipfile
 from collections.abc import Iterator
 
@@ -114,3 +115,23 @@ def test_torch_in_requirements_is_met_by_the_environment_offline(env_stack: Stac
     assert done["status"] == "succeeded", done["error"]
     assert done["result"]["value"] == 42 and done["result"]["torch"]
     assert not any(line.startswith("Collecting setuptools") for line in logs(env_stack, done["id"]))
+
+
+def test_a_quiet_build_step_shows_its_lines_and_a_cancel_stops_it(env_stack: Stack) -> None:
+    """pip waiting on an index that never answers. Its lines used to wait in the worker until the
+    step printed again (a member saw "running" and nothing else), and a cancel was not looked at
+    until the build ended or the worker killed its process after the grace."""
+    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        index = f"http://127.0.0.1:{silent.getsockname()[1]}/simple"
+        sha = bundle(env_stack, f"--index-url {index}\nno-such-package-gpulab\n".encode())
+        job = env_stack.submit("command", {"argv": ["python", "main.py"], "bundle": sha, "python_env": "lab",
+                                           "env": {"PIP_TIMEOUT": "600", "PIP_RETRIES": "0"}})
+        env_stack.wait(lambda: any(index in line for line in logs(env_stack, job["id"])), 60,
+                       "pip's line naming the index, while pip waits on it")
+        assert env_stack.job(job["id"])["status"] == "running"
+        env_stack.api("POST", f"/jobs/{job['id']}/cancel")
+        done = env_stack.wait_for(job["id"], timeout=60)
+    assert (done["status"], done["reason"]) == ("cancelled", "cancelled"), done
+    assert done["error"] == "stopped after a cancel, while building the environment", done
