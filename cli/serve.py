@@ -122,10 +122,11 @@ def up(port: int = typer.Option(8000, help="the API's port"),
        host: str = typer.Option("127.0.0.1", help="the API's address (0.0.0.0 for the lab)"),
        cpu_worker: bool = typer.Option(False, help="also run a CPU worker when GPUs are seen"),
        ready_timeout: float = typer.Option(180.0, help="seconds to wait for the API and every worker")) -> None:
-    """Start everything on this machine: Redis if none runs, the API, the dispatcher, workers."""
+    """Start everything on this machine: a Redis of its own (unless GPULAB_REDIS_URL names one), the API, the
+    dispatcher, workers."""
     # Here, not at the top: every `gpulab` command imports this module, and a member's
     # `gpulab jobs` needs neither the database layer nor a Redis client.
-    from cli.local_redis import local_redis_argv, own_redis_url, redis_answers, start_local_redis
+    from cli.local_redis import local_redis_argv, plan_broker, start_local_redis
     from migrations.migrate import upgrade
     from service.db import Database
     from service.store.users import count_users, create_user
@@ -137,20 +138,18 @@ def up(port: int = typer.Option(8000, help="the API's port"),
     # file keeps the queues), else every job would wait for a person to start it by hand. It
     # asks for a password, which the parts get in their environment (only this account reads it).
     redis_part = None
-    parts_env = None
-    if not redis_answers(settings.redis_url):
-        redis_dir = settings.state_dir / "redis"
-        try:
-            url = own_redis_url(settings.redis_url, redis_dir)
-            if not redis_answers(url):  # else an earlier up's Redis still runs
-                console.print(f"no Redis answers at {settings.redis_url}: starting one in {redis_dir} "
-                              f"(its password is in {redis_dir / 'password'})")
-                redis_part = Part("redis", local_redis_argv(url, redis_dir),
-                                  proc=start_local_redis(url, redis_dir), started_at=time.monotonic())
-        except RuntimeError as exc:
-            console.print(f"[red]{exc}[/]")
-            raise typer.Exit(2) from None
-        parts_env = {**os.environ, "GPULAB_REDIS_URL": url}
+    redis_dir = settings.state_dir / "redis"
+    try:
+        broker = plan_broker(settings)
+        if broker.note:
+            console.print(f"[yellow]{broker.note}[/]" if broker.warn else broker.note, highlight=False)
+        if broker.start:
+            redis_part = Part("redis", local_redis_argv(broker.url, redis_dir),
+                              proc=start_local_redis(broker.url, redis_dir), started_at=time.monotonic())
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    parts_env = {**os.environ, "GPULAB_REDIS_URL": broker.url}
     upgrade(settings.database_url)
     db = Database.from_settings(settings)
     with db.writing() as session:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# `gpulab up`'s own Redis (state_dir/redis/url, 0600): its URL with the password, recorded by up.
+OWN_REDIS_URL_FILE = "url"
 
 
 class Settings(BaseSettings):
@@ -18,7 +23,8 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(Path("~/.local/state/gpulab"), description="SQLite file, local Redis data")
     database_url: str = Field("", description="SQLAlchemy URL; default: a SQLite file in state_dir")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker and live events")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker and live events; unset: the Redis "
+                           "`gpulab up` brought (state_dir/redis/url)")
     artifacts_dir: Path | None = Field(None, description="job artifacts; default: state_dir/artifacts")
     host: str = Field(default_factory=socket.gethostname,
                       description="host part of device ids (default: the hostname; containers must set it)")
@@ -99,9 +105,18 @@ class Settings(BaseSettings):
                               description="database connections per process; the API admits this many "
                                           "requests to the database at once")
 
+    # Whether GPULAB_REDIS_URL was given: without it, up never uses a Redis that asks no password.
+    _redis_url_chosen: bool = PrivateAttr(False)
+
     @model_validator(mode="after")
     def _resolve_and_check(self) -> Settings:
         self.state_dir = self.state_dir.expanduser()
+        self._redis_url_chosen = "redis_url" in self.model_fields_set
+        if not self._redis_url_chosen:
+            # The Redis `gpulab up` brought, found by every command of the service's account (its
+            # parts, the admin commands, `celery -A worker.app`); another account cannot read it.
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                self.redis_url = (self.state_dir / "redis" / OWN_REDIS_URL_FILE).read_text().strip() or self.redis_url
         if not self.database_url:
             self.database_url = f"sqlite:///{self.state_dir / 'gpulab.sqlite3'}"
         if self.artifacts_dir is None:
@@ -156,6 +171,11 @@ class Settings(BaseSettings):
         return [Path(p) for p in self.command_server_dirs.split(":") if p]
 
     @property
+    def redis_url_chosen(self) -> bool:
+        """Whether the admin named the broker (GPULAB_REDIS_URL) rather than leaving it to gpulab."""
+        return self._redis_url_chosen
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -163,6 +183,8 @@ class Settings(BaseSettings):
         """The settings as shown to admins: no secrets."""
         data = self.model_dump(mode="json")
         data.pop("token", None)
+        for key in ("redis_url", "database_url"):
+            data[key] = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", data[key])
         return data
 
 
