@@ -76,7 +76,9 @@ def dispatcher() -> None:
 def worker(device: str = typer.Option("cpu", help="cpu, cpu:N (several CPU devices, for CPU gangs) or cuda:N"),
            slots: int = typer.Option(1, min=1, max=64,
                                      help="jobs at once (GPU jobs must declare gpu_memory_gb to share)"),
-           host_name: str | None = typer.Option(None, help="host part of the device id (default GPULAB_HOST)")) -> None:
+           host_name: str | None = typer.Option(None, help="host part of the device id (default GPULAB_HOST)"),
+           log_level: str = typer.Option("INFO", help="DEBUG adds Celery's own detail, such as its traceback "
+                                                      "of a job's lost process")) -> None:
     """Run a worker pinned to one device."""
     from worker.app import serve
     from worker.device import DeviceError
@@ -85,7 +87,7 @@ def worker(device: str = typer.Option("cpu", help="cpu, cpu:N (several CPU devic
     if host_name:
         settings = settings.model_copy(update={"host": host_name})
     try:
-        serve(settings, device=device, slots=slots)
+        serve(settings, device=device, slots=slots, loglevel=log_level.upper())
     except DeviceError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None

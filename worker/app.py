@@ -32,6 +32,7 @@ from worker.command_account import announce as announce_command_account
 from worker.device import DeviceInfo, pin_process, resolve_device, runtime_facts
 from worker.heartbeat import Watch, is_child_alive
 from worker.probe import Probe
+from worker.request import JobRequest
 from worker.runner import JobRunner
 from worker.sampler import SampleRecorder, make_sampler
 from worker.startup import sweep_at_start
@@ -69,7 +70,7 @@ def build_app(settings: Settings) -> Celery:
     """The worker's Celery app, with gpulab's one task registered."""
     app = make_celery(settings)
 
-    @app.task(name=RUN_JOB, bind=True, acks_late=True)
+    @app.task(name=RUN_JOB, bind=True, acks_late=True, Request=JobRequest)
     def run_job(self: Any, job_id: int, attempt: int) -> None:
         state = _current()
         runner = JobRunner(settings=state.settings, db=state.db, device=state.device,
