@@ -9,9 +9,9 @@ holds what the API validates; worker/command.py runs it.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from jobs.base import JobContext, JobError, JobKind
 
@@ -25,6 +25,8 @@ ENV_NAMES_REFUSED = frozenset({
     "LOCALDOMAIN", "RES_OPTIONS", "NLSPATH", "MALLOC_CHECK_", "BASH_ENV", "ENV", "SHELLOPTS", "IFS",
     "HOME", "USER", "LOGNAME", "MASTER_PORT",
 })
+# What the API shows in place of each of another member's --env values (an API key, say).
+ENV_VALUE_MASK = "***"
 SHA256 = r"^[0-9a-f]{64}$"
 ENV_REF = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
@@ -39,6 +41,14 @@ def env_name_problem(name: str) -> str | None:
     return None
 
 
+def _not_the_mask(value: str) -> str:
+    # Sent back only by copying another member's job (a clone): never the value anyone meant.
+    if value == ENV_VALUE_MASK:
+        raise ValueError(f"{ENV_VALUE_MASK!r} is how gpulab hides another member's value, not a value: "
+                         "give the real one")
+    return value
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,7 +59,8 @@ class Params(BaseModel):
     server_dir: str | None = Field(None, max_length=4096,
                                    description="a folder on the server to run in instead of a bundle "
                                    "(only under GPULAB_COMMAND_SERVER_DIRS; outputs: GPULAB_OUTPUT_DIR only)")
-    env: dict[str, str] = Field(default_factory=dict, max_length=128, description="extra environment variables")
+    env: dict[str, Annotated[str, AfterValidator(_not_the_mask)]] = Field(
+        default_factory=dict, max_length=128, description="extra environment variables")
     python_env: str | None = Field(None, pattern=ENV_REF, description="a registered Python environment (GET /envs)")
     requeue: bool = Field(False, description="run it again if its worker is lost (only if it is safe to rerun)")
 

@@ -76,6 +76,11 @@ def test_a_command_jobs_env_values_are_hidden_from_other_members(stack: Stack) -
     assert stack.api("GET", f"/jobs/{job['id']}", token=alice)["params"]["env"] == {"WANDB_API_KEY": "s3cret-key"}
     assert stack.api("GET", f"/jobs/{job['id']}", token=alice)["command"]["env"] == {"WANDB_API_KEY": "s3cret-key"}
     assert stack.api("GET", f"/jobs/{job['id']}")["params"]["env"] == {"WANDB_API_KEY": "s3cret-key"}
+    # Submitting what bob saw (a clone) would run with the mask as the key: refused, naming the variable.
+    r = stack.api("POST", "/jobs", token=bob, expect=422,
+                  json={"kind": "command", "params": seen_by_bob["params"], "device": "cpu"})
+    assert (r["code"], r["field"], r["value"]) == ("invalid_params", "params.env.WANDB_API_KEY", "***"), r
+    assert "give the real one" in r["detail"]
 
 
 def test_a_member_starts_only_from_their_own_jobs_checkpoint(stack: Stack) -> None:

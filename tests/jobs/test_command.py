@@ -38,6 +38,14 @@ def test_env_names_that_are_refused(name: str) -> None:
         Params(argv=["true"], env={name: "x"})
 
 
+def test_an_env_value_that_is_the_mask_is_refused_and_named() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Params(argv=["true"], env={"OK": "**", "WANDB_API_KEY": "***"})
+    [error] = refused.value.errors()
+    assert error["loc"] == ("env", "WANDB_API_KEY") and error["input"] == "***"
+    assert Params(argv=["true"], env={"A": "*** ", "B": "x***"}).env == {"A": "*** ", "B": "x***"}
+
+
 def test_params_accept_a_plain_command() -> None:
     p = Params(argv=["python", "train.py", "--lr", "0.1"], env={"WANDB_MODE": "offline", "PYTHONPATH": "src"})
     assert p.requeue is False and p.bundle is None

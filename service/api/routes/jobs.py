@@ -14,6 +14,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from jobs.artifacts import ArtifactRefused, open_artifact
+from jobs.command import ENV_VALUE_MASK
 from jobs.context import is_safe_artifact_name, job_dir
 from service.api.deps import (
     MAX_ID,
@@ -53,8 +54,6 @@ from service.submission import submit
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=Route)
 
 
-HIDDEN = "***"
-
 
 def job_public(job: Job, owner: str, viewer: User, progress: dict | None = None) -> JobPublic:
     """A job as the API shows it to `viewer`. Another member sees what the shared queue needs,
@@ -65,7 +64,7 @@ def job_public(job: Job, owner: str, viewer: User, progress: dict | None = None)
     data = {c: getattr(job, c) for c in JobPublic.model_fields if hasattr(job, c)}
     if not job_store.owns(viewer, job):
         if env := (data.get("params") or {}).get("env"):
-            data["params"] = {**data["params"], "env": dict.fromkeys(env, HIDDEN)}
+            data["params"] = {**data["params"], "env": dict.fromkeys(env, ENV_VALUE_MASK)}
         data["result"] = None
         data["error"] = data["error"] and data["error"].splitlines()[0]
     return JobPublic(**data, owner=owner, wait_seconds=wait, progress=progress)
