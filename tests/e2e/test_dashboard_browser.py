@@ -8,6 +8,7 @@ else to the test's temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -29,10 +30,10 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A stack of this module's own whose worker samples its device twice a second."""
+    """A stack of this module's own whose worker samples its device twice a second (command jobs on)."""
     tmp = tmp_path_factory.mktemp("ui-stack")
     stack = Stack(database_url=f"sqlite:///{tmp / 'gpulab.sqlite3'}", redis_url=next_redis_url(), state_dir=tmp,
-                  env={"GPULAB_SAMPLE_S": "0.5"})
+                  env={"GPULAB_SAMPLE_S": "0.5", "GPULAB_ENABLE_COMMAND_KIND": "true"})
     try:
         yield stack.start()
     finally:
@@ -355,5 +356,49 @@ def test_another_members_job_page_shows_the_job_and_says_whose_contents_they_are
     context, page, errors = open_as(owner)
     page.wait_for_function("() => document.querySelector('#job-log').textContent.includes('succeeded')")
     assert page.query_selector("#job-not-mine") is None
+    assert errors == [], errors
+    context.close()
+
+
+def test_a_clone_of_another_members_command_job_leaves_its_hidden_env_values_empty(browser, ui_stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    """Another member sees a command job's --env values as the API's mask, `***`: a clone leaves
+    them empty with a line asking for them, and the API refuses the mask sent back."""
+    tag = ui_stack.port
+    alice = ui_stack.api("POST", "/users", json={"name": f"envowner{tag}"})["token"]
+    bob = ui_stack.api("POST", "/users", json={"name": f"envcloner{tag}"})["token"]
+    env = {"WANDB_API_KEY": "s3cret-key", "WANDB_MODE": "offline"}
+    job_id = ui_stack.submit("command", {"argv": ["true"], "env": env}, token=alice, device="cpu")["id"]
+
+    def clone_as(token: str):  # type: ignore[no-untyped-def]
+        context = browser.new_context()
+        context.add_init_script(f"localStorage.setItem('gpulab.token', {token!r})")
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{ui_stack.url}/#/submit?from={job_id}")
+        page.wait_for_selector(f"h1:has-text('Clone job #{job_id}')")
+        return context, page, errors
+
+    context, page, errors = clone_as(bob)
+    assert page.input_value("#kind") == "command"
+    assert json.loads(page.input_value("#param-env")) == {"WANDB_API_KEY": "", "WANDB_MODE": ""}
+    note = page.inner_text("#clone-env-note")
+    assert "WANDB_API_KEY, WANDB_MODE" in note and f"envowner{tag}'s" in note and "fill them in" in note, note
+    # Sent back as it was shown, the mask is refused with the variable named.
+    page.fill("#param-env", '{"WANDB_API_KEY": "***", "WANDB_MODE": "offline"}')
+    page.click("#submit")
+    page.wait_for_selector("#submit-error:has-text('params.env.WANDB_API_KEY')")
+    page.fill("#param-env", '{"WANDB_API_KEY": "bobs-key", "WANDB_MODE": "offline"}')
+    page.click("#submit")
+    page.wait_for_function(f"() => /^#\\/jobs\\/\\d+$/.test(location.hash) && location.hash !== '#/jobs/{job_id}'")
+    clone_id = int(page.evaluate("location.hash").rsplit("/", 1)[1])
+    assert ui_stack.job(clone_id)["params"]["env"] == {"WANDB_API_KEY": "bobs-key", "WANDB_MODE": "offline"}
+    assert errors == [], errors
+    context.close()
+
+    context, page, errors = clone_as(alice)  # the owner's clone keeps the values
+    assert json.loads(page.input_value("#param-env")) == env
+    assert page.query_selector("#clone-env-note") is None
     assert errors == [], errors
     context.close()

@@ -29,6 +29,19 @@ function readParam(input) {
   return input.value;
 }
 
+// The API shows this in place of each of another member's --env values (jobs/command.py,
+// ENV_VALUE_MASK); it refuses it back, since submitting it is never what anyone meant.
+const ENV_VALUE_MASK = "***";
+
+// A clone of another member's command job: its hidden --env values become empty, to be filled in.
+function unmasked(params) {
+  const env = (params && params.env) || {};
+  const hidden = Object.keys(env).filter((k) => env[k] === ENV_VALUE_MASK);
+  if (!hidden.length) return { params, hidden };
+  const cleared = Object.fromEntries(Object.entries(env).map(([k, v]) => [k, v === ENV_VALUE_MASK ? "" : v]));
+  return { params: Object.assign({}, params, { env: cleared }), hidden };
+}
+
 // The run's settings beside its params: [id, label, input attributes, hint, source field].
 const RUN_FIELDS = [
   ["device", "device", {}, "cpu, gpu, cuda:0, model=H100, min_memory_gb=40", "device_request", "cpu"],
@@ -42,6 +55,7 @@ const RUN_FIELDS = [
 export async function submitPage() {
   const from = query().get("from");
   const [kinds, source] = await Promise.all([api("/job-kinds"), from ? api(`/jobs/${from}`) : null]);
+  const { params: sourceParams, hidden } = unmasked(source ? source.params : {});
   const enabled = kinds.filter((k) => k.enabled);
   const kindSelect = h("select", { id: "kind", name: "kind" },
     enabled.map((k) => h("option", { value: k.name, selected: source && source.kind === k.name }, k.name)));
@@ -52,6 +66,8 @@ export async function submitPage() {
   render(h("h1", {}, source ? `Clone job #${source.id}` : "Submit a job"),
     source ? h("p", { class: "muted" }, `Same kind, params, seed, time limit, priority and GPU memory as job #${source.id}: `
       + "on the same kind of device it repeats the run.") : "",
+    hidden.length ? h("p", { class: "error", id: "clone-env-note" }, `The values of ${hidden.join(", ")} in env are `
+      + `${source.owner}'s and hidden from you: they are left empty; fill them in before you submit.`) : "",
     h("div", { class: "card" }, h("form", { class: "params", id: "submit-form" },
       h("label", { for: "kind" }, "kind"), kindSelect, h("small", { id: "kind-summary" }),
       h("div", { id: "param-fields", style: "display:contents" }),
@@ -63,7 +79,7 @@ export async function submitPage() {
     const kind = enabled.find((k) => k.name === kindSelect.value);
     schema = kind.params_schema;
     fill("kind-summary", kind.summary);
-    const values = source && source.kind === kind.name ? source.params : {};
+    const values = source && source.kind === kind.name ? sourceParams : {};
     fill("param-fields", ...Object.entries(schema.properties || {}).flatMap(([name, p]) => [
       h("label", { for: "param-" + name, title: p.description || "" }, name),
       paramInput(name, p, name in values ? values[name] : p.default),
