@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from service.settings import safe_url
+
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the job failed or was cancelled, or the service refused or could not be reached
 EXIT_USAGE = 2  # the command line was wrong: an option, a parameter, a kind name
@@ -79,8 +81,3 @@ def no_database(what: str) -> str:
     """What to do when the database an admin command opened is not gpulab's."""
     return (f"{what}: run `gpulab migrate` for a new installation; for a running gpulab's, run this as the "
             "account that started it (or set GPULAB_DATABASE_URL)")
-
-
-def safe_url(url: str) -> str:
-    """A URL without its password, fit to print."""
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

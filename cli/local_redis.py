@@ -7,7 +7,6 @@ no password: members' command jobs run on this machine and would reach it.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -19,7 +18,7 @@ from urllib.parse import urlparse, urlunparse
 
 import redis
 
-from service.settings import OWN_REDIS_URL_FILE, Settings
+from service.settings import OWN_REDIS_URL_FILE, Settings, safe_url
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 # Where up looks for a free port for its own Redis when another holds the default one: above
@@ -60,11 +59,6 @@ def find_redis_server() -> str | None:
         return str(path) if path.is_file() else None
     except Exception:
         return None
-
-
-def safe_url(url: str) -> str:
-    """`url` with its password masked, to be printed."""
-    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 def _check_local(url: str) -> None:

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from cli.client import save_token
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, safe_url
 
 if TYPE_CHECKING:
     from service.db import Database
@@ -45,7 +45,7 @@ def migrate() -> None:
         if path and path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
-    console.print(f"database at {_safe_url(settings.database_url)} is up to date")
+    console.print(f"database at {safe_url(settings.database_url)} is up to date")
 
 
 def api(host: str = typer.Option("127.0.0.1", help="address to listen on"),
@@ -295,10 +295,6 @@ def _not_ready(url: str, db: Database, host: str, workers: list[Part]) -> str:
     if len(pids) < len(workers):
         missing += [p.name for p in workers if not p.proc]
     return f"{', '.join(missing)} has not registered its device" if missing else ""
-
-
-def _safe_url(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 def check_settings() -> Settings:

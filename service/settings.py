@@ -14,6 +14,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # `gpulab up`'s own Redis (state_dir/redis/url, 0600): its URL with the password, recorded by up.
 OWN_REDIS_URL_FILE = "url"
+# The password in a URL (redis://:PASSWORD@host, postgresql://user:PASSWORD@host): the user may be empty.
+URL_PASSWORD = re.compile(r"//([^:/@\s]*):[^@/\s]*@")
+
+
+def safe_url(url: str) -> str:
+    """`url` with its password masked, fit to print or log."""
+    return URL_PASSWORD.sub(r"//\1:***@", url)
 
 
 class Settings(BaseSettings):
@@ -184,7 +191,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data.pop("token", None)
         for key in ("redis_url", "database_url"):
-            data[key] = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", data[key])
+            data[key] = safe_url(data[key])
         return data
 
 

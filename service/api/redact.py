@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import re
 
+from service.settings import URL_PASSWORD
+
 _PATTERNS = (
     # query parameters that carry credentials
     (re.compile(r"(?i)([?&](?:token|ticket|access_token|api_key)=)[^&\s\"']+"), r"\1[redacted]"),
@@ -19,6 +21,8 @@ _PATTERNS = (
     # gpulab's own token and ticket formats, wherever they appear
     (re.compile(r"\bglab_[A-Za-z0-9_-]{8,}"), "glab_[redacted]"),
     (re.compile(r"\bglst_[A-Za-z0-9_-]{8,}"), "glst_[redacted]"),
+    # a password in a broker or database URL
+    (URL_PASSWORD, r"//\1:***@"),
 )
 
 

@@ -37,3 +37,23 @@ def test_cli_refuses_contradictory_settings_with_a_message(tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-m", "cli.main", "migrate"], env=env, capture_output=True, text=True)
     assert r.returncode == 2
     assert "GPULAB_VISIBILITY_TIMEOUT_S=50" in r.stderr
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    # `gpulab up`'s own Redis: a password and no user name.
+    ("redis://:s3cret-pw@127.0.0.1:6380/0", "redis://:***@127.0.0.1:6380/0"),
+    ("postgresql+psycopg://gpulab:s3cret-pw@db:5432/gpulab", "postgresql+psycopg://gpulab:***@db:5432/gpulab"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+])
+def test_a_url_s_password_is_masked_wherever_it_is_shown(url: str, shown: str) -> None:
+    import redis
+
+    from cli.errors import one_line
+    from service.api.redact import redact
+    from service.settings import safe_url
+
+    assert safe_url(url) == shown
+    assert redact(f"cannot connect to {url}: refused") == f"cannot connect to {shown}: refused"
+    # The line a person reads when the broker does not answer.
+    line, _ = one_line(redis.ConnectionError("refused"), redis_url=url)
+    assert shown in line and "s3cret" not in line
