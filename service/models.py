@@ -180,6 +180,7 @@ class Job(Base):
         Index("ix_jobs_owner_id_id", "owner_id", "id"),
         Index("ix_jobs_kind_id", "kind", "id"),
         Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_batch_id_id", "batch_id", "id"),
         # Usage windows and fair share read the jobs that finished since a time (or not yet).
         Index("ix_jobs_finished_at", "finished_at"),
         # The jobs not folded yet (pending, running, just ended): what /metrics counts live and
@@ -208,6 +209,8 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     from_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    # The jobs of one POST /jobs/batch share it: the id of the batch's first job.
+    batch_id: Mapped[int | None] = mapped_column(Integer)
 
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.pending)
     reason: Mapped[str | None] = mapped_column(String(32))

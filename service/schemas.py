@@ -24,6 +24,13 @@ class JobCreate(BaseModel):
     max_attempts: int | None = Field(None, ge=1, le=20)
 
 
+class JobBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=10_000,
+                                  description="each as POST /jobs takes it; at most GPULAB_BATCH_MAX (1,000)")
+
+
 class BundleSummary(BaseModel):
     sha256: str
     size_bytes: int | None = Field(description="None once the bundle expired")
@@ -60,6 +67,7 @@ class JobPublic(BaseModel):
     max_attempts: int
     device_id: str | None
     from_job_id: int | None
+    batch_id: int | None = Field(None, description="the batch (POST /jobs/batch) it came in: its first job's id")
     created_at: datetime
     dispatched_at: datetime | None
     started_at: datetime | None
@@ -78,6 +86,11 @@ class JobPublic(BaseModel):
 class JobPage(BaseModel):
     items: list[JobPublic]
     next_cursor: int | None
+
+
+class JobBatchPublic(BaseModel):
+    batch_id: int
+    jobs: list[JobPublic]
 
 
 class EventPublic(BaseModel):

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     default_timeout_s: int = Field(3600, ge=1, description="a job's time limit when it names none")
     max_timeout_s: int = Field(7 * 24 * 3600, ge=1, description="the longest time limit a job may ask")
     max_attempts: int = Field(3, ge=1, le=20, description="runs of a job before worker loss fails it")
+    batch_max: int = Field(1000, ge=1, le=10_000, description="jobs one POST /jobs/batch may submit")
     cancel_grace_s: float = Field(10.0, ge=0, description="cooperative-stop time before a kill")
 
     # Sharing: fair share orders members by decayed usage; per-member limits (0 = unlimited).

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -16,6 +18,7 @@ from jobs.registry import get_kind, list_kinds
 from service.db import MAX_INTEGER
 from service.errors import (
     Forbidden,
+    GpulabError,
     IdempotencyConflict,
     InvalidParams,
     InvalidRequest,
@@ -33,9 +36,10 @@ from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.bundles import use_bundle
 from service.store.envs import get_env
-from service.store.jobs import insert_job, owns
+from service.store.jobs import insert_job, insert_jobs, owns
 
 MEMBER_MAX_PRIORITY = 0
+T = TypeVar("T")
 
 
 def kind_enabled(name: str, settings: Settings) -> bool:
@@ -71,9 +75,13 @@ def _scalar(value: Any) -> Any:
     return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
 
 
-def check_device(request: DeviceRequest, raw: str, session: Session) -> None:
+def all_devices(session: Session) -> list[Device]:
+    """Every registered device, in id order: what a request's checks match it against."""
+    return list(session.scalars(select(Device).order_by(Device.id)))
+
+
+def check_device(request: DeviceRequest, raw: str, devices: Sequence[Device]) -> None:
     """Refuse a request that no known device could ever satisfy, listing those that exist."""
-    devices = list(session.scalars(select(Device).order_by(Device.id)))
     if any(request.matches(device_id=d.id, kind=d.kind, name=d.name, memory_total_mb=d.memory_total_mb)
            for d in devices):
         return
@@ -84,23 +92,23 @@ def check_device(request: DeviceRequest, raw: str, session: Session) -> None:
                         field="device", value=raw, extra={"devices": listing})
 
 
-def check_declared_memory(request: DeviceRequest, gpu_memory_gb: float, session: Session) -> None:
+def check_declared_memory(request: DeviceRequest, gpu_memory_gb: float, devices: Sequence[Device]) -> None:
     """Refuse declared memory larger than every device the request matches."""
-    sizes = [d.memory_total_mb or 0 for d in session.scalars(select(Device).order_by(Device.id))
+    sizes = [d.memory_total_mb or 0 for d in devices
              if request.matches(device_id=d.id, kind=d.kind, name=d.name, memory_total_mb=d.memory_total_mb)]
     if sizes and max(sizes) < gpu_memory_gb * 1024:
         raise InvalidRequest(f"gpu_memory_gb={gpu_memory_gb:g} is more than the largest matching GPU holds "
                              f"({max(sizes) / 1024:.1f} GiB)", field="gpu_memory_gb", value=gpu_memory_gb)
 
 
-def check_gang(request: DeviceRequest, body: JobCreate, session: Session) -> None:
+def check_gang(request: DeviceRequest, body: JobCreate, devices: Sequence[Device]) -> None:
     """Refuse a gang no host could ever hold: more matching devices than any one host has."""
     if body.gpu_memory_gb is not None:
         raise InvalidRequest(f"gpu_memory_gb is for jobs that share a GPU; a job with gpus={body.gpus} holds "
                              "each of its devices alone: leave gpu_memory_gb out", field="gpu_memory_gb",
                              value=body.gpu_memory_gb)
     per_host: dict[str, int] = {}
-    for d in session.scalars(select(Device).order_by(Device.id)):
+    for d in devices:
         if request.matches(device_id=d.id, kind=d.kind, name=d.name, memory_total_mb=d.memory_total_mb):
             per_host[d.host] = per_host.get(d.host, 0) + 1
     if max(per_host.values(), default=0) >= body.gpus:
@@ -111,13 +119,21 @@ def check_gang(request: DeviceRequest, body: JobCreate, session: Session) -> Non
                          extra={"hosts": per_host})
 
 
-def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
-           idempotency_key: str | None) -> tuple[Job, bool, list[Dispatch]]:
-    """Validate and record a job as pending; returns it, whether it is new, and what to send.
+@dataclass
+class Checked:
+    """A request that passed every check needing no lock: what the job will be made from."""
 
-    A new job that finds no other pending job is placed in the same transaction (it orders
-    nothing, so placing it costs one short plan): the caller sends what was dispatched.
-    """
+    body: JobCreate
+    params: dict[str, Any]
+    request: DeviceRequest
+    timeout_s: int
+    max_attempts: int
+
+
+def check_request(*, session: Session, settings: Settings, user: User, body: JobCreate,
+                  devices: Sequence[Device] | None = None) -> Checked:
+    """Every check of one request that reads nothing a concurrent submit changes (`devices`: read
+    once for a batch's entries, else here)."""
     params = validate_params(body.kind, body.params)
     if not kind_enabled(body.kind, settings):
         raise KindDisabled(f"kind {body.kind!r} is turned off on this server (an admin enables it)",
@@ -130,69 +146,144 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
         raise InvalidRequest(f"timeout_s={timeout_s} is above this server's limit of {settings.max_timeout_s}",
                              field="timeout_s", value=timeout_s)
     request = parse_device_request(body.device, default_host=settings.host)
-    check_device(request, body.device, session)
+    devices = all_devices(session) if devices is None else devices
+    check_device(request, body.device, devices)
     if body.gpu_memory_gb is not None and request.kind == DeviceKind.cpu:
         raise InvalidRequest("gpu_memory_gb is for GPU jobs; this job asks for the CPU",
                              field="gpu_memory_gb", value=body.gpu_memory_gb)
     if body.gpu_memory_gb is not None:
-        check_declared_memory(request, body.gpu_memory_gb, session)
+        check_declared_memory(request, body.gpu_memory_gb, devices)
     if body.gpus > 1:
-        check_gang(request, body, session)
-    # Everything below reads and then writes: a member's submissions go one at a time (a row
-    # lock on PostgreSQL; the IMMEDIATE write transaction on SQLite), so two racing submits
-    # cannot both see room under the pending limit.
+        check_gang(request, body, devices)
     max_attempts = body.max_attempts or settings.max_attempts
     if body.kind == "command" and not params.get("requeue"):
         # A member's code may not be safe to run twice: a lost worker re-runs it only if asked.
         max_attempts = 1
+    return Checked(body, params, request, timeout_s, max_attempts)
+
+
+def new_job(*, session: Session, settings: Settings, user: User, checked: Checked,
+            idempotency_key: str | None = None) -> Job:
+    """The pending job a checked request makes, once its source job and command are checked too."""
+    body, params = checked.body, checked.params
+    from_job_id = _from_job(session, body.kind, params, user)
+    if body.kind == "command":
+        _check_command(session, params, user, settings)
+    return Job(
+        owner_id=user.id,
+        kind=body.kind,
+        params=params,
+        **checked.request.columns(),
+        gpus=body.gpus,
+        priority=body.priority,
+        gpu_memory_gb=body.gpu_memory_gb,
+        timeout_s=checked.timeout_s,
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+        max_attempts=checked.max_attempts,
+        idempotency_key=idempotency_key,
+        from_job_id=from_job_id,
+        status=JobStatus.pending,
+    )
+
+
+def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
+           idempotency_key: str | None) -> tuple[Job, bool, list[Dispatch]]:
+    """Validate and record a job as pending; returns it, whether it is new, and what to send.
+
+    A new job that finds no other pending job is placed in the same transaction (it orders
+    nothing, so placing it costs one short plan): the caller sends what was dispatched.
+    """
+    checked = check_request(session=session, settings=settings, user=user, body=body)
+    # Everything below reads and then writes: a member's submissions go one at a time (a row
+    # lock on PostgreSQL; the IMMEDIATE write transaction on SQLite), so two racing submits
+    # cannot both see room under the pending limit.
     lock_member(session=session, user=user)
     if idempotency_key:
         existing = job_by_idempotency_key(session=session, owner_id=user.id, key=idempotency_key)
         if existing is not None:
             # Before the limit: a retried submit at the limit gets its job back, not a 429.
-            check_replay(existing, body=body, params=params, device_request=request.canonical(),
-                         timeout_s=timeout_s, max_attempts=max_attempts)
+            check_replay(existing, body=body, params=checked.params, device_request=checked.request.canonical(),
+                         timeout_s=checked.timeout_s, max_attempts=checked.max_attempts)
             return existing, False, []
     check_pending_limit(session=session, settings=settings, user=user)
-    from_job_id = _from_job(session, body.kind, params, user)
-    if body.kind == "command":
-        _check_command(session, params, user, settings)
-    job = Job(
-        owner_id=user.id,
-        kind=body.kind,
-        params=params,
-        **request.columns(),
-        gpus=body.gpus,
-        priority=body.priority,
-        gpu_memory_gb=body.gpu_memory_gb,
-        timeout_s=timeout_s,
-        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
-        max_attempts=max_attempts,
-        idempotency_key=idempotency_key,
-        from_job_id=from_job_id,
-        status=JobStatus.pending,
-    )
+    job = new_job(session=session, settings=settings, user=user, checked=checked, idempotency_key=idempotency_key)
     placed: list[Dispatch] = []
 
-    def start_if_alone(session: Session, new: Job) -> bool:
-        waiting, room = pending_and_room(session, besides=new.id)
+    def start_if_alone(session: Session, new: list[Job]) -> bool:
+        waiting, room = pending_and_room(session, besides=new[0].id)
         if waiting:
             return False  # the dispatcher orders the queue (priority, fair share, age)
         if not room:
             return False  # every device is full: the finish that frees one places it (or wakes the dispatcher)
         placed.extend(place_pending(session=session, settings=settings))
-        mine = next((d for d in placed if d.job_id == new.id), None)
-        if mine is not None:
-            # The answer shows the job as dispatched, on its device: what the UPDATE wrote,
-            # set on the object without reading the row back.
-            for name, value in (("status", JobStatus.dispatched), ("attempt", mine.attempt),
-                                ("device_id", mine.device_id), ("device_ids", list(mine.devices)),
-                                ("dispatched_at", mine.dispatched_at), ("reason", None)):
-                set_committed_value(new, name, value)
-        return mine is not None
+        return show_dispatched(new, placed) == 1
 
     job, created = insert_job(session=session, job=job, start=start_if_alone)
     return job, created, placed
+
+
+def submit_batch(*, session: Session, settings: Settings, user: User,
+                 bodies: Sequence[JobCreate]) -> tuple[list[Job], list[Dispatch]]:
+    """Validate and record a batch (a sweep) as pending, all or none, in one transaction sharing
+    a batch id; one placement then places what fits. Returns the jobs and what to send.
+
+    Each entry passes every check a single submit makes (the same functions); a refusal names
+    its entry (`jobs[3].params.lr`) and nothing is recorded.
+    """
+    devices = all_devices(session)
+    checked = [_entry(i, check_request, session=session, settings=settings, user=user, body=body, devices=devices)
+               for i, body in enumerate(bodies)]
+    lock_member(session=session, user=user)  # as a single submit: the pending limit counts the whole batch
+    check_pending_limit(session=session, settings=settings, user=user, adding=len(checked))
+    jobs = [_entry(i, new_job, session=session, settings=settings, user=user, checked=c)
+            for i, c in enumerate(checked)]
+    placed: list[Dispatch] = []
+
+    def place(session: Session, new: list[Job]) -> bool:
+        if not pending_and_room(session)[1]:
+            return False  # every device is full: finishes place them, as they free devices
+        # One plan for the whole queue, this batch in it, ordered as the dispatcher orders it.
+        placed.extend(place_pending(session=session, settings=settings))
+        return show_dispatched(new, placed) == len(new)
+
+    insert_jobs(session=session, jobs=jobs, start=place)
+    return jobs, placed
+
+
+def _entry(index: int, check: Callable[..., T], **kwargs: Any) -> T:
+    """Run one batch entry's check; a refusal names the entry: field `jobs[3].params.lr`."""
+    try:
+        return check(**kwargs)
+    except GpulabError as exc:
+        where = f"jobs[{index}]"
+        if exc.field is not None:
+            named = f"{where}.{exc.field}"
+            exc.detail = (named + exc.detail[len(exc.field):] if exc.detail.startswith(exc.field)
+                          else f"{named}: {exc.detail}")
+            exc.field = named
+        else:
+            exc.detail = f"{where}: {exc.detail}"
+        for error in exc.extra.get("errors", []):
+            error["field"] = f"{where}.{error['field']}"
+        exc.extra["entry"] = index
+        exc.args = (exc.detail,)
+        raise
+
+
+def show_dispatched(jobs: Sequence[Job], placed: Sequence[Dispatch]) -> int:
+    """Show each placed job as dispatched, on its device, as the UPDATE wrote it (set on the
+    object, not read back); returns how many of `jobs` were placed."""
+    by_id = {d.job_id: d for d in placed}
+    shown = 0
+    for job in jobs:
+        if (mine := by_id.get(job.id)) is None:
+            continue
+        for name, value in (("status", JobStatus.dispatched), ("attempt", mine.attempt),
+                            ("device_id", mine.device_id), ("device_ids", list(mine.devices)),
+                            ("dispatched_at", mine.dispatched_at), ("reason", None)):
+            set_committed_value(job, name, value)
+        shown += 1
+    return shown
 
 
 def lock_member(*, session: Session, user: User) -> None:

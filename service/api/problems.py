@@ -95,8 +95,13 @@ def problem_response(exc: GpulabError, headers: dict[str, str] | None = None) ->
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
+    path = ""
+    for p in loc:
+        if p in ("body", "query", "path", "header"):
+            continue
+        # An item of a list is named as a person writes it: jobs[3].priority, not jobs.3.priority.
+        path += f"[{p}]" if isinstance(p, int) else f".{p}" if path else str(p)
+    return path or "body"
 
 
 def internal_error(exc: BaseException, what: str) -> JSONResponse:

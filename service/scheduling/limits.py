@@ -40,19 +40,20 @@ def member_loads(*, session: Session) -> dict[int, MemberLoad]:
     return loads
 
 
-def check_pending_limit(*, session: Session, settings: Settings, user: User) -> None:
-    """Refuse a new job from a member who already has the most pending jobs allowed."""
+def check_pending_limit(*, session: Session, settings: Settings, user: User, adding: int = 1) -> None:
+    """Refuse `adding` new jobs from a member whose pending jobs would then pass the limit."""
     limit = settings.member_max_pending_jobs
     if not limit:
         return
     pending = session.scalar(
         select(func.count(Job.id)).where(Job.owner_id == user.id, Job.status == JobStatus.pending)
     ) or 0
-    if pending >= limit:
+    if pending + adding > limit:
+        batch = f"; this batch adds {adding}" if adding > 1 else ""
         raise LimitExceeded(
-            f"{user.name} has {pending} pending jobs and member_max_pending_jobs is {limit}: "
+            f"{user.name} has {pending} pending jobs{batch} and member_max_pending_jobs is {limit}: "
             "wait for some to start, or cancel some",
             field="member_max_pending_jobs",
             value=limit,
-            extra={"limit": "member_max_pending_jobs", "pending": pending},
+            extra={"limit": "member_max_pending_jobs", "pending": pending, "adding": adding},
         )

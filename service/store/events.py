@@ -101,6 +101,19 @@ def append_events(
     return published
 
 
+def append_first_events(session: Session, *, job_ids: Sequence[int], event: dict[str, Any]) -> None:
+    """The same event as number 1 of each new job (their INSERT set the counter): one statement."""
+    if len(job_ids) == 1:
+        append_events(session, job_id=job_ids[0], events=[event], numbered_to=1)
+        return
+    now = utcnow()
+    rows = [{"job_id": job_id, "seq": 1, "attempt": 0, "type": event["type"], "message": storable(event["message"]),
+             "data": storable_json(event.get("data")), "created_at": now} for job_id in job_ids]
+    session.execute(insert(cast(Table, JobEvent.__table__)), rows)
+    for row in rows:
+        queue_publish(session, job_channel(row["job_id"]), [event_public(row)])
+
+
 def event_public(row: dict[str, Any] | JobEvent) -> dict[str, Any]:
     """An event as the API shows it."""
     get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, select, update
+from sqlalchemy import Table, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,7 @@ from service.errors import Forbidden, IdempotencyConflict, JobFinished, JobNotFo
 from service.live import jobs_channel, queue_publish, queue_wake
 from service.models import Artifact, FailReason, Job, JobStatus, User, utcnow
 from service.store.allocations import allocate, release
-from service.store.events import append_events, status_event, storable, storable_json
+from service.store.events import append_events, append_first_events, status_event, storable, storable_json
 
 ACTIVE = (JobStatus.pending, JobStatus.dispatched, JobStatus.running)
 
@@ -59,7 +59,7 @@ def _transition(
 
 
 def insert_job(*, session: Session, job: Job,
-               start: Callable[[Session, Job], bool] | None = None) -> tuple[Job, bool]:
+               start: Callable[[Session, list[Job]], bool] | None = None) -> tuple[Job, bool]:
     """Record a validated job as pending; with an idempotency key, a retry returns the first.
 
     `start`, called before the commit, may dispatch the new job in this same transaction
@@ -69,11 +69,8 @@ def insert_job(*, session: Session, job: Job,
         existing = _by_idempotency_key(session, job.owner_id, job.idempotency_key)
         if existing is not None:
             return _same_request(existing, job), False
-    # The job's first event is numbered 1 in its INSERT: no UPDATE to take the number.
-    job.event_seq = 1
-    session.add(job)
     try:
-        session.flush()
+        _record_pending(session, [job])
     except IntegrityError:
         # Two retries raced on the same key: the other insert won.
         session.rollback()
@@ -81,12 +78,48 @@ def insert_job(*, session: Session, job: Job,
         if existing is None:
             raise
         return _same_request(existing, job), False
-    append_events(session, job_id=job.id, events=[status_event(JobStatus.pending, message="submitted")],
-                  numbered_to=1)
-    if start is None or not start(session, job):
+    _start_and_commit(session, [job], start)
+    return job, True
+
+
+def insert_jobs(*, session: Session, jobs: Sequence[Job],
+                start: Callable[[Session, list[Job]], bool] | None = None) -> list[Job]:
+    """Record validated jobs as pending in one transaction, one batch: their batch id is the
+    first job's id. `start` as for `insert_job`, once for all of them."""
+    first, *rest = jobs
+    _record_pending(session, [first])
+    first.batch_id = first.id  # flushed with the rest: one UPDATE, no list of ids
+    for job in rest:
+        job.batch_id = first.id
+    _record_pending(session, rest)
+    _start_and_commit(session, list(jobs), start)
+    return list(jobs)
+
+
+def _record_pending(session: Session, jobs: Sequence[Job]) -> None:
+    """INSERT the jobs and their first event; the ORM sends one INSERT for many rows."""
+    if not jobs:
+        return
+    for job in jobs:
+        # The job's first event is numbered 1 in its INSERT: no UPDATE to take the number.
+        job.event_seq = 1
+    if len(jobs) > 1 and session.get_bind().dialect.name == "sqlite":
+        # SQLite does not promise a multi-row INSERT's RETURNING order, so the ORM would send one
+        # INSERT per job to learn the ids. Its write transaction holds the database's only write
+        # lock: the ids are the ones SQLite would give (the table has no AUTOINCREMENT: max + 1).
+        last = session.scalar(select(func.max(Job.id))) or 0
+        for i, job in enumerate(jobs, start=1):
+            job.id = last + i
+    session.add_all(jobs)
+    session.flush()
+    append_first_events(session, job_ids=[j.id for j in jobs],
+                        event=status_event(JobStatus.pending, message="submitted"))
+
+
+def _start_and_commit(session: Session, jobs: list[Job], start: Callable[[Session, list[Job]], bool] | None) -> None:
+    if start is None or not start(session, jobs):
         queue_wake(session, "submit")
     session.commit()
-    return job, True
 
 
 def _by_idempotency_key(session: Session, owner_id: int, key: str | None) -> Job | None:
@@ -136,6 +169,7 @@ def list_jobs(
     statuses: Iterable[str] = (),
     owner_id: int | None = None,
     kind: str | None = None,
+    batch_id: int | None = None,
     before_id: int | None = None,
     limit: int = 50,
 ) -> tuple[list[Job], int | None]:
@@ -148,6 +182,8 @@ def list_jobs(
         stmt = stmt.where(Job.owner_id == owner_id)
     if kind:
         stmt = stmt.where(Job.kind == kind)
+    if batch_id is not None:
+        stmt = stmt.where(Job.batch_id == batch_id)
     if before_id is not None:
         stmt = stmt.where(Job.id < before_id)
     jobs = list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit + 1)))

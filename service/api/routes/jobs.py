@@ -40,6 +40,8 @@ from service.schemas import (
     CommandPublic,
     EventPage,
     EventPublic,
+    JobBatchCreate,
+    JobBatchPublic,
     JobCreate,
     JobPage,
     JobPublic,
@@ -49,7 +51,7 @@ from service.security import hash_token
 from service.store import events as event_store
 from service.store import jobs as job_store
 from service.store.bundles import command_facts
-from service.submission import submit
+from service.submission import submit, submit_batch
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=Route)
 
@@ -109,6 +111,24 @@ def create_job(
     return job_public(job, user.name, user)
 
 
+@router.post("/batch", status_code=201, response_model=JobBatchPublic, summary="Submit a batch of jobs (a sweep)",
+             description="All or none: each entry is checked as POST /jobs checks it, a refusal names the entry "
+             "(`jobs[3].params.lr`) and records nothing. The jobs share a batch id: `GET /jobs?batch=N`.",
+             responses=problem_responses(403, 429))
+def create_batch(body: JobBatchCreate, user: CurrentUser, session: WriteSession, state: State) -> JobBatchPublic:
+    limit = state.settings.batch_max
+    if len(body.jobs) > limit:
+        raise InvalidRequest(f"jobs: {len(body.jobs)} entries, and a batch holds at most {limit} (GPULAB_BATCH_MAX)",
+                             field="jobs", value=len(body.jobs))
+    state.publisher.hold(session)
+    try:
+        jobs, placed = submit_batch(session=session, settings=state.settings, user=user, bodies=body.jobs)
+        send_dispatched(state.celery, lambda: nullcontext(session), placed, retry=False)
+    finally:
+        state.publisher.release(session)
+    return JobBatchPublic(batch_id=jobs[0].id, jobs=[job_public(j, user.name, user) for j in jobs])
+
+
 @router.get("", response_model=JobPage, summary="List jobs, newest first")
 def list_jobs(
     user: CurrentUser,
@@ -118,6 +138,7 @@ def list_jobs(
     owner: Annotated[str | None, Query(max_length=64)] = None,
     me: bool = False,
     kind: Annotated[str | None, Query(max_length=64)] = None,
+    batch: Annotated[int | None, Query(ge=1, le=MAX_ID, description="the jobs of one batch (POST /jobs/batch)")] = None,
     cursor: Annotated[int | None, Query(ge=1, le=MAX_ID, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
@@ -129,7 +150,7 @@ def list_jobs(
         if owner_id is None:
             raise InvalidRequest(f"no member is called {owner!r}", field="owner", value=owner)
     jobs, next_cursor = job_store.list_jobs(session=session, statuses=status or (), owner_id=owner_id,
-                                            kind=kind, before_id=cursor, limit=limit)
+                                            kind=kind, batch_id=batch, before_id=cursor, limit=limit)
     names = _owner_names(session, jobs)
     return JobPage(items=[job_public(j, names.get(j.owner_id, "?"), user) for j in jobs], next_cursor=next_cursor)
 
