@@ -12,11 +12,12 @@ import typer
 from rich.table import Table
 
 from cli import admin, bundles, envs, local_run, serve, views
-from cli.client import Api, UsageError, save_token
+from cli.client import Api, CliError, UsageError, save_token
 from cli.console import client, err, out, print_error
 from cli.errors import one_line
 from cli.follow import exit_code_for, follow
 from cli.params import build_params
+from cli.sweeps import check_placeholders, combinations, fill_command, kind_params, name_sweep_value, parse_sweeps
 from service.settings import get_settings
 
 app = typer.Typer(help="gpulab: a job service for the lab's GPUs.", no_args_is_help=True,
@@ -59,6 +60,8 @@ def submit(
     kind: str | None = typer.Argument(None, help="the job kind (gpulab kinds lists them), or -- CMD ARG..."),
     _command: list[str] | None = typer.Argument(None, hidden=True),
     param: list[str] = typer.Option([], "-p", "--param", help="key=value, repeatable"),
+    sweep: list[str] = typer.Option([], "--sweep", help="key=v1,v2,...: a job per combination, as one batch "
+                                    "(repeatable; a command names each key as {key} in its arguments)"),
     working_dir: Path | None = typer.Option(None, "--working-dir", help="command jobs: the folder to upload"),
     env: list[str] = typer.Option([], "--env", help="command jobs: NAME=VALUE, repeatable"),
     python_env: str | None = typer.Option(None, "--python-env", help="command jobs: a registered environment"),
@@ -76,15 +79,20 @@ def submit(
     """Submit a job (a kind, or your own command after --), then follow it until it ends (exit 0 if it succeeded)."""
     api = client()
     command = bundles.command_argv()
+    combos: list[dict[str, str]] = [{}]
     if command is not None:  # gpulab submit [--working-dir DIR] [-p server_dir=...] ... -- CMD ARG...
         extra = build_params(param, params_schema(api, "command"))  # before any upload: a bad -p costs nothing
         if clash := sorted(set(extra) & {"argv", "bundle", "env", "python_env", "requeue"}):
             raise UsageError(f"-p {clash[0]}: a command job takes it from the command line (the command "
                              "after --, --working-dir, --env, --python-env, --requeue)")
+        sweeps = sweeps_of(sweep, fixed=list(extra))
+        check_placeholders(command, list(sweeps))
+        combos = combinations(sweeps) if sweeps else combos
         kind, params = "command", bundles.command_params(api, command, working_dir=working_dir,
                                                          env=bundles.parse_env(env), python_env=python_env,
                                                          requeue=requeue, say=err.print)
         params.update(extra)
+        every = [{**params, "argv": fill_command(params["argv"], combo)} for combo in combos]
     elif working_dir is not None or env or python_env or requeue:
         raise UsageError("--working-dir, --env, --python-env and --requeue are for command jobs: "
                          "put the command after --, e.g. gpulab submit --working-dir . -- python train.py")
@@ -92,12 +100,18 @@ def submit(
         raise UsageError("name a job kind (gpulab kinds), or a command after --: gpulab submit -- python train.py")
     else:
         params = build_params(param, params_schema(api, kind))
+        sweeps = sweeps_of(sweep, fixed=list(params))
+        combos = combinations(sweeps) if sweeps else combos
+        every = [kind_params(params, combo) for combo in combos]
     body: dict[str, Any] = {"kind": kind, "params": params, "device": device, "priority": priority}
     if gpus != 1:
         body["gpus"] = gpus
     for key, value in (("gpu_memory_gb", gpu_memory_gb), ("timeout_s", timeout), ("seed", seed)):
         if value is not None:
             body[key] = value
+    if sweep:
+        submit_sweep(api, [{**body, "params": p} for p in every], combos)
+        return
     job = api.post("/jobs", json=body)
     if no_wait:
         out.print(job["id"])
@@ -117,16 +131,38 @@ def submit(
     raise typer.Exit(exit_code_for(status))
 
 
+def sweeps_of(texts: list[str], *, fixed: list[str]) -> dict[str, list[str]]:
+    """The --sweep options read (none: a single job)."""
+    return parse_sweeps(texts, fixed=fixed) if texts else {}
+
+
+def submit_sweep(api: Api, bodies: list[dict[str, Any]], combos: list[dict[str, str]]) -> None:
+    """Submit a sweep as one batch; print its job ids on one line, and how to list them."""
+    try:
+        batch = api.post("/jobs/batch", json={"jobs": bodies})
+    except CliError as exc:
+        named = name_sweep_value(str(exc), combos)
+        if named is None:
+            raise
+        raise UsageError(f"--sweep {named}: {exc}") from None
+    out.print(" ".join(str(j["id"]) for j in batch["jobs"]))
+    err.print(f"batch {batch['batch_id']}: {len(bodies)} jobs submitted; list them with "
+              f"gpulab jobs --batch {batch['batch_id']}")
+
+
 @app.command("jobs")
 def list_jobs(
     me: bool = typer.Option(False, "--me", help="only my jobs"),
     status: list[str] = typer.Option([], "--status", "-s"),
     kind: str | None = typer.Option(None),
+    batch: int | None = typer.Option(None, "--batch", help="the jobs of one batch (a --sweep)"),
     limit: int = typer.Option(30),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List jobs, newest first."""
     params: dict[str, Any] = {"limit": limit, "me": me}
+    if batch is not None:
+        params["batch"] = batch
     if status:
         params["status"] = status
     if kind:
@@ -179,9 +215,16 @@ def logs(job_id: int, follow_: bool = typer.Option(False, "--follow", "-f", help
 
 
 @app.command()
-def cancel(job_id: int) -> None:
-    """Cancel a job (yours, or any as an admin)."""
-    job = client().post(f"/jobs/{job_id}/cancel")
+def cancel(job_id: int | None = typer.Argument(None, help="the job"),
+           batch: int | None = typer.Option(None, "--batch", help="every unfinished job of this batch")) -> None:
+    """Cancel a job, or a batch's unfinished jobs (yours, or any as an admin)."""
+    if (job_id is None) == (batch is None):
+        raise UsageError("name a job (gpulab cancel 12) or a batch (gpulab cancel --batch 12), not both")
+    api = client()
+    if batch is not None:
+        cancel_batch(api, batch)
+        return
+    job = api.post(f"/jobs/{job_id}/cancel")
     if job["status"] == "cancelled":
         msg = "cancelled"
     elif job["kind"] == "command":
@@ -189,6 +232,30 @@ def cancel(job_id: int) -> None:
     else:
         msg = "cancel requested; it stops at its next step"
     out.print(f"job {job_id}: {msg}")
+
+
+def cancel_batch(api: Api, batch: int) -> None:
+    """Cancel each unfinished job of a batch, one request each: every cancel is checked as one."""
+    ids: list[int] = []
+    query: dict[str, Any] = {"batch": batch, "status": ["pending", "dispatched", "running"], "limit": 500}
+    while True:
+        page = api.get("/jobs", params=query)
+        ids += [j["id"] for j in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        query["cursor"] = page["next_cursor"]
+    done: dict[str, list[int]] = {"cancelled": [], "cancel requested": [], "already ended": []}
+    for job_id in sorted(ids):
+        try:
+            job = api.post(f"/jobs/{job_id}/cancel")
+        except CliError as exc:
+            if not str(exc).startswith("job_finished:"):
+                raise
+            done["already ended"].append(job_id)  # it ended between the list and its cancel
+            continue
+        done["cancelled" if job["status"] == "cancelled" else "cancel requested"].append(job_id)
+    said = "; ".join(f"{what} {' '.join(map(str, which))}" for what, which in done.items() if which)
+    out.print(f"batch {batch}: {said or 'no unfinished job'}")
 
 
 @app.command()
