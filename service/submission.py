@@ -222,20 +222,27 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
     return job, created, placed
 
 
-def submit_batch(*, session: Session, settings: Settings, user: User,
-                 bodies: Sequence[JobCreate]) -> tuple[list[Job], list[Dispatch]]:
+def submit_batch(*, session: Session, settings: Settings, user: User, bodies: Sequence[JobCreate],
+                 idempotency_key: str | None = None) -> tuple[list[Job], bool, list[Dispatch]]:
     """Validate and record a batch (a sweep) as pending, all or none, in one transaction sharing
-    a batch id; one placement then places what fits. Returns the jobs and what to send.
+    a batch id; one placement then places what fits. Returns the jobs, whether they are new, and
+    what to send.
 
     Each entry passes every check a single submit makes (the same functions); a refusal names
-    its entry (`jobs[3].params.lr`) and nothing is recorded.
+    its entry (`jobs[3].params.lr`) and nothing is recorded. An Idempotency-Key is kept on the
+    batch's first job: a retry gets the batch back if every entry is the same.
     """
     devices = all_devices(session)
     checked = [_entry(i, check_request, session=session, settings=settings, user=user, body=body, devices=devices)
                for i, body in enumerate(bodies)]
     lock_member(session=session, user=user)  # as a single submit: the pending limit counts the whole batch
+    if idempotency_key:
+        first = job_by_idempotency_key(session=session, owner_id=user.id, key=idempotency_key)
+        if first is not None:
+            return _replayed_batch(session, first, checked, idempotency_key), False, []
     check_pending_limit(session=session, settings=settings, user=user, adding=len(checked))
-    jobs = [_entry(i, new_job, session=session, settings=settings, user=user, checked=c)
+    jobs = [_entry(i, new_job, session=session, settings=settings, user=user, checked=c,
+                   idempotency_key=idempotency_key if i == 0 else None)
             for i, c in enumerate(checked)]
     placed: list[Dispatch] = []
 
@@ -247,7 +254,22 @@ def submit_batch(*, session: Session, settings: Settings, user: User,
         return show_dispatched(new, placed) == len(new)
 
     insert_jobs(session=session, jobs=jobs, start=place)
-    return jobs, placed
+    return jobs, True, placed
+
+
+def _replayed_batch(session: Session, first: Job, checked: Sequence[Checked], key: str) -> list[Job]:
+    """The batch a retry's Idempotency-Key names, if every entry asks what it asked (else 409)."""
+    earlier = list(session.scalars(select(Job).where(Job.batch_id == first.batch_id).order_by(Job.id))
+                   ) if first.batch_id is not None else []
+    if len(earlier) != len(checked):
+        what = f"a batch of {len(earlier)} jobs" if earlier else f"job {first.id} alone"
+        raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for {what}, not a batch of {len(checked)}: "
+                                  "use a new key for a new request", field="Idempotency-Key", value=key,
+                                  extra={"job_id": first.id})
+    for i, (job, c) in enumerate(zip(earlier, checked, strict=True)):
+        _entry(i, check_replay, existing=job, body=c.body, params=c.params, device_request=c.request.canonical(),
+               timeout_s=c.timeout_s, max_attempts=c.max_attempts, key=key)
+    return earlier
 
 
 def _entry(index: int, check: Callable[..., T], **kwargs: Any) -> T:
@@ -299,8 +321,10 @@ def job_by_idempotency_key(*, session: Session, owner_id: int, key: str) -> Job 
 
 
 def check_replay(existing: Job, *, body: JobCreate, params: dict[str, Any], device_request: str,
-                 timeout_s: int, max_attempts: int) -> None:
-    """Refuse a retry whose contents differ from the first request in any field (409)."""
+                 timeout_s: int, max_attempts: int, key: str | None = None) -> None:
+    """Refuse a retry whose contents differ from the first request in any field (409); `key`:
+    the Idempotency-Key when the job does not carry it (a batch's later jobs)."""
+    key = key or existing.idempotency_key
     asked: dict[str, Any] = {
         "kind": body.kind, "params": params, "device": device_request, "priority": body.priority,
         "gpu_memory_gb": body.gpu_memory_gb, "timeout_s": timeout_s, "max_attempts": max_attempts,
@@ -315,9 +339,9 @@ def check_replay(existing: Job, *, body: JobCreate, params: dict[str, Any], devi
     changed = sorted(name for name in asked if asked[name] != stored[name])
     if changed:
         raise IdempotencyConflict(
-            f"Idempotency-Key {existing.idempotency_key!r} was used for job {existing.id} with other "
+            f"Idempotency-Key {key!r} was used for job {existing.id} with other "
             f"{', '.join(changed)}: use a new key for a new request",
-            field="Idempotency-Key", value=existing.idempotency_key,
+            field="Idempotency-Key", value=key,
             extra={"job_id": existing.id, "changed": changed},
         )
 

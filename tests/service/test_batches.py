@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from service.db import Database
-from service.errors import Forbidden, InvalidParams, LimitExceeded
+from service.errors import Forbidden, IdempotencyConflict, InvalidParams, LimitExceeded
 from service.models import Job, JobStatus, User
 from service.schemas import JobCreate
 from service.settings import Settings
@@ -40,7 +40,7 @@ def _jobs(db: Database) -> int:
 def test_a_batch_shares_one_id_and_places_what_fits(db: Database, settings: Settings) -> None:
     user = _lab(db, slots=2)
     with db.writing() as s:
-        jobs, placed = submit_batch(session=s, settings=settings, user=user, bodies=_echoes(5))
+        jobs, _, placed = submit_batch(session=s, settings=settings, user=user, bodies=_echoes(5))
     ids = [j.id for j in jobs]
     assert {j.batch_id for j in jobs} == {ids[0]}
     assert [d.job_id for d in placed] == ids[:2]  # two slots: the first two, in the queue's order
@@ -90,7 +90,7 @@ def test_the_running_limit_holds_a_batch_back(db: Database, settings: Settings) 
     user = _lab(db, slots=4)
     limited = settings.model_copy(update={"member_max_running_jobs": 1})
     with db.writing() as s:
-        jobs, placed = submit_batch(session=s, settings=limited, user=user, bodies=_echoes(3))
+        jobs, _, placed = submit_batch(session=s, settings=limited, user=user, bodies=_echoes(3))
     assert [d.job_id for d in placed] == [jobs[0].id]  # four free slots, one job: her limit
     assert [j.status for j in jobs] == [JobStatus.dispatched, JobStatus.pending, JobStatus.pending]
 
@@ -103,3 +103,23 @@ def test_a_batch_costs_statements_per_batch_not_per_job(db: Database, settings: 
     with db.writing() as s:
         submit_batch(session=s, settings=settings, user=user, bodies=_echoes(50))
     assert len(sent) <= 60, f"{len(sent)} statements:\n" + "\n".join(sent[:80])
+
+
+def test_a_retried_batch_gets_its_jobs_back_and_a_changed_one_is_refused(db: Database, settings: Settings) -> None:
+    user = _lab(db, slots=0)
+    with db.writing() as s:
+        jobs, created, _ = submit_batch(session=s, settings=settings, user=user, bodies=_echoes(3),
+                                        idempotency_key="sweep-1")
+    assert created
+    with db.writing() as s:
+        again, created, placed = submit_batch(session=s, settings=settings, user=user, bodies=_echoes(3),
+                                              idempotency_key="sweep-1")
+    assert not created and not placed and [j.id for j in again] == [j.id for j in jobs]
+    changed = _echoes(3)
+    changed[2] = JobCreate(kind="test-echo", params={"lines": 7})
+    with db.writing() as s, pytest.raises(IdempotencyConflict) as caught:
+        submit_batch(session=s, settings=settings, user=user, bodies=changed, idempotency_key="sweep-1")
+    assert (caught.value.field, caught.value.extra["changed"]) == ("jobs[2].Idempotency-Key", ["params"])
+    with db.writing() as s, pytest.raises(IdempotencyConflict, match="a batch of 3 jobs, not a batch of 2"):
+        submit_batch(session=s, settings=settings, user=user, bodies=_echoes(2), idempotency_key="sweep-1")
+    assert _jobs(db) == 3

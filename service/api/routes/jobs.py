@@ -114,18 +114,30 @@ def create_job(
 @router.post("/batch", status_code=201, response_model=JobBatchPublic, summary="Submit a batch of jobs (a sweep)",
              description="All or none: each entry is checked as POST /jobs checks it, a refusal names the entry "
              "(`jobs[3].params.lr`) and records nothing. The jobs share a batch id: `GET /jobs?batch=N`.",
-             responses=problem_responses(403, 429))
-def create_batch(body: JobBatchCreate, user: CurrentUser, session: WriteSession, state: State) -> JobBatchPublic:
+             responses={**problem_responses(403, 409, 429),
+                        200: {"model": JobBatchPublic,
+                              "description": "a retry with the same Idempotency-Key: the first batch"}})
+def create_batch(
+    body: JobBatchCreate,
+    response: Response,
+    user: CurrentUser,
+    session: WriteSession,
+    state: State,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobBatchPublic:
     limit = state.settings.batch_max
     if len(body.jobs) > limit:
         raise InvalidRequest(f"jobs: {len(body.jobs)} entries, and a batch holds at most {limit} (GPULAB_BATCH_MAX)",
                              field="jobs", value=len(body.jobs))
     state.publisher.hold(session)
     try:
-        jobs, placed = submit_batch(session=session, settings=state.settings, user=user, bodies=body.jobs)
+        jobs, created, placed = submit_batch(session=session, settings=state.settings, user=user, bodies=body.jobs,
+                                             idempotency_key=idempotency_key)
         send_dispatched(state.celery, lambda: nullcontext(session), placed, retry=False)
     finally:
         state.publisher.release(session)
+    if not created:
+        response.status_code = 200
     return JobBatchPublic(batch_id=jobs[0].id, jobs=[job_public(j, user.name, user) for j in jobs])
 
 
