@@ -4,7 +4,8 @@
 
 Starts a real stack (API, dispatcher, one CPU worker) on SQLite, then on PostgreSQL, and a
 bare Celery worker, then prints p50/p99 latency, the milliseconds each hop adds, jobs/s
-with one slot and with two, the idle gap between back-to-back jobs on one device, the CPU
+with one slot and with two (the burst submitted a request per job, then as one POST /jobs/batch,
+as a sweep is), the idle gap between back-to-back jobs on one device, the CPU
 time a job of the one-slot burst costs the server's processes (API, dispatcher, worker
 parent and child; raw Celery's worker and its sender), and ratios against the baseline
 measured in the same run. On a shared machine the CPU time moves less with the load than the
@@ -61,20 +62,28 @@ def session_cpu_s(sessions: set[int]) -> dict[int, float]:
     return {sid: ticks / os.sysconf("SC_CLK_TCK") for sid, ticks in total.items()}
 
 
-def burst_gpulab(stack: Stack, burst: int) -> tuple[float, list[float], dict[str, float]]:
+def burst_gpulab(stack: Stack, burst: int, *,
+                 batch: bool = False) -> tuple[float, list[float], dict[str, float], float]:
     """Jobs/s of a burst, submit of the first to end of the last as the database records
     them, the idle gaps (s) between one job's end and the next one's start, and the CPU
-    seconds per job of each of the stack's parts over the burst."""
+    seconds per job of each of the stack's parts over the burst, and the jobs/s the client's
+    submits were answered at. `batch`: the burst is one POST /jobs/batch (a sweep), else a
+    POST /jobs per job."""
     parts = {proc.pid: name.split("-")[0] for name, proc in stack.procs.items()}
     cpu0 = session_cpu_s(set(parts))
     t0 = time.time()
-    ids = [stack.submit("test-echo", {"lines": 0, "steps": 0})["id"] for _ in range(burst)]
+    if batch:
+        body = {"jobs": [{"kind": "test-echo", "params": {"lines": 0, "steps": 0}}] * burst}
+        ids = [j["id"] for j in stack.api("POST", "/jobs/batch", json=body, expect=201)["jobs"]]
+    else:
+        ids = [stack.submit("test-echo", {"lines": 0, "steps": 0})["id"] for _ in range(burst)]
+    submitted = time.time() - t0
     jobs = [stack.wait_for(job_id, timeout=300) for job_id in ids]
     cpu1 = session_cpu_s(set(parts))
     cpu = {name: (cpu1[sid] - cpu0[sid]) / burst for sid, name in parts.items()}
     runs = sorted((ts(j["started_at"]), ts(j["finished_at"])) for j in jobs)
     gaps = [start - end for (_, end), (start, _) in zip(runs, runs[1:], strict=False)]
-    return burst / (max(end for _, end in runs) - t0), gaps, cpu
+    return burst / (max(end for _, end in runs) - t0), gaps, cpu, burst / submitted
 
 
 def bench_gpulab(stack: Stack, n: int, burst: int) -> dict[str, float]:
@@ -92,16 +101,20 @@ def bench_gpulab(stack: Stack, n: int, burst: int) -> dict[str, float]:
         hops["total"].append(started - t0)
     out = {f"{k}_p50_ms": 1000 * statistics.median(v) for k, v in hops.items()}
     out["total_p99_ms"] = 1000 * pct(hops["total"], 0.99)
-    out["jobs_per_s"], gaps, cpu = burst_gpulab(stack, burst)
+    out["jobs_per_s"], gaps, cpu, out["submits_per_s"] = burst_gpulab(stack, burst)
     out["cpu_ms_per_job"] = 1000 * sum(cpu.values())
     out.update({f"cpu_{name}_ms": 1000 * s for name, s in cpu.items()})
     out["gap_p50_ms"] = 1000 * statistics.median(gaps)
+    out["jobs_per_s_batch"], _, cpu, out["submits_per_s_batch"] = burst_gpulab(stack, burst, batch=True)
+    out["batch_ms_per_job"] = 1000 * sum(cpu.values())
+    out.update({f"batch_{name}_ms": 1000 * s for name, s in cpu.items()})
     # A second slot on the same device: two jobs run at once, so no gap is measured.
     stack.kill("worker-testhost/cpu", signal.SIGTERM)
     stack.add_worker("cpu", slots=2)
     for job_id in [stack.submit("test-echo", {"lines": 0, "steps": 0})["id"] for _ in range(4)]:
         stack.wait_for(job_id)  # warm-up: each new child pays its imports once
-    out["jobs_per_s_2"], _, _ = burst_gpulab(stack, burst)
+    out["jobs_per_s_2"], _, _, _ = burst_gpulab(stack, burst)
+    out["jobs_per_s_2_batch"], _, _, _ = burst_gpulab(stack, burst, batch=True)
     return out
 
 
@@ -184,25 +197,38 @@ def main() -> None:
     parser.add_argument("--celery-tools", action="store_true",
                         help="also measure remote control off and task events on")
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     g = {"SQLite": run_gpulab(args.jobs, args.burst)}
     if not args.no_postgres:
         g["PostgreSQL"] = run_gpulab(args.jobs, args.burst, postgres=True)
     r = bench_raw(services.redis_url(12), args.jobs, args.burst)
     r["jobs_per_s_2"] = bench_raw(services.redis_url(12), args.jobs, args.burst, slots=2)["jobs_per_s"]
-    print(f"gpulab dispatch benchmark: {args.jobs} sequential jobs, a burst of {args.burst}, one CPU worker")
+    print(f"gpulab dispatch benchmark: {args.jobs} sequential jobs, a burst of {args.burst}, one CPU worker; "
+          f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(f"{'':30}{'raw celery':>11}" + "".join(f"{db:>11}{'ratio':>7}" for db in g))
     for key, label in (("total_p50_ms", "submit → start p50 (ms)"), ("total_p99_ms", "submit → start p99 (ms)"),
                        ("jobs_per_s", "end-to-end jobs/s, 1 slot"), ("jobs_per_s_2", "end-to-end jobs/s, 2 slots")):
         print(f"{label:30}{r[key]:>11.1f}" + "".join(f"{m[key]:>11.1f}{m[key] / r[key]:>7.2f}" for m in g.values()))
+    # The same bursts as one POST /jobs/batch (a sweep), against the same raw Celery burst.
+    for key, base, label in (("jobs_per_s_batch", "jobs_per_s", "  same, one batch request"),
+                             ("jobs_per_s_2_batch", "jobs_per_s_2", "  2 slots, one batch request")):
+        print(f"{label:30}{r[base]:>11.1f}" + "".join(f"{m[key]:>11.1f}{m[key] / r[base]:>7.2f}" for m in g.values()))
     print(f"{'CPU ms per job, 1-slot burst':30}{r['cpu_ms_per_job']:>11.1f}" + "".join(
         f"{m['cpu_ms_per_job']:>11.1f}{m['cpu_ms_per_job'] / r['cpu_ms_per_job']:>7.2f}" for m in g.values()))
+    print(f"{'  same, one batch request':30}{r['cpu_ms_per_job']:>11.1f}" + "".join(
+        f"{m['batch_ms_per_job']:>11.1f}{m['batch_ms_per_job'] / r['cpu_ms_per_job']:>7.2f}"
+        for m in g.values()))
     print(f"{'idle gap between jobs p50 (ms)':30}{'':>11}" + "".join(f"{m['gap_p50_ms']:>11.1f}{'':>7}"
                                                                   for m in g.values()))
     for db, m in g.items():
         print(f"hops of gpulab's p50 on {db} (ms): " + ", ".join(
             f"{k} {m[f'{k}_p50_ms']:.1f}" for k in ("http+insert", "wake+dispatch", "broker+claim")))
-        print(f"CPU ms per job of gpulab's parts on {db}: " + ", ".join(
-            f"{k[4:-3]} {v:.1f}" for k, v in m.items() if k.startswith("cpu_") and k != "cpu_ms_per_job"))
+        for what, prefix in (("a request per job", "cpu_"), ("one batch", "batch_")):
+            print(f"CPU ms per job of gpulab's parts on {db}, {what}: " + ", ".join(
+                f"{k[len(prefix):-3]} {v:.1f}" for k, v in m.items()
+                if k.startswith(prefix) and k not in ("cpu_ms_per_job", "batch_ms_per_job")))
+        print(f"the burst's submits answered on {db}: {m['submits_per_s']:.0f} jobs/s a request per job, "
+              f"{m['submits_per_s_batch']:.0f} jobs/s as one batch")
     if not args.celery_tools:
         return
     runs = {
