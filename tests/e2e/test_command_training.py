@@ -242,3 +242,19 @@ def test_every_line_of_a_fast_printer_is_kept(cmd_stack: Stack) -> None:
     assert str(lines) in [e["message"] for e in tail], tail
     first = cmd_stack.api("GET", f"/jobs/{job['id']}/events", params={"type": "log", "limit": 3})["items"]
     assert [e["message"] for e in first][1:3] == ["1", "2"], first
+
+
+def test_a_command_sweep_fills_its_placeholders_from_one_upload(cmd_stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "base.txt").write_text("x")
+    script = 'echo {word}{n} $(cat base.txt) > "$GPULAB_OUTPUT_DIR/out.txt"'
+    result = cli(cmd_stack, "submit", "--working-dir", str(tmp_path / "job"), "--sweep", "word=a,b",
+                 "--sweep", "n=1,2", "--", "bash", "-c", script)
+    ids = [int(i) for i in result.stdout.split()]
+    done = [cmd_stack.wait_for(i) for i in ids]
+    assert [d["status"] for d in done] == ["succeeded"] * 4, [d["error"] for d in done]
+    assert [cmd_stack.api("GET", f"/jobs/{i}/artifacts/out.txt").text for i in ids] == [
+        "a1 x\n", "a2 x\n", "b1 x\n", "b2 x\n"]
+    assert len({d["params"]["bundle"] for d in done}) == 1 and result.stderr.count("packed") == 1
+    unnamed = cli(cmd_stack, "submit", "--sweep", "lr=0.1,0.2", "--", "python", "train.py", check=False)
+    assert unnamed.returncode == 2 and "--sweep lr: the command has no {lr} to fill" in unnamed.stderr
