@@ -36,7 +36,7 @@ from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.bundles import use_bundle
 from service.store.envs import get_env
-from service.store.jobs import insert_job, insert_jobs, owns
+from service.store.job_records import insert_job, insert_jobs, owns
 
 MEMBER_MAX_PRIORITY = 0
 T = TypeVar("T")

@@ -21,7 +21,7 @@ from service.errors import BrokerUnavailable
 from service.live import job_channel
 from service.models import FINAL_STATUSES, JobStatus
 from service.store import events as event_store
-from service.store import jobs as job_store
+from service.store import job_records
 from service.store.users import authenticate_hash
 
 KEEPALIVE_S = 15.0
@@ -65,7 +65,7 @@ async def follow_job(
 
         def catch_up() -> tuple[list[dict[str, Any]], str]:
             with state.db.reading() as session:
-                status = job_store.get_job(session=session, job_id=job_id).status
+                status = job_records.get_job(session=session, job_id=job_id).status
                 return event_store.list_events(session=session, job_id=job_id, after_seq=last), status
 
         loop = asyncio.get_running_loop()

@@ -1,26 +1,27 @@
 """Jobs and their lifecycle: pending → dispatched → running → succeeded | failed | cancelled.
 
 Every transition is one conditional UPDATE on (id, status[, attempt]); the caller learns
-from the returned row count whether it won.
+from the returned row count whether it won. A job's record (its insert, reads by id or page)
+is `store.job_records`'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, and_, select, update
 from sqlalchemy.orm import Session
 
 from service.db import changed
-from service.errors import Forbidden, IdempotencyConflict, JobFinished, JobNotFound
+from service.errors import Forbidden, JobFinished
 from service.live import jobs_channel, queue_publish, queue_wake
 from service.models import Artifact, FailReason, Job, JobStatus, User, utcnow
 from service.store.allocations import allocate, release
-from service.store.events import append_events, append_first_events, status_event, storable, storable_json
+from service.store.events import append_events, status_event, storable, storable_json
+from service.store.job_records import get_job, owns
 
 ACTIVE = (JobStatus.pending, JobStatus.dispatched, JobStatus.running)
 
@@ -56,139 +57,6 @@ def _transition(
                   numbered_to=seq, attempt=attempt)
     queue_publish(session, jobs_channel(), {"id": job_id, "status": status, "reason": reason})
     return True
-
-
-def insert_job(*, session: Session, job: Job,
-               start: Callable[[Session, list[Job]], bool] | None = None) -> tuple[Job, bool]:
-    """Record a validated job as pending; with an idempotency key, a retry returns the first.
-
-    `start`, called before the commit, may dispatch the new job in this same transaction
-    (returning True); otherwise the dispatcher is woken to place it.
-    """
-    if job.idempotency_key:
-        existing = _by_idempotency_key(session, job.owner_id, job.idempotency_key)
-        if existing is not None:
-            return _same_request(existing, job), False
-    try:
-        _record_pending(session, [job])
-    except IntegrityError:
-        # Two retries raced on the same key: the other insert won.
-        session.rollback()
-        existing = _by_idempotency_key(session, job.owner_id, job.idempotency_key)
-        if existing is None:
-            raise
-        return _same_request(existing, job), False
-    _start_and_commit(session, [job], start)
-    return job, True
-
-
-def insert_jobs(*, session: Session, jobs: Sequence[Job],
-                start: Callable[[Session, list[Job]], bool] | None = None) -> list[Job]:
-    """Record validated jobs as pending in one transaction, one batch: their batch id is the
-    first job's id. `start` as for `insert_job`, once for all of them."""
-    first, *rest = jobs
-    _record_pending(session, [first])
-    first.batch_id = first.id  # flushed with the rest: one UPDATE, no list of ids
-    for job in rest:
-        job.batch_id = first.id
-    _record_pending(session, rest)
-    _start_and_commit(session, list(jobs), start)
-    return list(jobs)
-
-
-def _record_pending(session: Session, jobs: Sequence[Job]) -> None:
-    """INSERT the jobs and their first event; the ORM sends one INSERT for many rows."""
-    if not jobs:
-        return
-    for job in jobs:
-        # The job's first event is numbered 1 in its INSERT: no UPDATE to take the number.
-        job.event_seq = 1
-    if len(jobs) > 1 and session.get_bind().dialect.name == "sqlite":
-        # SQLite does not promise a multi-row INSERT's RETURNING order, so the ORM would send one
-        # INSERT per job to learn the ids. Its write transaction holds the database's only write
-        # lock: the ids are the ones SQLite would give (the table has no AUTOINCREMENT: max + 1).
-        last = session.scalar(select(func.max(Job.id))) or 0
-        for i, job in enumerate(jobs, start=1):
-            job.id = last + i
-    session.add_all(jobs)
-    session.flush()
-    append_first_events(session, job_ids=[j.id for j in jobs],
-                        event=status_event(JobStatus.pending, message="submitted"))
-
-
-def _start_and_commit(session: Session, jobs: list[Job], start: Callable[[Session, list[Job]], bool] | None) -> None:
-    if start is None or not start(session, jobs):
-        queue_wake(session, "submit")
-    session.commit()
-
-
-def _by_idempotency_key(session: Session, owner_id: int, key: str | None) -> Job | None:
-    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
-
-
-def _same_request(existing: Job, job: Job) -> Job:
-    if (existing.kind, existing.params, existing.device_request) != (job.kind, job.params, job.device_request):
-        raise IdempotencyConflict(
-            f"Idempotency-Key {job.idempotency_key!r} was used for job {existing.id} with other contents",
-            field="Idempotency-Key",
-            value=job.idempotency_key,
-            extra={"job_id": existing.id},
-        )
-    return existing
-
-
-def get_job(*, session: Session, job_id: int) -> Job:
-    """One job; raises JobNotFound."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise JobNotFound(f"no job has id {job_id}", field="job_id", value=job_id)
-    return job
-
-
-def owns(user: User, job: Job) -> bool:
-    """Whether `user` may change the job and read its contents: its owner, or an admin."""
-    return job.owner_id == user.id or user.is_admin
-
-
-def readable_job(*, session: Session, job_id: int, user: User) -> Job:
-    """A job whose log, metrics and artifacts `user` may read (its owner, or an admin); raises Forbidden."""
-    job = get_job(session=session, job_id=job_id)
-    if not owns(user, job):
-        raise Forbidden(
-            f"job {job_id} belongs to another member: only its owner and admins read its log, metrics "
-            "and artifacts",
-            field="job_id",
-            value=job_id,
-        )
-    return job
-
-
-def list_jobs(
-    *,
-    session: Session,
-    statuses: Iterable[str] = (),
-    owner_id: int | None = None,
-    kind: str | None = None,
-    batch_id: int | None = None,
-    before_id: int | None = None,
-    limit: int = 50,
-) -> tuple[list[Job], int | None]:
-    """Jobs newest first, a page at a time; returns the page and the cursor of the next one."""
-    stmt = select(Job)
-    statuses = list(statuses)
-    if statuses:
-        stmt = stmt.where(Job.status.in_(statuses))
-    if owner_id is not None:
-        stmt = stmt.where(Job.owner_id == owner_id)
-    if kind:
-        stmt = stmt.where(Job.kind == kind)
-    if batch_id is not None:
-        stmt = stmt.where(Job.batch_id == batch_id)
-    if before_id is not None:
-        stmt = stmt.where(Job.id < before_id)
-    jobs = list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit + 1)))
-    next_cursor = jobs[limit - 1].id if len(jobs) > limit else None
-    return jobs[:limit], next_cursor
 
 
 def request_cancel(*, session: Session, job_id: int, user: User) -> Job:

@@ -17,7 +17,8 @@ from service.scheduling.queue_state import device_rooms
 from service.settings import Settings
 from service.store.allocations import job_devices, jobs_on_devices
 from service.store.devices import declare_worker_lost, register_worker
-from service.store.jobs import claim_job, finish_job, insert_job, mark_dispatched, release_lost_job, undispatch
+from service.store.job_records import insert_job
+from service.store.jobs import claim_job, finish_job, mark_dispatched, release_lost_job, undispatch
 from service.store.users import create_user
 
 CPUS = [f"testhost/cpu:{i}" for i in (0, 1)]

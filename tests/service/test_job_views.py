@@ -12,8 +12,8 @@ from service.db import Database
 from service.models import Job
 from service.scheduling.device_request import request_fields
 from service.store.events import append_events, status_event
+from service.store.job_records import insert_job
 from service.store.job_views import log_tail, metric_series
-from service.store.jobs import insert_job
 from service.store.users import create_user
 
 

@@ -18,8 +18,8 @@ from service.scheduling.dispatcher import SUMMARY_LOOKBACK, Dispatcher
 from service.settings import Settings
 from service.store import metric_summaries
 from service.store.events import append_events, status_event
+from service.store.job_records import insert_job
 from service.store.job_views import metric_series
-from service.store.jobs import insert_job
 from service.store.metric_summaries import CHART_POINTS, chart_series, jobs_to_summarise, summarise_job
 from service.store.users import create_user
 

@@ -25,7 +25,7 @@ from service.accounting.usage import job_usage
 from service.db import Database
 from service.models import Allocation, Device, DeviceSample, Job, JobMetricSummary, utcnow
 from service.scheduling.device_request import request_fields
-from service.store.jobs import list_jobs
+from service.store.job_records import list_jobs
 from service.store.metric_summaries import CHART_POINTS, chart_series, jobs_to_summarise
 from service.store.samples import latest_samples
 from service.store.users import create_user

@@ -12,15 +12,8 @@ from service.models import Job, JobStatus
 from service.scheduling.device_request import request_fields
 from service.store.devices import register_worker
 from service.store.events import list_events
-from service.store.jobs import (
-    claim_job,
-    finish_job,
-    insert_job,
-    mark_dispatched,
-    release_lost_job,
-    request_cancel,
-    undispatch,
-)
+from service.store.job_records import insert_job
+from service.store.jobs import claim_job, finish_job, mark_dispatched, release_lost_job, request_cancel, undispatch
 from service.store.users import create_user
 
 DEVICE = {"id": "testhost/cpu", "host": "testhost", "kind": "cpu", "index": None, "name": "CPU",

@@ -13,7 +13,7 @@ from service.scheduling.device_request import request_fields
 from service.scheduling.queue_state import plan_queue
 from service.settings import Settings
 from service.store.devices import heartbeat, register_worker
-from service.store.jobs import insert_job
+from service.store.job_records import insert_job
 from service.store.users import create_user
 from tests.conftest import next_redis_url
 from worker.probe import Probe

@@ -17,7 +17,8 @@ from service.scheduling.device_request import request_fields
 from service.settings import Settings
 from service.store.devices import register_worker
 from service.store.events import list_events
-from service.store.jobs import insert_job, mark_dispatched, request_cancel
+from service.store.job_records import insert_job
+from service.store.jobs import mark_dispatched, request_cancel
 from service.store.users import create_user
 from worker.context import WorkerContext
 from worker.device import DeviceInfo, cpu_info

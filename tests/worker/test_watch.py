@@ -19,7 +19,8 @@ from service.models import Job, JobStatus, utcnow
 from service.scheduling.device_request import request_fields
 from service.settings import Settings
 from service.store.devices import register_worker
-from service.store.jobs import claim_job, insert_job, mark_dispatched
+from service.store.job_records import insert_job
+from service.store.jobs import claim_job, mark_dispatched
 from service.store.users import create_user
 from worker.heartbeat import UNHELD_BEATS, Watch
 

@@ -11,7 +11,7 @@ from service.api.deps import MAX_ID, CurrentUser, JobId, ReadSession
 from service.api.problems import problem_responses
 from service.api.routing import Route
 from service.schemas import EventPublic, LogPage, MetricSeriesPublic
-from service.store import jobs as job_store
+from service.store import job_records
 from service.store.job_views import log_tail
 from service.store.metric_summaries import CHART_POINTS, chart_series
 
@@ -27,7 +27,7 @@ def job_log(
     before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="the `before` of the newer page")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> LogPage:
-    job = job_store.readable_job(session=session, job_id=job_id, user=user)
+    job = job_records.readable_job(session=session, job_id=job_id, user=user)
     items, cursor = log_tail(session=session, job_id=job_id, before_seq=before, limit=limit)
     return LogPage(job_id=job_id, status=job.status, items=[EventPublic(**e) for e in items], before=cursor,
                    last_seq=job.event_seq)
@@ -49,6 +49,6 @@ def job_metric_series(
     points: Annotated[int, Query(ge=10, le=10_000)] = CHART_POINTS,
     full: bool = False,
 ) -> list[MetricSeriesPublic]:
-    job = job_store.readable_job(session=session, job_id=job_id, user=user)
+    job = job_records.readable_job(session=session, job_id=job_id, user=user)
     series = chart_series(session=session, job=job, points=points, names=name, full=full)
     return [MetricSeriesPublic(**asdict(s)) for s in series]

@@ -49,6 +49,7 @@ from service.schemas import (
 )
 from service.security import hash_token
 from service.store import events as event_store
+from service.store import job_records
 from service.store import jobs as job_store
 from service.store.bundles import command_facts
 from service.submission import submit, submit_batch
@@ -64,7 +65,7 @@ def job_public(job: Job, owner: str, viewer: User, progress: dict | None = None)
     end = job.started_at or (None if job.status != JobStatus.pending else utcnow())
     wait = (end - job.created_at).total_seconds() if end else None
     data = {c: getattr(job, c) for c in JobPublic.model_fields if hasattr(job, c)}
-    if not job_store.owns(viewer, job):
+    if not job_records.owns(viewer, job):
         if env := (data.get("params") or {}).get("env"):
             data["params"] = {**data["params"], "env": dict.fromkeys(env, ENV_VALUE_MASK)}
         data["result"] = None
@@ -161,7 +162,7 @@ def list_jobs(
         owner_id = session.scalar(select(User.id).where(User.name == owner))
         if owner_id is None:
             raise InvalidRequest(f"no member is called {owner!r}", field="owner", value=owner)
-    jobs, next_cursor = job_store.list_jobs(session=session, statuses=status or (), owner_id=owner_id,
+    jobs, next_cursor = job_records.list_jobs(session=session, statuses=status or (), owner_id=owner_id,
                                             kind=kind, batch_id=batch, before_id=cursor, limit=limit)
     names = _owner_names(session, jobs)
     return JobPage(items=[job_public(j, names.get(j.owner_id, "?"), user) for j in jobs], next_cursor=next_cursor)
@@ -169,7 +170,7 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobPublic, summary="One job")
 def get_job(job_id: JobId, user: CurrentUser, session: ReadSession, state: State) -> JobPublic:
-    job = job_store.get_job(session=session, job_id=job_id)
+    job = job_records.get_job(session=session, job_id=job_id)
     names = _owner_names(session, [job])
     public = job_public(job, names.get(job.owner_id, "?"), user, _last_progress(session, job_id))
     command = command_facts(session=session, job=job, params=public.params,
@@ -198,7 +199,7 @@ class StreamTicket(BaseModel):
              responses=problem_responses(401, 403, 404, 422, 503))
 def stream_ticket(job_id: JobId, request: Request, user: CurrentUser, session: ReadSession,
                   state: State) -> StreamTicket:
-    job_store.readable_job(session=session, job_id=job_id, user=user)
+    job_records.readable_job(session=session, job_id=job_id, user=user)
     ticket = issue_ticket(state.publisher.client, token_hash=request.state.token_hash, job_id=job_id)
     return StreamTicket(ticket=ticket, expires_in_s=TICKET_TTL_S,
                         url=f"/jobs/{job_id}/events?ticket={ticket}")
@@ -236,7 +237,7 @@ async def job_events(
     def read() -> tuple[Job, list[dict]]:
         with state.db.reading() as session:
             user = user_by_token_hash(session, token_hash)
-            job = job_store.readable_job(session=session, job_id=job_id, user=user)
+            job = job_records.readable_job(session=session, job_id=job_id, user=user)
             items = event_store.list_events(session=session, job_id=job_id, after_seq=after,
                                             limit=limit, types=type or ())
             return job, items
@@ -264,7 +265,7 @@ async def job_events(
             responses=problem_responses(403))
 def job_metrics(job_id: JobId, user: CurrentUser, session: ReadSession,
                 name: Annotated[str | None, Query(max_length=128)] = None) -> list[MetricPoint]:
-    job_store.readable_job(session=session, job_id=job_id, user=user)
+    job_records.readable_job(session=session, job_id=job_id, user=user)
     return [MetricPoint(name=m.name, step=m.step, value=m.value, attempt=m.attempt)
             for m in event_store.list_metrics(session=session, job_id=job_id, name=name)]
 
@@ -272,7 +273,7 @@ def job_metrics(job_id: JobId, user: CurrentUser, session: ReadSession,
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactPublic], summary="A job's artifacts",
             responses=problem_responses(403))
 def job_artifacts(job_id: JobId, user: CurrentUser, session: ReadSession) -> list[ArtifactPublic]:
-    job_store.readable_job(session=session, job_id=job_id, user=user)
+    job_records.readable_job(session=session, job_id=job_id, user=user)
     return [ArtifactPublic(name=a.name, content_type=a.content_type, size_bytes=a.size_bytes,
                            created_at=a.created_at, url=f"/jobs/{job_id}/artifacts/{a.name}")
             for a in event_store.list_artifacts(session=session, job_id=job_id)]
@@ -287,7 +288,7 @@ def job_artifact(job_id: JobId, name: Annotated[str, FastPath(max_length=128)], 
                  session: ReadSession, state: State) -> StreamingResponse:
     if not is_safe_artifact_name(name):
         raise InvalidRequest(f"artifact name {name!r} is not a plain file name", field="name", value=name)
-    job_store.readable_job(session=session, job_id=job_id, user=user)
+    job_records.readable_job(session=session, job_id=job_id, user=user)
     art = event_store.get_artifact(session=session, job_id=job_id, name=name)
     missing = NotFound(f"job {job_id} has no artifact {name!r}", field="name", value=name)
     if art is None:
