@@ -99,10 +99,13 @@ def lab_reads(lab: Lab, *, me: int, dialect: str, since: str) -> list[Read]:
              [("SELECT status, event_seq FROM jobs WHERE id = :j", {"j": finished}),
               ("SELECT seq, type, message, data, created_at FROM job_events WHERE job_id = :j "
                "AND type IN ('log', 'status') ORDER BY seq DESC LIMIT 201", {"j": finished})]),
+        # The page /queue answers (500 entries in start order, the count of all), not all 10,000 as it
+        # once did: priority and age, since fair share and the wait reasons have no SQL to stand for them.
         Read("GET /queue", "/queue",
              [("SELECT j.id, j.owner_id, u.name, j.kind, j.device_request, j.priority, j.gpus, j.created_at "
                "FROM jobs j JOIN users u ON u.id = j.owner_id WHERE j.status = 'pending' "
-               "ORDER BY j.priority DESC, j.id", {}), (latest, {}), (running, {})]),
+               "ORDER BY j.priority DESC, j.id LIMIT 500", {}),
+              ("SELECT count(*) FROM jobs WHERE status = 'pending'", {}), (latest, {}), (running, {})]),
         Read("GET /devices", "/devices", [(latest, {}), (running, {})]),
         Read("GET /usage?since=30d", "/usage?since=30d",
              [("SELECT u.name, j.status, d.kind, count(*), "
