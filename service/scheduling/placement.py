@@ -36,9 +36,14 @@ from service.scheduling.rooms import DeviceRoom, MemberLimits, MemberLoad, Queue
 _EPS = 1e-9
 
 
+def start_key(priority: int, usage: float, job_id: int) -> tuple[int, float, int]:
+    """Where a job stands in line: priority (high first), fair share (low usage first), age."""
+    return (-priority, usage, job_id)
+
+
 def start_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
-    """Jobs in the order they start: priority (high first), fair share (low usage first), age."""
-    return sorted(jobs, key=lambda j: (-j.priority, j.usage, j.id))
+    """Jobs in the order they start (`start_key`)."""
+    return sorted(jobs, key=lambda j: start_key(j.priority, j.usage, j.id))
 
 
 @dataclass

@@ -20,8 +20,8 @@ from service.models import Allocation, Device, DeviceKind, Job, JobStatus, utcno
 from service.scheduling.device_request import DeviceRequest
 from service.scheduling.fairshare import UsageCache
 from service.scheduling.limits import member_limits, member_loads
-from service.scheduling.placement import Plan, place, start_order
-from service.scheduling.rooms import DeviceRoom, QueuedJob
+from service.scheduling.placement import Plan, place, start_key
+from service.scheduling.rooms import DeviceRoom, MemberLimits, MemberLoad, QueuedJob
 from service.settings import Settings
 from service.store.samples import latest_samples
 
@@ -32,6 +32,46 @@ class QueueView:
     devices: list[DeviceRoom]
     plan: Plan
     usage: dict[tuple[int, str], float]  # fair-share usage per (member id, device kind)
+
+
+@dataclass
+class QueueOrder:
+    """The queue read and put in start order, nothing placed yet: what a plan walks."""
+
+    jobs: list[Any]  # rows of pending jobs (`pending_jobs`' columns), in start order
+    devices: list[DeviceRoom]
+    usage: dict[tuple[int, str], float]  # fair-share usage per (member id, device kind)
+    limits: MemberLimits
+    loads: dict[int, MemberLoad]
+
+    def plan(self, *, through: int | None = None) -> Plan:
+        """Place the first `through` jobs in start order (all when None); once per order, since
+        placing updates its devices and loads.
+
+        A job's place and wait reason depend only on the jobs ahead of it (placement walks the
+        queue once, front to back), so a page of /queue walks to its last entry and its
+        reasons are the whole plan's; the jobs behind it are neither placed nor given a reason.
+        """
+        with cyclic_gc_paused():
+            return place(self.queued(through), self.devices, limits=self.limits, loads=self.loads)
+
+    def queued(self, through: int | None = None) -> list[QueuedJob]:
+        """The first `through` jobs (all when None) as placement sees them."""
+        # Many jobs ask for the same thing: one DeviceRequest per distinct stored request.
+        requests: dict[tuple[Any, ...], DeviceRequest] = {}
+        queued = []
+        # Unpacked by position (PLACEMENT_COLUMNS first; /queue's rows carry labels after them), and
+        # the QueuedJob built by position: at 10,000 jobs a pass, a Row's attribute lookups by name
+        # cost ~3× and keyword arguments ~1.2×.
+        for job_id, owner_id, _, memory, priority, timeout_s, gpus, kind, device_id, model, min_gb, *_ in (
+                self.jobs if through is None else self.jobs[:through]):
+            columns = (kind, device_id, model, min_gb)
+            request = requests.get(columns)
+            if request is None:
+                request = requests[columns] = DeviceRequest.from_columns(*columns)
+            queued.append(QueuedJob(job_id, owner_id, request, memory, priority,
+                                    self.usage.get((owner_id, kind), 0.0), gpus, timeout_s))
+        return queued
 
 
 def external_memory_mb(session: Session) -> dict[str, int]:
@@ -56,9 +96,11 @@ def device_rooms(session: Session, *, now: datetime | None = None) -> list[Devic
         .where(Job.status.in_([JobStatus.dispatched, JobStatus.running]))
     ).all()
     external = external_memory_mb(session)
+    # Core rows, not Device objects: what a room needs is six columns, not a loaded ORM instance.
     rooms = {d.id: DeviceRoom(id=d.id, kind=d.kind, name=d.name, state=d.state, slots=d.slots,
                               memory_total_mb=d.memory_total_mb, external_mb=external.get(d.id, 0))
-             for d in session.scalars(select(Device).order_by(Device.id))}
+             for d in session.execute(select(Device.id, Device.kind, Device.name, Device.state, Device.slots,
+                                             Device.memory_total_mb).order_by(Device.id))}
     for row in rows:
         room = rooms.get(row.device_id)
         if room is None:
@@ -73,27 +115,20 @@ def device_rooms(session: Session, *, now: datetime | None = None) -> list[Devic
     return list(rooms.values())
 
 
+# What placement reads of a pending job, in the order `QueueOrder.queued` unpacks them.
+PLACEMENT_COLUMNS = (Job.id, Job.owner_id, Job.attempt, Job.gpu_memory_gb, Job.priority, Job.timeout_s, Job.gpus,
+                     Job.request_kind, Job.request_device_id, Job.request_model, Job.request_min_memory_gb)
+
+
 def pending_jobs(session: Session) -> Sequence[Any]:
     """Pending jobs, oldest first, with what placement needs (start order is computed from them).
 
     Read through the session's connection, not the ORM: the ORM wraps each of 10,000 rows once
-    more (measured ~1.7× the read). Labels for people (kind, request text, age) are `queue_labels`'.
+    more (measured ~1.7× the read). /queue reads its page in start order instead (`queue_page`).
     """
     return session.connection().execute(
-        select(Job.id, Job.owner_id, Job.attempt, Job.gpu_memory_gb, Job.priority, Job.timeout_s, Job.gpus,
-               Job.request_kind, Job.request_device_id, Job.request_model, Job.request_min_memory_gb)
-        .where(Job.status == JobStatus.pending)
-        .order_by(Job.id)
+        select(*PLACEMENT_COLUMNS).where(Job.status == JobStatus.pending).order_by(Job.id)
     ).all()  # all(): one fetchall; iterating fetches row by row (~5× slower on SQLite)
-
-
-def queue_labels(session: Session, job_ids: Sequence[int]) -> dict[int, Any]:
-    """Pending job → (kind, device_request, created_at): what /queue shows beside the plan, for
-    the jobs it shows (a page of the queue, not all of it)."""
-    rows = session.connection().execute(
-        select(Job.id, Job.kind, Job.device_request, Job.created_at)
-        .where(Job.id.in_(job_ids), Job.status == JobStatus.pending)).all()
-    return {r.id: r for r in rows}
 
 
 # One usage cache per database and half-life in this process (the dispatcher's, the API's).
@@ -126,11 +161,17 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 def plan_queue(session: Session, *, settings: Settings, now: datetime | None = None) -> QueueView:
     """Read the queue, devices, usage and loads; compute where each pending job would start now."""
+    order = order_queue(session, settings=settings, now=now)
+    return QueueView(jobs=order.jobs, devices=order.devices, plan=order.plan(), usage=order.usage)
+
+
+def order_queue(session: Session, *, settings: Settings, now: datetime | None = None) -> QueueOrder:
+    """Read the queue, devices, usage and loads, and put the pending jobs in start order."""
     with cyclic_gc_paused():
-        return _plan_queue(session, settings=settings, now=now or utcnow())
+        return _order_queue(session, settings=settings, now=now or utcnow())
 
 
-def _plan_queue(session: Session, *, settings: Settings, now: datetime) -> QueueView:
+def _order_queue(session: Session, *, settings: Settings, now: datetime) -> QueueOrder:
     rows = pending_jobs(session)
     devices = device_rooms(session, now=now)
     # Fair-share usage only orders jobs of different members (or device kinds): one job alone
@@ -138,22 +179,11 @@ def _plan_queue(session: Session, *, settings: Settings, now: datetime) -> Queue
     # member's burst, each finish placing the next) orders by priority and age alone, and
     # reading it was two statements and a third of the plan.
     usage = usage_cache(settings).usage(session=session, now=now) if len({(r[1], r[7]) for r in rows}) > 1 else {}
-    # Many jobs ask for the same thing: one DeviceRequest per distinct stored request.
-    requests: dict[tuple[Any, ...], DeviceRequest] = {}
-    queued = []
-    # Unpacked by position, and the QueuedJob built by position: at 10,000 jobs a pass, a Row's
-    # attribute lookups by name cost ~3× and keyword arguments ~1.2×.
-    for job_id, owner_id, _, memory, priority, timeout_s, gpus, kind, device_id, model, min_gb in rows:
-        columns = (kind, device_id, model, min_gb)
-        request = requests.get(columns)
-        if request is None:
-            request = requests[columns] = DeviceRequest.from_columns(*columns)
-        queued.append(QueuedJob(job_id, owner_id, request, memory, priority,
-                                usage.get((owner_id, request.kind), 0.0), gpus, timeout_s))
-    ordered = start_order(queued)
-    by_id = {row[0]: row for row in rows}
+    # The rows are put in line themselves, and become QueuedJobs only as far as a plan walks
+    # (`QueueOrder.queued`): a page of /queue walks 500 of 10,000. Usage is keyed by the stored
+    # request kind (a StrEnum hashes as its text).
+    ordered = sorted(rows, key=lambda r: start_key(r[4], usage.get((r[1], r[7]), 0.0), r[0]))
     limits = member_limits(settings)
     # Members' loads only count against limits: without any, they are not read.
     loads = member_loads(session=session) if limits.max_jobs or limits.max_gpus else {}
-    plan = place(ordered, devices, limits=limits, loads=loads)
-    return QueueView(jobs=[by_id[q[0]] for q in ordered], devices=devices, plan=plan, usage=usage)
+    return QueueOrder(jobs=ordered, devices=devices, usage=usage, limits=limits, loads=loads)

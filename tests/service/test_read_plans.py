@@ -25,6 +25,8 @@ from service.accounting.usage import job_usage
 from service.db import Database
 from service.models import Allocation, Device, DeviceSample, Job, JobMetricSummary, utcnow
 from service.scheduling.device_request import request_fields
+from service.scheduling.queue_page import queue_page
+from service.settings import Settings
 from service.store.job_records import list_jobs
 from service.store.metric_summaries import CHART_POINTS, chart_series, jobs_to_summarise
 from service.store.samples import latest_samples
@@ -184,3 +186,14 @@ def test_folded_reads_and_the_fold_itself_read_windows_of_the_indexes(db: Databa
     assert whole_scans(db, lambda s: job_totals(session=s)) == []
     since = utcnow() - timedelta(days=30)
     assert whole_scans(db, lambda s: usage_report(s, since=since, group_by="member")) == []
+
+
+@pytest.mark.parametrize("mine", [False, True], ids=["page", "my-page"])
+def test_a_queue_page_reads_the_pending_jobs_through_an_index(db: Database, lab: dict[str, int], settings: Settings,
+                                                              mine: bool) -> None:
+    """/queue: pending jobs in start order (sorted by the database: fair share reorders them),
+    the devices' load and fair-share usage, without reading the jobs table whole."""
+    def page(s: Session) -> None:
+        assert queue_page(s, settings=settings, owner_id=lab["ann"] if mine else None, limit=3).entries
+
+    assert whole_scans(db, page) == []
