@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cli import admin, bundles, envs, local_run, serve, views
+from cli import admin, bundles, envs, local_run, rerun, serve, views
 from cli.client import Api, CliError, UsageError, save_token
 from cli.console import client, err, out, print_error
 from cli.errors import one_line
@@ -66,13 +66,17 @@ def submit(
     env: list[str] = typer.Option([], "--env", help="command jobs: NAME=VALUE, repeatable"),
     python_env: str | None = typer.Option(None, "--python-env", help="command jobs: a registered environment"),
     requeue: bool = typer.Option(False, "--requeue", help="command jobs: rerun if the worker is lost"),
-    device: str = typer.Option("cpu", "--device", "-d",
-                               help="cpu, gpu, cuda:N, HOST/cuda:N, model=NAME, min_memory_gb=GB"),
+    device: str | None = typer.Option(None, "--device", "-d",
+                                      help="cpu (the default), gpu, cuda:N, HOST/cuda:N, model=NAME, min_memory_gb=GB"),
     gpu_memory_gb: float | None = typer.Option(None, help="declared GPU memory (lets the job share a GPU)"),
-    gpus: int = typer.Option(1, "--gpus", min=1, help="devices of one host the job holds at once (torchrun/DDP)"),
-    priority: int = typer.Option(0),
+    gpus: int | None = typer.Option(None, "--gpus", min=1,
+                                    help="devices of one host the job holds at once (torchrun/DDP; default 1)"),
+    priority: int | None = typer.Option(None, help="default 0"),
     timeout: int | None = typer.Option(None, help="time limit in seconds"),
     seed: int | None = typer.Option(None),
+    like: int | None = typer.Option(None, "--like", metavar="JOB",
+                                    help="start from job JOB's command or kind, params and settings; "
+                                         "what you give here replaces its part"),
     no_wait: bool = typer.Option(False, "--no-wait", help="print the job id and return"),
     as_json: bool = typer.Option(False, "--json", help="print the finished job as JSON"),
 ) -> None:
@@ -80,7 +84,16 @@ def submit(
     api = client()
     command = bundles.command_argv()
     combos: list[dict[str, str]] = [{}]
-    if command is not None:  # gpulab submit [--working-dir DIR] [-p server_dir=...] ... -- CMD ARG...
+    source = api.get(f"/jobs/{like}") if like is not None else None
+    if source is not None:  # gpulab submit --like JOB [what changes]
+        if sweep:
+            raise UsageError("--like and --sweep: sweep from the command line, or rerun one job with --like")
+        kind = source["kind"]
+        params = rerun.like_params(api, source, command=command, working_dir=working_dir, env=bundles.parse_env(env),
+                                   python_env=python_env, requeue=requeue,
+                                   extra=build_params(param, params_schema(api, kind)), say=err.print)
+        every = [params]
+    elif command is not None:  # gpulab submit [--working-dir DIR] [-p server_dir=...] ... -- CMD ARG...
         extra = build_params(param, params_schema(api, "command"))  # before any upload: a bad -p costs nothing
         if clash := sorted(set(extra) & {"argv", "bundle", "env", "python_env", "requeue"}):
             raise UsageError(f"-p {clash[0]}: a command job takes it from the command line (the command "
@@ -103,12 +116,16 @@ def submit(
         sweeps = sweeps_of(sweep, fixed=list(params))
         combos = combinations(sweeps) if sweeps else combos
         every = [kind_params(params, combo) for combo in combos]
-    body: dict[str, Any] = {"kind": kind, "params": params, "device": device, "priority": priority}
-    if gpus != 1:
-        body["gpus"] = gpus
-    for key, value in (("gpu_memory_gb", gpu_memory_gb), ("timeout_s", timeout), ("seed", seed)):
-        if value is not None:
-            body[key] = value
+    if source is not None:
+        fields = rerun.like_fields(source, device=device, gpus=gpus, gpu_memory_gb=gpu_memory_gb, priority=priority,
+                                   timeout=timeout, seed=seed)
+    else:
+        fields = {"device": device or "cpu", "gpus": gpus, "gpu_memory_gb": gpu_memory_gb,
+                  "priority": priority or 0, "timeout_s": timeout, "seed": seed}
+    body: dict[str, Any] = {"kind": kind, "params": params,
+                            **{key: value for key, value in fields.items() if value is not None}}
+    if body.get("gpus") == 1:
+        del body["gpus"]
     if sweep:
         submit_sweep(api, [{**body, "params": p} for p in every], combos)
         return

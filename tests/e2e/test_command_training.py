@@ -8,6 +8,7 @@ saved then is collected too.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import textwrap
@@ -258,3 +259,32 @@ def test_a_command_sweep_fills_its_placeholders_from_one_upload(cmd_stack: Stack
     assert len({d["params"]["bundle"] for d in done}) == 1 and result.stderr.count("packed") == 1
     unnamed = cli(cmd_stack, "submit", "--sweep", "lr=0.1,0.2", "--", "python", "train.py", check=False)
     assert unnamed.returncode == 2 and "--sweep lr: the command has no {lr} to fill" in unnamed.stderr
+
+
+def test_a_job_runs_again_like_an_earlier_one_with_what_changed(cmd_stack: Stack, tmp_path: Path) -> None:
+    """A member's next run is the last one with one thing changed. There was no way to say so from
+    the CLI (only the dashboard clones): `submit --like ID` starts from the job's folder, command,
+    --env, environment and seed, and what the command line gives replaces its part."""
+    root = project(tmp_path)
+    first = json.loads(cli(cmd_stack, "submit", "--working-dir", str(root), "--env", "RUN_NAME=first", "--seed", "11",
+                           "--python-env", "lab", "--json", "--", "python", "train.py", "--steps", "5").stdout)
+    assert first["status"] == "succeeded", first
+    again = cli(cmd_stack, "submit", "--like", str(first["id"]), "--env", "RUN_NAME=second", "--json",
+                "--", "python", "train.py", "--steps", "7")
+    job = json.loads(again.stdout)
+    assert job["status"] == "succeeded", job
+    assert "packed" not in again.stderr and job["params"]["bundle"] == first["params"]["bundle"]  # not uploaded again
+    assert job["command"]["argv"] == ["python", "train.py", "--steps", "7"]
+    assert (job["command"]["env"], job["command"]["python_env"], job["seed"]) == ({"RUN_NAME": "second"}, "lab", 11)
+    model = cmd_stack.api("GET", f"/jobs/{job['id']}/artifacts/model.pt").content
+    assert torch.load(io.BytesIO(model), weights_only=True)["step"] == 7
+    # Nothing changed: the same command, on the same device request.
+    same = json.loads(cli(cmd_stack, "submit", "--like", str(job["id"]), "--json").stdout)
+    assert (same["status"], same["params"]["argv"], same["device_request"]) == (
+        "succeeded", job["params"]["argv"], job["device_request"])
+    # A built-in kind: its params, one replaced.
+    kind = json.loads(cli(cmd_stack, "submit", "regression", "-p", "steps=20", "-p", "hidden=8", "--json").stdout)
+    rerun = json.loads(cli(cmd_stack, "submit", "--like", str(kind["id"]), "-p", "steps=30", "--json").stdout)
+    assert (rerun["kind"], rerun["params"]["steps"], rerun["params"]["hidden"]) == ("regression", 30, 8)
+    wrong = cli(cmd_stack, "submit", "--like", str(kind["id"]), "--", "python", "train.py", check=False)
+    assert wrong.returncode == 2 and "is a regression job" in wrong.stderr, wrong.stderr
