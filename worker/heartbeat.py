@@ -106,6 +106,8 @@ class Watch:
                 alive = heartbeat(session=session, worker_id=self.worker_id, running_job_ids=running,
                                   probe_ok_at=probe.received_at if probe else None,
                                   stalled=bool(probe and probe.stalled))
+            if not alive and self.stop.is_set():
+                return  # this worker's own warm shutdown recorded its stop: not lost, leaving already
             if not alive and not self.lost:
                 self.lost = True
                 # Declared lost while this process lives (a long pause, the database away past

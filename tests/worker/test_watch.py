@@ -6,6 +6,7 @@ attempt) is the one input given by hand, since only a running Celery parent know
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from service.db import Database
 from service.models import Job, JobStatus, utcnow
 from service.scheduling.device_request import request_fields
 from service.settings import Settings
-from service.store.devices import register_worker
+from service.store.devices import register_worker, stop_worker
 from service.store.job_records import insert_job
 from service.store.jobs import claim_job, mark_dispatched
 from service.store.users import create_user
@@ -87,3 +88,25 @@ def test_a_running_row_that_no_child_holds_is_released_after_a_few_beats(
     with db.reading() as s:
         job = s.get(Job, job_id)
         assert job is not None and job.status == JobStatus.pending
+
+
+def test_a_beat_during_the_worker_s_own_shutdown_is_not_a_loss(db: Database, settings: Settings,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The warm shutdown stops the watch and records the worker's stop; a beat already under way
+    then finds its row stopped. That is the worker leaving, not the dispatcher declaring it lost."""
+    with db.writing() as s:
+        register_worker(session=s, worker_id="w1", device=DEVICE, pid=1, slots=1)
+    left: list[str] = []
+    watch = Watch(settings=settings, db=db, worker_id="w1", requests=lambda: {}, on_lost=lambda: left.append("lost"))
+    watch.stop.set()  # worker.app's shutdown: the watch first, then the row
+    with db.writing() as s:
+        stop_worker(session=s, worker_id="w1")
+    with caplog.at_level(logging.INFO, logger="gpulab.worker"):
+        watch.beat()
+    assert left == [] and not watch.lost
+    assert "declared lost" not in caplog.text
+
+    # The same row stopped while the watch runs on is a loss: the worker leaves to be restarted.
+    watch.stop.clear()
+    watch.beat()
+    assert left == ["lost"] and watch.lost
