@@ -36,35 +36,33 @@ class QueueView:
 
 @dataclass
 class QueueOrder:
-    """The queue read and put in start order, nothing placed yet: what a plan walks."""
+    """Pending jobs in start order, nothing placed yet: what a plan walks.
 
-    jobs: list[Any]  # rows of pending jobs (`pending_jobs`' columns), in start order
+    The whole queue for the dispatcher (`order_queue`), or the head of it for a page of /queue
+    (`queue_page`): a job's place and wait reason depend only on the jobs ahead of it, since
+    placement walks the queue once, front to back.
+    """
+
+    jobs: list[Any]  # rows of pending jobs (`PLACEMENT_COLUMNS` first), in start order
     devices: list[DeviceRoom]
     usage: dict[tuple[int, str], float]  # fair-share usage per (member id, device kind)
     limits: MemberLimits
     loads: dict[int, MemberLoad]
 
-    def plan(self, *, through: int | None = None) -> Plan:
-        """Place the first `through` jobs in start order (all when None); once per order, since
-        placing updates its devices and loads.
-
-        A job's place and wait reason depend only on the jobs ahead of it (placement walks the
-        queue once, front to back), so a page of /queue walks to its last entry and its
-        reasons are the whole plan's; the jobs behind it are neither placed nor given a reason.
-        """
+    def plan(self) -> Plan:
+        """Place the jobs in order; once per order, since placing updates its devices and loads."""
         with cyclic_gc_paused():
-            return place(self.queued(through), self.devices, limits=self.limits, loads=self.loads)
+            return place(self.queued(), self.devices, limits=self.limits, loads=self.loads)
 
-    def queued(self, through: int | None = None) -> list[QueuedJob]:
-        """The first `through` jobs (all when None) as placement sees them."""
+    def queued(self) -> list[QueuedJob]:
+        """The jobs as placement sees them."""
         # Many jobs ask for the same thing: one DeviceRequest per distinct stored request.
         requests: dict[tuple[Any, ...], DeviceRequest] = {}
         queued = []
-        # Unpacked by position (PLACEMENT_COLUMNS first; /queue's rows carry labels after them), and
-        # the QueuedJob built by position: at 10,000 jobs a pass, a Row's attribute lookups by name
+        # Unpacked by position (/queue's rows carry labels after PLACEMENT_COLUMNS), and the
+        # QueuedJob built by position: at 10,000 jobs a pass, a Row's attribute lookups by name
         # cost ~3× and keyword arguments ~1.2×.
-        for job_id, owner_id, _, memory, priority, timeout_s, gpus, kind, device_id, model, min_gb, *_ in (
-                self.jobs if through is None else self.jobs[:through]):
+        for job_id, owner_id, _, memory, priority, timeout_s, gpus, kind, device_id, model, min_gb, *_ in self.jobs:
             columns = (kind, device_id, model, min_gb)
             request = requests.get(columns)
             if request is None:
@@ -179,9 +177,8 @@ def _order_queue(session: Session, *, settings: Settings, now: datetime) -> Queu
     # member's burst, each finish placing the next) orders by priority and age alone, and
     # reading it was two statements and a third of the plan.
     usage = usage_cache(settings).usage(session=session, now=now) if len({(r[1], r[7]) for r in rows}) > 1 else {}
-    # The rows are put in line themselves, and become QueuedJobs only as far as a plan walks
-    # (`QueueOrder.queued`): a page of /queue walks 500 of 10,000. Usage is keyed by the stored
-    # request kind (a StrEnum hashes as its text).
+    # The rows are put in line themselves (QueueOrder.plan makes QueuedJobs of them); usage is
+    # keyed by the stored request kind (a StrEnum hashes as its text).
     ordered = sorted(rows, key=lambda r: start_key(r[4], usage.get((r[1], r[7]), 0.0), r[0]))
     limits = member_limits(settings)
     # Members' loads only count against limits: without any, they are not read.
