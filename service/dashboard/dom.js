@@ -48,6 +48,10 @@ export function hours(v) { return v === null || v === undefined ? "–" : v >= 1
 export function pct(v) { return v === null || v === undefined ? "–" : v.toFixed(0) + " %"; }
 export function badge(s) { return h("span", { class: "badge " + s }, s); }
 export function jobLink(id) { return h("a", { href: "#/jobs/" + id }, "#" + id); }
+// A job of a sweep (POST /jobs/batch) links to the list of its batch's jobs.
+export function batchLink(job, label) {
+  return job.batch_id ? h("a", { class: "batch-link muted", href: "#/jobs?batch=" + job.batch_id }, label || ` batch ${job.batch_id}`) : "";
+}
 export function bar(fraction, label, cls) {
   const f = Math.max(0, Math.min(1, fraction || 0));
   return h("div", { class: "bar " + (cls || "") }, h("span", { style: `width:${(f * 100).toFixed(1)}%` }), h("em", {}, label));

@@ -402,3 +402,25 @@ def test_a_clone_of_another_members_command_job_leaves_its_hidden_env_values_emp
     assert page.query_selector("#clone-env-note") is None
     assert errors == [], errors
     context.close()
+
+
+def test_a_sweep_s_jobs_link_to_their_batch_and_the_jobs_page_filters_on_it(browser, ui_stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    """A job submitted in a batch (`gpulab submit --sweep`) shows its batch on its page and in the
+    jobs list, and the batch link lists that batch's jobs alone."""
+    lone = ui_stack.submit("test-echo", {"lines": 0, "steps": 0})["id"]
+    body = {"jobs": [{"kind": "test-echo", "params": {"lines": 0, "steps": steps}} for steps in (0, 1, 2)]}
+    batch = [j["id"] for j in ui_stack.api("POST", "/jobs/batch", json=body, expect=201)["jobs"]]
+    context = browser.new_context()
+    context.add_init_script(f"localStorage.setItem('gpulab.token', {ui_stack.token!r})")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{ui_stack.url}/#/jobs/{batch[1]}")
+    page.wait_for_selector(f"#job-info a.batch-link[href='#/jobs?batch={batch[0]}']").click()
+    page.wait_for_selector(f"#jobs-table tr[data-job='{batch[2]}']")
+    listed = page.eval_on_selector_all("#jobs-table tr[data-job]", "rows => rows.map(r => +r.dataset.job)")
+    assert sorted(listed) == sorted(batch) and lone not in listed, listed
+    assert page.input_value("#job-filters input[name=batch]") == str(batch[0])
+    assert errors == [], errors
+    context.close()

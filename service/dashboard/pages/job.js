@@ -3,7 +3,7 @@
 // only a job that still runs opens the live stream, from the last event already shown.
 import { api, jobStream, signedInUser, unauthorized } from "../api.js";
 import * as Charts from "../charts.js";
-import { FINAL, badge, bar, every, fill, h, mb, page, pct, query, render, secs } from "../dom.js";
+import { FINAL, badge, bar, batchLink, every, fill, h, mb, page, pct, query, render, secs } from "../dom.js";
 import { resultView } from "../results.js";
 
 const LOG_PAGE = 200;
@@ -111,6 +111,7 @@ export async function jobPage(id) {
     fill("job-progress", prog ? bar(prog.step / prog.total, `${prog.step} / ${prog.total}`) : "");
     fill("job-info", h("dl", { class: "kv" },
       h("dt", {}, "owner"), h("dd", {}, job.owner),
+      job.batch_id ? [h("dt", {}, "batch"), h("dd", {}, batchLink(job, "the sweep's jobs: batch " + job.batch_id))] : [],
       h("dt", {}, "device"), h("dd", {}, job.device_id || `(asked: ${job.device_request})`),
       h("dt", {}, "params"), h("dd", { class: "params-list" }, Object.entries(job.params || {}).map(([k, v]) =>
         h("span", {}, h("span", { class: "muted" }, k + " "), h("code", {}, JSON.stringify(v))))),
