@@ -12,12 +12,20 @@ import typer
 from rich.table import Table
 
 from cli import admin, bundles, envs, local_run, rerun, serve, views
-from cli.client import Api, CliError, UsageError, save_token
+from cli.client import Api, UsageError, save_token
 from cli.console import client, err, out, print_error
 from cli.errors import one_line
 from cli.follow import exit_code_for, follow
 from cli.params import build_params
-from cli.sweeps import check_placeholders, combinations, fill_command, kind_params, name_sweep_value, parse_sweeps
+from cli.sweeps import (
+    cancel_batch,
+    check_placeholders,
+    combinations,
+    fill_command,
+    kind_params,
+    submit_sweep,
+    sweeps_of,
+)
 from service.settings import get_settings
 
 app = typer.Typer(help="gpulab: a job service for the lab's GPUs.", no_args_is_help=True,
@@ -148,25 +156,6 @@ def submit(
     raise typer.Exit(exit_code_for(status))
 
 
-def sweeps_of(texts: list[str], *, fixed: list[str]) -> dict[str, list[str]]:
-    """The --sweep options read (none: a single job)."""
-    return parse_sweeps(texts, fixed=fixed) if texts else {}
-
-
-def submit_sweep(api: Api, bodies: list[dict[str, Any]], combos: list[dict[str, str]]) -> None:
-    """Submit a sweep as one batch; print its job ids on one line, and how to list them."""
-    try:
-        batch = api.post("/jobs/batch", json={"jobs": bodies})
-    except CliError as exc:
-        named = name_sweep_value(str(exc), combos)
-        if named is None:
-            raise
-        raise UsageError(f"--sweep {named}: {exc}") from None
-    out.print(" ".join(str(j["id"]) for j in batch["jobs"]))
-    err.print(f"batch {batch['batch_id']}: {len(bodies)} jobs submitted; list them with "
-              f"gpulab jobs --batch {batch['batch_id']}")
-
-
 @app.command("jobs")
 def list_jobs(
     me: bool = typer.Option(False, "--me", help="only my jobs"),
@@ -249,30 +238,6 @@ def cancel(job_id: int | None = typer.Argument(None, help="the job"),
     else:
         msg = "cancel requested; it stops at its next step"
     out.print(f"job {job_id}: {msg}")
-
-
-def cancel_batch(api: Api, batch: int) -> None:
-    """Cancel each unfinished job of a batch, one request each: every cancel is checked as one."""
-    ids: list[int] = []
-    query: dict[str, Any] = {"batch": batch, "status": ["pending", "dispatched", "running"], "limit": 500}
-    while True:
-        page = api.get("/jobs", params=query)
-        ids += [j["id"] for j in page["items"]]
-        if page["next_cursor"] is None:
-            break
-        query["cursor"] = page["next_cursor"]
-    done: dict[str, list[int]] = {"cancelled": [], "cancel requested": [], "already ended": []}
-    for job_id in sorted(ids):
-        try:
-            job = api.post(f"/jobs/{job_id}/cancel")
-        except CliError as exc:
-            if not str(exc).startswith("job_finished:"):
-                raise
-            done["already ended"].append(job_id)  # it ended between the list and its cancel
-            continue
-        done["cancelled" if job["status"] == "cancelled" else "cancel requested"].append(job_id)
-    said = "; ".join(f"{what} {' '.join(map(str, which))}" for what, which in done.items() if which)
-    out.print(f"batch {batch}: {said or 'no unfinished job'}")
 
 
 @app.command()

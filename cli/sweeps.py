@@ -2,6 +2,7 @@
 
 A kind's job gets each value as a parameter (read as `-p` reads it: `0.1` is a number); a
 command job gets it where its argv says `{key}`, as written. The first --sweep varies slowest.
+`gpulab cancel --batch N` cancels what a sweep left unfinished.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from cli.client import Api, CliError
+from cli.console import err, out
 from cli.errors import UsageError
 from cli.params import _value
 
@@ -70,3 +73,46 @@ def name_sweep_value(message: str, combos: Sequence[dict[str, str]]) -> str | No
     combo = combos[int(found.group(1))]
     key = found.group(2)
     return f"{key}={combo[key]}" if key in combo else None
+
+
+def sweeps_of(texts: list[str], *, fixed: list[str]) -> dict[str, list[str]]:
+    """The --sweep options read (none: a single job)."""
+    return parse_sweeps(texts, fixed=fixed) if texts else {}
+
+
+def submit_sweep(api: Api, bodies: list[dict[str, Any]], combos: list[dict[str, str]]) -> None:
+    """Submit a sweep as one batch; print its job ids on one line, and how to list them."""
+    try:
+        batch = api.post("/jobs/batch", json={"jobs": bodies})
+    except CliError as exc:
+        named = name_sweep_value(str(exc), combos)
+        if named is None:
+            raise
+        raise UsageError(f"--sweep {named}: {exc}") from None
+    out.print(" ".join(str(j["id"]) for j in batch["jobs"]))
+    err.print(f"batch {batch['batch_id']}: {len(bodies)} jobs submitted; list them with "
+              f"gpulab jobs --batch {batch['batch_id']}")
+
+
+def cancel_batch(api: Api, batch: int) -> None:
+    """Cancel each unfinished job of a batch, one request each: every cancel is checked as one."""
+    ids: list[int] = []
+    query: dict[str, Any] = {"batch": batch, "status": ["pending", "dispatched", "running"], "limit": 500}
+    while True:
+        page = api.get("/jobs", params=query)
+        ids += [j["id"] for j in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        query["cursor"] = page["next_cursor"]
+    done: dict[str, list[int]] = {"cancelled": [], "cancel requested": [], "already ended": []}
+    for job_id in sorted(ids):
+        try:
+            job = api.post(f"/jobs/{job_id}/cancel")
+        except CliError as exc:
+            if not str(exc).startswith("job_finished:"):
+                raise
+            done["already ended"].append(job_id)  # it ended between the list and its cancel
+            continue
+        done["cancelled" if job["status"] == "cancelled" else "cancel requested"].append(job_id)
+    said = "; ".join(f"{what} {' '.join(map(str, which))}" for what, which in done.items() if which)
+    out.print(f"batch {batch}: {said or 'no unfinished job'}")
