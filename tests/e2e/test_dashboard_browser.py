@@ -61,6 +61,19 @@ def shots(tmp_path: Path) -> Path:
     return target
 
 
+def signed_in(browser, token: str, url: str):  # type: ignore[no-untyped-def]
+    """A page of a new browser context signed in with `token`, opened at `url`; with the list its
+    uncaught script errors go to."""
+    context = browser.new_context()
+    context.add_init_script(f"localStorage.setItem('gpulab.token', {token!r})")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    return context, page, errors
+
+
 def polyline_points(page, selector: str) -> list[int]:  # type: ignore[no-untyped-def]
     return [int(n) for n in page.eval_on_selector_all(f"{selector} polyline", "els => els.map(e => e.dataset.points)")]
 
@@ -334,13 +347,7 @@ def test_another_members_job_page_shows_the_job_and_says_whose_contents_they_are
     assert ui_stack.wait_for(job_id, timeout=120)["status"] == "succeeded"
 
     def open_as(token: str):  # type: ignore[no-untyped-def]
-        context = browser.new_context()
-        context.add_init_script(f"localStorage.setItem('gpulab.token', {token!r})")
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{ui_stack.url}/#/jobs/{job_id}")
+        context, page, errors = signed_in(browser, token, f"{ui_stack.url}/#/jobs/{job_id}")
         page.wait_for_selector(f"#job-head:has-text('Job #{job_id}')")
         return context, page, errors
 
@@ -370,13 +377,7 @@ def test_a_clone_of_another_members_command_job_leaves_its_hidden_env_values_emp
     job_id = ui_stack.submit("command", {"argv": ["true"], "env": env}, token=alice, device="cpu")["id"]
 
     def clone_as(token: str):  # type: ignore[no-untyped-def]
-        context = browser.new_context()
-        context.add_init_script(f"localStorage.setItem('gpulab.token', {token!r})")
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{ui_stack.url}/#/submit?from={job_id}")
+        context, page, errors = signed_in(browser, token, f"{ui_stack.url}/#/submit?from={job_id}")
         page.wait_for_selector(f"h1:has-text('Clone job #{job_id}')")
         return context, page, errors
 
@@ -410,13 +411,7 @@ def test_a_sweep_s_jobs_link_to_their_batch_and_the_jobs_page_filters_on_it(brow
     lone = ui_stack.submit("test-echo", {"lines": 0, "steps": 0})["id"]
     body = {"jobs": [{"kind": "test-echo", "params": {"lines": 0, "steps": steps}} for steps in (0, 1, 2)]}
     batch = [j["id"] for j in ui_stack.api("POST", "/jobs/batch", json=body, expect=201)["jobs"]]
-    context = browser.new_context()
-    context.add_init_script(f"localStorage.setItem('gpulab.token', {ui_stack.token!r})")
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{ui_stack.url}/#/jobs/{batch[1]}")
+    context, page, errors = signed_in(browser, ui_stack.token, f"{ui_stack.url}/#/jobs/{batch[1]}")
     page.wait_for_selector(f"#job-info a.batch-link[href='#/jobs?batch={batch[0]}']").click()
     page.wait_for_selector(f"#jobs-table tr[data-job='{batch[2]}']")
     listed = page.eval_on_selector_all("#jobs-table tr[data-job]", "rows => rows.map(r => +r.dataset.job)")
