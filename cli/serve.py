@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from cli.client import save_token
+from cli.errors import CliError
 from service.settings import Settings, get_settings, safe_url
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def _logging(level: str = "INFO") -> None:
 
 def migrate() -> None:
     """Bring the database schema to the newest version."""
-    from migrations.migrate import upgrade
+    from migrations.migrate import revisions, upgrade
 
     settings = get_settings()
     if settings.is_sqlite:
@@ -44,8 +45,32 @@ def migrate() -> None:
         path = make_url(settings.database_url).database
         if path and path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    before, head = revisions(settings.database_url)
     upgrade(settings.database_url)
-    console.print(f"database at {safe_url(settings.database_url)} is up to date")
+    where = f"database at {safe_url(settings.database_url)}"
+    if before == head:
+        console.print(f"{where} is up to date ({head})")
+    else:  # an admin upgrading wants to see that something happened, and from where
+        console.print(f"{where} migrated from {before or 'empty'} to {head}")
+
+
+def require_migrated(settings: Settings) -> None:
+    """Refuse to start a part on a database an older gpulab left: its queries would fail as 500s."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from migrations.migrate import behind
+
+    path = make_url(settings.database_url).database if settings.is_sqlite else None
+    if path and path != ":memory:" and not Path(path).expanduser().exists():
+        return  # opening it would leave an empty file; the part says what is missing as before
+    try:
+        old = behind(settings.database_url)
+    except SQLAlchemyError:  # the database is down: the parts wait for it, as they always have
+        return
+    if old is not None:
+        raise CliError(f"the database at {safe_url(settings.database_url)} is at revision {old[0]} and this "
+                       f"gpulab needs {old[1]}: run `gpulab migrate` with the same settings, then start it again")
 
 
 def api(host: str = typer.Option("127.0.0.1", help="address to listen on"),
@@ -55,8 +80,10 @@ def api(host: str = typer.Option("127.0.0.1", help="address to listen on"),
 
     from service.api.app import create_app
 
+    settings = get_settings()
+    require_migrated(settings)
     _logging()
-    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="info",
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
                 timeout_graceful_shutdown=5)
 
 
@@ -64,8 +91,10 @@ def dispatcher() -> None:
     """Run the dispatcher (one is active at a time; others stand by)."""
     from service.scheduling.dispatcher import Dispatcher
 
+    settings = get_settings()
+    require_migrated(settings)
     _logging()
-    d = Dispatcher(get_settings())
+    d = Dispatcher(settings)
     signal.signal(signal.SIGTERM, lambda *_: d.stop.set())
     try:
         d.run_forever()
@@ -84,6 +113,7 @@ def worker(device: str = typer.Option("cpu", help="cpu, cpu:N (several CPU devic
     from worker.device import DeviceError
 
     settings = get_settings()
+    require_migrated(settings)
     if host_name:
         settings = settings.model_copy(update={"host": host_name})
     try:
