@@ -30,6 +30,10 @@ def like_params(api: Api, job: dict[str, Any], *, command: list[str] | None, wor
             raise UsageError(f"--like {job['id']}: job {job['id']} is a {job['kind']} job; a command after --, "
                              "--working-dir, --env, --python-env and --requeue are for command jobs")
         return {**params, **extra}
+    if working_dir is None and params.get("bundle") and job["owner"] != api.get("/me")["name"]:
+        # A bundle is its uploader's: the API would say "you have no bundle", as if it had expired.
+        raise UsageError(f"--like {job['id']}: its uploaded folder is {job['owner']}'s; give --working-dir DIR "
+                         "to upload your own")
     old_env = params.get("env") or {}
     if hidden := sorted(name for name, value in old_env.items() if value == HIDDEN and name not in env):
         raise UsageError(f"--like {job['id']}: the value of its --env {hidden[0]} is its owner's; "

@@ -288,3 +288,24 @@ def test_a_job_runs_again_like_an_earlier_one_with_what_changed(cmd_stack: Stack
     assert (rerun["kind"], rerun["params"]["steps"], rerun["params"]["hidden"]) == ("regression", 30, 8)
     wrong = cli(cmd_stack, "submit", "--like", str(kind["id"]), "--", "python", "train.py", check=False)
     assert wrong.returncode == 2 and "is a regression job" in wrong.stderr, wrong.stderr
+
+
+def test_like_another_members_command_job_asks_for_a_folder_of_ones_own(cmd_stack: Stack, tmp_path: Path) -> None:
+    """Every member sees every job, and may start from one; the uploaded folder stays its owner's.
+    The CLI sent it anyway and the API answered "you have no bundle … (it expired or was never
+    uploaded)", which sent the member looking for an expiry."""
+    root = project(tmp_path)
+    first = cmd_stack.job(int(cli(cmd_stack, "submit", "--working-dir", str(root), "--python-env", "lab", "--no-wait",
+                                  "--", "python", "train.py", "--steps", "2").stdout))
+    other = cmd_stack.api("POST", "/users", json={"name": "like-member"}, expect=201)["token"]
+    as_other = {"GPULAB_TOKEN": other}
+    refused = cmd_stack.gpulab("submit", "--like", str(first["id"]), "--no-wait", env=as_other, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert f"its uploaded folder is {first['owner']}'s; give --working-dir" in refused.stderr, refused.stderr
+    assert "expired" not in refused.stderr
+    again = cmd_stack.gpulab("submit", "--like", str(first["id"]), "--working-dir", str(root), "--no-wait",
+                             env=as_other)
+    job = cmd_stack.job(int(again.stdout))
+    assert (job["owner"], job["params"]["argv"]) == ("like-member", first["params"]["argv"])
+    for i in (first["id"], job["id"]):
+        cmd_stack.wait_for(i)
