@@ -18,7 +18,8 @@ from service.settings import get_settings
 if TYPE_CHECKING:
     from service.db import Database
 
-users_app = typer.Typer(help="Manage users (on the server: talks to the database).", no_args_is_help=True)
+users_app = typer.Typer(help="Manage users (on the server: talks to the database); alone, list them.",
+                        invoke_without_command=True)
 devices_app = typer.Typer(help="See devices; drain and resume them (admins).", invoke_without_command=True)
 
 
@@ -156,16 +157,26 @@ def users_set(name: str, unix_user: str = typer.Option(..., "--unix-user",
         out.print(f"{user.name} runs commands as {user.unix_user or 'the default account (GPULAB_COMMAND_USER)'}")
 
 
+@users_app.callback()
+def users(ctx: typer.Context) -> None:
+    """Alone, list the users (as `gpulab envs` and `gpulab devices` list theirs)."""
+    if ctx.invoked_subcommand is None:
+        users_list()
+
+
 @users_app.command("list")
 def users_list() -> None:
-    """List users."""
-    from service.store.users import list_users
+    """List users; 'no token' marks those who cannot use the API (revoked, say)."""
+    from service.store.users import list_users, users_without_token
 
     db = service_db()
     with db.reading() as session:
+        locked_out = users_without_token(session=session)
         for u in list_users(session=session):
             out.print(f"{u.name}{' (admin)' if u.is_admin else ''}"
-                      + (f" unix:{u.unix_user}" if u.unix_user else ""))
+                      + (f" unix:{u.unix_user}" if u.unix_user else "")
+                      + (" (no token: `gpulab users token NAME` issues one)" if u.name in locked_out else ""),
+                      markup=False, highlight=False)
 
 
 @users_app.command("revoke")

@@ -113,9 +113,17 @@ def list_users(*, session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.name)))
 
 
+def users_without_token(*, session: Session) -> set[str]:
+    """The names of users none of whose tokens works (never issued, or every one revoked)."""
+    live = select(Token.user_id).where(Token.revoked_at.is_(None))
+    return set(session.scalars(select(User.name).where(User.id.not_in(live))))
+
+
 def revoke_tokens(*, session: Session, name: str) -> int:
-    """Revoke every token of a user; returns how many."""
-    user_id = select(User.id).where(User.name == name).scalar_subquery()
+    """Revoke every token of a user; returns how many. Raises NotFound for an unknown name."""
+    user_id = session.scalar(select(User.id).where(User.name == name))
+    if user_id is None:  # a typo would otherwise "revoke 0 tokens" and leave the real member in
+        raise NotFound(f"no user is called {name!r}", field="name", value=name)
     result = session.execute(
         update(Token).where(Token.user_id == user_id, Token.revoked_at.is_(None)).values(revoked_at=utcnow())
     )

@@ -113,3 +113,19 @@ def test_a_followed_job_shows_its_milestones_on_stderr(stack: Stack) -> None:
     """A kind's progress messages ("n=16 done", "epoch 3: accuracy …") were shown by `gpulab run` only."""
     result = gpulab(stack, "submit", "device-compare", "-p", "sizes=16", "-p", "repeats=1")
     assert "n=16 done" in result.stderr and "n=16 done" not in result.stdout, result.stderr
+
+
+def test_users_alone_lists_them_and_revoke_names_who_is_locked_out(stack: Stack) -> None:
+    """An admin's first hour: `gpulab users` printed its help with exit 2 (`gpulab envs` lists),
+    `users revoke` of a mistyped name said "revoked 0 token(s)" and exited 0, and `users list`
+    showed a revoked member exactly like one who can work."""
+    name = f"leaver-{os.getpid()}"
+    stack.api("POST", "/users", json={"name": name}, expect=201)
+    listed = stack.gpulab("users")
+    assert listed.returncode == 0 and f"{name}\n" in listed.stdout, listed.stdout
+    stack.gpulab("users", "revoke", name)
+    assert f"{name} (no token: `gpulab users token NAME` issues one)" in stack.gpulab("users", "list").stdout
+    stack.gpulab("users", "token", name)
+    assert f"{name}\n" in stack.gpulab("users", "list").stdout
+    typo = stack.gpulab("users", "revoke", f"{name}x", check=False)
+    assert typo.returncode == 1 and f"not_found: no user is called '{name}x'" in typo.stderr, typo.stderr
