@@ -170,7 +170,12 @@ def get_device(*, session: Session, device_id: str) -> Device:
     """One device; raises NotFound."""
     device = session.get(Device, device_id)
     if device is None:
-        raise NotFound(f"no device has id {device_id!r}", field="device_id", value=device_id)
+        # Submits take `cpu` and `cuda:N`, so an admin types them to drain too: name the ids.
+        ids = list(session.scalars(select(Device.id).order_by(Device.id)))
+        near = [i for i in ids if i.endswith(f"/{device_id}")]
+        hint = f"; did you mean {near[0]!r}?" if len(near) == 1 else ""
+        raise NotFound(f"no device has id {device_id!r}{hint} (devices: {', '.join(ids) or 'none registered yet'})",
+                       field="device_id", value=device_id)
     return device
 
 

@@ -90,3 +90,17 @@ def test_drain_survives_a_worker_restart(db: Database) -> None:
         assert s.get(Device, "h/cpu").state == "draining"
     with db.writing() as s:
         assert set_draining(session=s, device_id="h/cpu", draining=False).state == "online"
+
+
+
+def test_draining_an_unknown_device_names_the_ids(db: Database) -> None:
+    """`gpulab devices drain cpu` (the form a submit takes) said only "no device has id 'cpu'"."""
+    from service.errors import NotFound
+    from service.store.devices import set_draining
+
+    with db.writing() as s:
+        register_worker(session=s, worker_id="w1", device=DEVICE, pid=1, slots=1)
+    with db.writing() as s, pytest.raises(NotFound) as found:
+        set_draining(session=s, device_id="cpu", draining=True)
+    assert found.value.detail == "no device has id 'cpu'; did you mean 'h/cpu'? (devices: h/cpu)"
+    assert found.value.field == "device_id"
