@@ -29,3 +29,10 @@ def add(name: str, path: str = typer.Argument(..., help="the prefix holding bin/
     """Register (or move) an environment by name (admins)."""
     e = client().request("PUT", f"/envs/{name}", json={"path": path})
     out.print(f"{e['name']}: {e['path']}", markup=False, highlight=False)
+
+
+@envs_app.command("remove")
+def remove(name: str) -> None:
+    """Unregister an environment (admins); jobs that named it and have not started fail saying so."""
+    client().request("DELETE", f"/envs/{name}")
+    out.print(f"{name}: removed", markup=False, highlight=False)

@@ -43,3 +43,10 @@ def get_env(*, session: Session, name: str) -> PythonEnv:
         known = ", ".join(e.name for e in list_envs(session=session)) or "none registered"
         raise NotFound(f"no Python environment is called {name!r}; known: {known}", field="python_env", value=name)
     return env
+
+
+def remove_env(*, session: Session, name: str) -> None:
+    """Unregister an environment; raises NotFound naming the known ones. A job already submitted
+    with it fails at its start, saying it is gone (worker/command_prepare.py)."""
+    session.delete(get_env(session=session, name=name))
+    session.commit()

@@ -135,3 +135,19 @@ def test_a_quiet_build_step_shows_its_lines_and_a_cancel_stops_it(env_stack: Sta
         done = env_stack.wait_for(job["id"], timeout=60)
     assert (done["status"], done["reason"]) == ("cancelled", "cancelled"), done
     assert done["error"] == "stopped after a cancel, while building the environment", done
+
+
+def test_an_environment_registered_by_mistake_can_be_removed(env_stack: Stack) -> None:
+    """An admin who registered a wrong path (a typo, an environment since deleted) could only move
+    it: there was no way to take a name back out of `gpulab envs`."""
+    admin = {"GPULAB_TOKEN": env_stack.token}
+    env_stack.gpulab("envs", "add", "typo", "/opt/nowhere", env=admin)
+    assert "typo" in [e["name"] for e in env_stack.api("GET", "/envs")]
+    done = env_stack.gpulab("envs", "remove", "typo", env=admin)
+    assert done.stdout.strip() == "typo: removed"
+    assert [e["name"] for e in env_stack.api("GET", "/envs")] == ["lab"]
+    again = env_stack.gpulab("envs", "remove", "typo", env=admin, check=False)
+    assert again.returncode == 1 and "no Python environment is called 'typo'; known: lab" in again.stderr
+    member = env_stack.api("POST", "/users", json={"name": "env-member"}, expect=201)["token"]
+    refused = env_stack.api("DELETE", "/envs/lab", token=member, expect=403)
+    assert refused["code"] == "forbidden"

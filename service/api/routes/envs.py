@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import AdminUser, CurrentUser, ReadSession, WriteSession
@@ -32,3 +32,9 @@ def list_envs(user: CurrentUser, session: ReadSession) -> list[PythonEnvPublic]:
 @router.put("/{name}", response_model=PythonEnvPublic, summary="Register or move an environment (admin)")
 def put_env(name: str, body: PythonEnvCreate, user: AdminUser, session: WriteSession) -> PythonEnvPublic:
     return env_public(env_store.add_env(session=session, name=name, path=body.path))
+
+
+@router.delete("/{name}", status_code=204, response_class=Response, summary="Remove an environment (admin)")
+def delete_env(name: str, user: AdminUser, session: WriteSession) -> Response:
+    env_store.remove_env(session=session, name=name)
+    return Response(status_code=204)
