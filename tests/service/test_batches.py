@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
+from service.batches import submit_batch
 from service.db import Database
 from service.errors import Forbidden, IdempotencyConflict, InvalidParams, LimitExceeded
 from service.models import Job, JobStatus, User
@@ -15,7 +16,6 @@ from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.devices import register_worker
 from service.store.users import create_user
-from service.submission import submit_batch
 
 DEVICE = {"id": "testhost/cpu", "host": "testhost", "kind": "cpu", "index": None, "name": "CPU",
           "uuid": None, "memory_total_mb": 1024}

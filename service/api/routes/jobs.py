@@ -32,6 +32,7 @@ from service.api.problems import problem_responses
 from service.api.routing import Route
 from service.api.streams import follow_job, subscribe
 from service.api.tickets import TICKET_TTL_S, issue_ticket, redeem_ticket
+from service.batches import submit_batch
 from service.errors import InvalidRequest, NotFound
 from service.models import Job, JobEvent, JobStatus, User, utcnow
 from service.scheduling.starting import send_dispatched
@@ -52,7 +53,7 @@ from service.store import events as event_store
 from service.store import job_records
 from service.store import jobs as job_store
 from service.store.bundles import command_facts
-from service.submission import submit, submit_batch
+from service.submission import submit
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=Route)
 
