@@ -94,10 +94,6 @@ class DeviceRoom:
         total = self.memory_total_mb or 0
         return total - self.external_mb - self.declared_mb - CUDA_CONTEXT_MB * (self.jobs + 1)
 
-    def is_full(self) -> bool:
-        """Whether no job at all could start here now."""
-        return self.state != "online" or self.exclusive or self.jobs >= self.slots
-
     def fit(self, job: QueuedJob) -> str | None:
         """None if the job can start here now, else the wait reason."""
         if self.state == "offline":
