@@ -105,14 +105,25 @@ def top_view(devices: list[dict[str, Any]], queue: dict[str, Any]) -> Group:
     return Group(head, devices_table(devices), queue_table(queue))
 
 
+def device_time(hours: float) -> str:
+    """Device time in the unit that shows it: a lab's first week of minutes-long jobs read 0.00 h."""
+    seconds = hours * 3600
+    if seconds == 0:
+        return "0"
+    if hours >= 1:
+        return f"{hours:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
 def usage_table(report: dict[str, Any]) -> Table:
-    """Device-hours allocated and used, outcomes and mean wait per member, device or kind."""
-    table = Table(report["group_by"], "jobs", "outcomes", "GPU-h", "GPU-h used", "CPU-h", "mean wait", box=None)
+    """Device time allocated and used, outcomes and mean wait per member, device or kind (`--json`: hours)."""
+    table = Table(report["group_by"], "jobs", "outcomes", "GPU time", "GPU used", "CPU time", "CPU used", "mean wait",
+                  box=None)
     for r in report["rows"]:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items()))
         wait = "–" if r["mean_wait_s"] is None else f"{r['mean_wait_s']:.1f}s"
-        table.add_row(r["key"], str(r["jobs"]), outcomes, f"{r['gpu_hours']:.2f}", f"{r['gpu_used_hours']:.2f}",
-                      f"{r['cpu_hours']:.2f}", wait)
+        table.add_row(r["key"], str(r["jobs"]), outcomes, *(device_time(r[k]) for k in (
+            "gpu_hours", "gpu_used_hours", "cpu_hours", "cpu_used_hours")), wait)
     return table
 
 

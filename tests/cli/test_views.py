@@ -38,3 +38,20 @@ def test_show_says_how_long_a_job_has_waited_or_run_so_far() -> None:
     assert re.search(r"waited +2 h 5 min so far", shown(status="pending", wait_seconds=None, created_at=naive))
     done = shown(status="succeeded", run_seconds=1184.04, finished_at="2026-11-30T10:37:11Z")
     assert re.search(r"ran +19 min 44 s *\n", done)
+
+
+def test_usage_shows_minutes_long_jobs_and_the_cpu_time_used() -> None:
+    """A lab's first week of CPU jobs read "0.00" in every hours column, and the CPU time used
+    (on the dashboard and in --json) had no column at all."""
+    from cli.views import usage_table
+
+    row = {"key": "alice", "jobs": 11, "outcomes": {"succeeded": 11}, "gpu_hours": 0.0, "gpu_used_hours": 0.0,
+           "cpu_hours": 3.3 / 60, "cpu_used_hours": 53.9 / 3600, "mean_wait_s": 3.9}
+    big = {**row, "key": "bob", "gpu_hours": 2.5, "gpu_used_hours": 1.25}
+    console = Console(width=200, record=True)
+    console.print(usage_table({"group_by": "member", "rows": [row, big]}))
+    lines = console.export_text().splitlines()
+    assert lines[0].split() == ["member", "jobs", "outcomes", "GPU", "time", "GPU", "used", "CPU", "time", "CPU",
+                                "used", "mean", "wait"], lines[0]
+    assert lines[1].split()[4:] == ["0", "0", "3.3", "min", "53.9", "s", "3.9s"], lines[1]
+    assert lines[2].split()[4:8] == ["2.50", "h", "1.25", "h"], lines[2]
