@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cli import admin, bundles, envs, local_run, rerun, serve, views
-from cli.client import Api, UsageError, save_token
+from cli.client import Api, CliError, UsageError, save_token
 from cli.console import client, err, out, print_error
 from cli.errors import one_line
 from cli.follow import exit_code_for, follow
@@ -221,23 +221,34 @@ def logs(job_id: int, follow_: bool = typer.Option(False, "--follow", "-f", help
 
 
 @app.command()
-def cancel(job_id: int | None = typer.Argument(None, help="the job"),
+def cancel(job_ids: list[int] = typer.Argument(None, metavar="[JOB]...", help="the jobs"),
            batch: int | None = typer.Option(None, "--batch", help="every unfinished job of this batch")) -> None:
-    """Cancel a job, or a batch's unfinished jobs (yours, or any as an admin)."""
-    if (job_id is None) == (batch is None):
-        raise UsageError("name a job (gpulab cancel 12) or a batch (gpulab cancel --batch 12), not both")
+    """Cancel jobs, or a batch's unfinished jobs (yours, or any as an admin)."""
+    if bool(job_ids) == (batch is not None):
+        raise UsageError("name jobs (gpulab cancel 12 13) or a batch (gpulab cancel --batch 12), not both")
     api = client()
     if batch is not None:
         cancel_batch(api, batch)
         return
-    job = api.post(f"/jobs/{job_id}/cancel")
-    if job["status"] == "cancelled":
-        msg = "cancelled"
-    elif job["kind"] == "command":
-        msg = "cancel requested; the command gets SIGINT now, SIGTERM and SIGKILL if it goes on"
-    else:
-        msg = "cancel requested; it stops at its next step"
-    out.print(f"job {job_id}: {msg}")
+    failed = False
+    for job_id in job_ids:  # one refusal (a job already finished) leaves the others to cancel
+        try:
+            job = api.post(f"/jobs/{job_id}/cancel")
+        except CliError as exc:
+            if len(job_ids) == 1:
+                raise
+            print_error(f"job {job_id}: {exc}")
+            failed = True
+            continue
+        if job["status"] == "cancelled":
+            msg = "cancelled"
+        elif job["kind"] == "command":
+            msg = "cancel requested; the command gets SIGINT now, SIGTERM and SIGKILL if it goes on"
+        else:
+            msg = "cancel requested; it stops at its next step"
+        out.print(f"job {job_id}: {msg}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

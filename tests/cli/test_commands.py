@@ -75,6 +75,18 @@ def test_a_cancelled_job_says_cancelled_once(stack: Stack) -> None:
     assert "(cancelled)" not in gpulab(stack, "logs", str(job_id)).stdout
 
 
+def test_cancel_takes_several_jobs_and_goes_on_past_a_refusal(stack: Stack) -> None:
+    """An admin clearing a member's runaway jobs typed `gpulab cancel 15 16` and got "unexpected
+    extra argument"."""
+    finished = stack.wait_for(stack.submit("test-echo", {"message": "done"})["id"])["id"]
+    first, second = (stack.submit("test-sleep", {"seconds": 60})["id"] for _ in range(2))
+    result = gpulab(stack, "cancel", str(first), str(finished), str(second), check=False)
+    assert result.returncode == 1, result.stderr
+    assert f"error: job {finished}: job_finished" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert f"job {first}: " in result.stdout and f"job {second}: " in result.stdout, result.stdout
+    assert [stack.wait_for(i)["status"] for i in (first, second)] == ["cancelled", "cancelled"]
+
+
 def test_top_off_a_terminal_prints_one_frame_and_exits(stack: Stack) -> None:
     """Piped or redirected, a live view would print nothing until Ctrl-C."""
     result = stack.gpulab("top", env={"GPULAB_TOKEN": stack.token}, timeout=60)
