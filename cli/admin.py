@@ -108,7 +108,7 @@ def usage(
     if as_json:
         out.print_json(data=data)
         return
-    out.print(f"usage since {data['since'][:19]} by {data['group_by']}")
+    out.print(views.usage_heading(data))
     out.print(views.usage_table(data))
     for u in data["idle_jobs"]:
         out.print(f"[yellow]idle:[/] job {u['job_id']} ({u['owner']}) holds {u['device_id']} "

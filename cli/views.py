@@ -115,6 +115,14 @@ def device_time(hours: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
+def usage_heading(report: dict[str, Any]) -> str:
+    """The window in UTC: cutting the time stamp's offset off showed `--since 10:00+05:00` as 10:00."""
+    from datetime import UTC, datetime
+
+    since = datetime.fromisoformat(report["since"].replace("Z", "+00:00")).astimezone(UTC)
+    return f"usage since {since:%Y-%m-%d %H:%M:%S} UTC by {report['group_by']}"
+
+
 def usage_table(report: dict[str, Any]) -> Table:
     """Device time allocated and used, outcomes and mean wait per member, device or kind (`--json`: hours)."""
     table = Table(report["group_by"], "jobs", "outcomes", "GPU time", "GPU used", "CPU time", "CPU used", "mean wait",

@@ -55,3 +55,13 @@ def test_usage_shows_minutes_long_jobs_and_the_cpu_time_used() -> None:
                                 "used", "mean", "wait"], lines[0]
     assert lines[1].split()[4:] == ["0", "0", "3.3", "min", "53.9", "s", "3.9s"], lines[1]
     assert lines[2].split()[4:8] == ["2.50", "h", "1.25", "h"], lines[2]
+
+
+def test_usage_heading_gives_the_window_in_utc() -> None:
+    """`gpulab usage --since 2026-11-30T10:00:00+05:00` printed "since 2026-11-30T10:00:00"."""
+    from cli.views import usage_heading
+
+    assert usage_heading({"since": "2026-11-30T10:00:00+05:00", "group_by": "member"}) == (
+        "usage since 2026-11-30 05:00:00 UTC by member")
+    assert usage_heading({"since": "2026-11-23T17:10:21.5Z", "group_by": "kind"}) == (
+        "usage since 2026-11-23 17:10:21 UTC by kind")
