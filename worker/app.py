@@ -17,6 +17,7 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
@@ -27,9 +28,9 @@ from service.db import Database
 from service.live import Publisher, read_installation, use_installation
 from service.queues import PROBE, RUN_JOB, device_queue, make_celery
 from service.settings import Settings
-from service.store.devices import register_worker, stop_worker
+from service.store.devices import live_worker, register_worker, stop_worker
 from worker.command_account import announce as announce_command_account
-from worker.device import DeviceInfo, pin_process, resolve_device, runtime_facts
+from worker.device import DeviceError, DeviceInfo, pin_process, resolve_device, runtime_facts
 from worker.heartbeat import Watch, is_child_alive
 from worker.probe import Probe
 from worker.request import JobRequest
@@ -251,6 +252,7 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
                          worker_id=f"{info.host}-{uuid.uuid4().hex[:12]}", db=db, publisher=publisher)
     for name in ("celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(name).addFilter(_QuietProbes())
+    refuse_a_second_worker(settings, db, info.id, info.host)
     queue = device_queue(info.id)
     sweep_at_start(settings, db, device_id=info.id, queue=queue)
     app = build_app(settings)
@@ -264,6 +266,25 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
         "--without-mingle", "--without-gossip", *([] if settings.celery_events else ["--without-heartbeat"]),
         "-n", f"gpulab-{info.id.replace('/', '-')}@{info.host}", "-l", loglevel,
     ])
+
+
+def refuse_a_second_worker(settings: Settings, db: Database, device_id: str, host: str) -> None:
+    """Raise DeviceError when a live worker process on this host serves the device already.
+
+    A second one (an admin's `gpulab workers` typed to list them) took the device's row, and
+    its clean stop marked the device offline while the first still served it: nothing started.
+    """
+    with db.reading() as session:
+        other = live_worker(session=session, device_id=device_id, host=host, timeout_s=settings.worker_timeout_s)
+    if other is None or other.pid == os.getpid():
+        return
+    try:  # the process must still be a gpulab worker: a crashed one's pid is gone, or another's now
+        cmdline = Path(f"/proc/{other.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return
+    if "worker" in cmdline:
+        raise DeviceError(f"{device_id} is served already by worker {other.id} (pid {other.pid}): stop it "
+                          "first (the dashboard's Workers page lists workers; `gpulab worker` starts one)")
 
 
 def __getattr__(name: str) -> Any:

@@ -41,6 +41,16 @@ def register_worker(
     return row
 
 
+def live_worker(*, session: Session, device_id: str, host: str, timeout_s: float) -> Worker | None:
+    """The worker on `host` that serves the device now (not stopped, heard within the timeout), if any."""
+    cutoff = utcnow() - timedelta(seconds=timeout_s)
+    return session.scalar(
+        select(Worker).join(Device, Device.worker_id == Worker.id)
+        .where(Device.id == device_id, Worker.host == host, Worker.stopped_at.is_(None),
+               Worker.last_heartbeat_at >= cutoff)
+    )
+
+
 def heartbeat(
     *,
     session: Session,

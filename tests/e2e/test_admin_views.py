@@ -84,3 +84,15 @@ def test_the_dashboard_is_served_offline(stack: Stack) -> None:
         r = stack.http.get(f"/dashboard/{name}")
         assert r.status_code == 200 and len(r.content) > 500
         assert "cdn" not in r.text.lower() and "https://" not in r.text
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_a_second_worker_for_a_served_device_is_refused(stack: Stack) -> None:
+    """An admin looking for the workers typed `gpulab workers` and started a second one for the
+    stack's own device; its clean stop then marked the device offline while the first still served
+    it, and nothing started there again."""
+    second = stack.gpulab("worker", "--device", "cpu", "--host-name", "testhost", check=False, timeout=120)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"{CPU} is served already by worker" in second.stderr and "stop it first" in second.stderr
+    assert {d["id"]: d["state"] for d in stack.api("GET", "/devices")}[CPU] == "online"
+    assert stack.wait_for(stack.submit("test-echo", {"message": "still served"})["id"])["status"] == "succeeded"
