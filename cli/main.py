@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cli import admin, bundles, envs, local_run, rerun, serve, views
+from cli import admin, bundles, envs, local_run, parts, rerun, serve, views
 from cli.client import Api, CliError, UsageError, save_token
 from cli.console import client, err, out, print_error
 from cli.errors import one_line
@@ -34,7 +34,7 @@ app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.devices_app, name="devices")
 app.add_typer(envs.envs_app, name="envs")
 
-for command in (serve.up, serve.api, serve.dispatcher, serve.worker, serve.workers, serve.migrate,
+for command in (parts.up, serve.api, serve.dispatcher, serve.worker, parts.workers, serve.migrate,
                 admin.queue, admin.top, admin.usage, admin.config, local_run.run):
     app.command()(command)
 
