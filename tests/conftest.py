@@ -73,9 +73,9 @@ def db(settings: Settings) -> Iterator[Database]:
     database.engine.dispose()
 
 
-def _stack(kind: str, tmp: Path) -> Iterator[Stack]:
+def _stack(kind: str, tmp: Path, env: dict[str, str] | None = None) -> Iterator[Stack]:
     url, name = services.migrated_database(kind, tmp)
-    stack = Stack(database_url=url, redis_url=next_redis_url(), state_dir=tmp)
+    stack = Stack(database_url=url, redis_url=next_redis_url(), state_dir=tmp, env=env)
     try:
         yield stack.start()
     finally:

@@ -8,10 +8,12 @@ heartbeat. Either way the slot comes back.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
+from tests.conftest import _stack
 from tests.support.stack import Stack
 
 # A worker whose Redis visibility timeout (2 s) is shorter than the job it runs: Redis hands
@@ -22,8 +24,10 @@ SHORT_VISIBILITY = {"GPULAB_VISIBILITY_TIMEOUT_S": "2", "GPULAB_MAX_TIMEOUT_S": 
 
 
 @pytest.fixture(scope="module")
-def own(sqlite_stack: Stack) -> Stack:
-    return sqlite_stack
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # A running job looks for its cancel once a second (worker/context.py, STOP_POLL_S): the test
+    # stacks' grace of 1 s raced that look, and a loaded machine lost the race (killed, no result).
+    yield from _stack("sqlite", tmp_path_factory.mktemp("cancel-stack"), env={"GPULAB_CANCEL_GRACE_S": "3"})
 
 
 def at(value: str) -> datetime:
