@@ -6,16 +6,12 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from cli.errors import CliError
 from service.settings import Settings, get_settings, safe_url
-
-if TYPE_CHECKING:
-    pass
 
 console = Console(stderr=True, soft_wrap=True)
 
