@@ -52,10 +52,10 @@ class Measured:
 JOB_ROW = "SELECT j.*, u.name FROM jobs j JOIN users u ON u.id = j.owner_id"
 
 
-def lab_reads(lab: Lab, *, me: int, dialect: str, since: str) -> list[Read]:
-    """The reads a lab makes all day, and how a person would write each in SQL (`me`: the reader's id)."""
+def lab_reads(lab: Lab, *, me: int, finished: int, dialect: str, since: str) -> list[Read]:
+    """The reads a lab makes all day, and how a person would write each in SQL (`me`: the reader's id;
+    `finished`: a finished job of theirs, whose log they may read)."""
     deep = lab.first_job + lab.jobs // 20
-    finished = lab.first_job + lab.jobs // 2
     page = f"ORDER BY j.id DESC LIMIT {PAGE + 1}"
     epoch = ("(julianday({e}) - julianday({s})) * 86400" if dialect == "sqlite"
              else "extract(epoch FROM {e} - {s})")
