@@ -66,22 +66,26 @@ def api(host: str = typer.Option("127.0.0.1", help="address to listen on"),
     import uvicorn
 
     from service.api.app import create_app
+    from service.heap import freeze_start_up
 
     settings = get_settings()
     require_migrated(settings)
     _logging()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                timeout_graceful_shutdown=5)
+    app = create_app(settings)
+    freeze_start_up()
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
 def dispatcher() -> None:
     """Run the dispatcher (one is active at a time; others stand by)."""
+    from service.heap import freeze_start_up
     from service.scheduling.dispatcher import Dispatcher
 
     settings = get_settings()
     require_migrated(settings)
     _logging()
     d = Dispatcher(settings)
+    freeze_start_up()
     signal.signal(signal.SIGTERM, lambda *_: d.stop.set())
     try:
         d.run_forever()

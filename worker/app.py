@@ -25,6 +25,7 @@ from celery.exceptions import SecurityWarning
 from celery.worker import state as celery_state
 
 from service.db import Database
+from service.heap import freeze_start_up
 from service.live import Publisher, read_installation, use_installation
 from service.queues import PROBE, RUN_JOB, device_queue, make_celery
 from service.settings import Settings
@@ -174,6 +175,9 @@ def _child_init(**_: Any) -> None:
         import torch
 
         torch.set_num_threads(state.settings.torch_threads)
+    # What the parent left unfrozen (Celery's pool, built after its freeze) and this child's own
+    # connections: a GPU job's end collects, and then walks only what the jobs made.
+    freeze_start_up()
 
 
 @signals.worker_ready.connect
@@ -259,6 +263,7 @@ def serve(settings: Settings, *, device: str, slots: int = 1, preload_torch: boo
     # gpulab's workers run as root by design, to start members' commands as their own accounts (the
     # README's "For admins"); Celery's "absolutely not recommended" would tell an admin the opposite.
     warnings.filterwarnings("ignore", message="You're running the worker with superuser", category=SecurityWarning)
+    freeze_start_up()  # torch and the rest, before the children are forked: they inherit it frozen
     app.worker_main([
         "worker", "-Q", queue, "-c", str(slots), "-P", "prefork",
         # Mingle and gossip sync worker state that gpulab keeps in its database; they only slow

@@ -6,6 +6,7 @@ They also show how a lab ships its own kinds: a `JobKind` per entry point in the
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import Any, Literal
@@ -125,7 +126,8 @@ def run_alloc(params: AllocParams, ctx: JobContext) -> dict[str, Any]:
     while time.monotonic() < deadline and not ctx.should_stop():
         time.sleep(0.05)
     info: dict[str, Any] = {"pid": os.getpid(), "device": ctx.device, "allocated_mb": params.mb,
-                            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+                            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                            "gc_frozen": gc.get_freeze_count()}  # the worker's start-up, frozen
     if device.type == "cuda":
         info.update(device_count=torch.cuda.device_count(), name=torch.cuda.get_device_name(0),
                     max_allocated_mb=torch.cuda.max_memory_allocated(0) / 2**20)
