@@ -84,8 +84,13 @@ def external_memory_mb(session: Session) -> dict[str, int]:
             if s.external_mb and s.t >= fresh}
 
 
-def device_rooms(session: Session, *, now: datetime | None = None) -> list[DeviceRoom]:
-    """Every device with what its dispatched and running jobs already hold (a gang on each of its devices)."""
+def device_rooms(session: Session, *, now: datetime | None = None,
+                 devices: Sequence[Any] | None = None) -> list[DeviceRoom]:
+    """Every device with what its dispatched and running jobs already hold (a gang on each of its devices).
+
+    `devices`: rows of every device in id order (id, kind, name, state, slots, memory_total_mb),
+    read earlier in this transaction while nothing else could write (a submit on SQLite), else read here.
+    """
     now = now or utcnow()
     rows = session.execute(
         select(Allocation.device_id, Job.gpu_memory_gb, Job.gpus, Job.timeout_s, Job.started_at,
@@ -95,10 +100,12 @@ def device_rooms(session: Session, *, now: datetime | None = None) -> list[Devic
     ).all()
     external = external_memory_mb(session)
     # Core rows, not Device objects: what a room needs is six columns, not a loaded ORM instance.
+    if devices is None:
+        devices = session.execute(select(Device.id, Device.kind, Device.name, Device.state, Device.slots,
+                                         Device.memory_total_mb).order_by(Device.id)).all()
     rooms = {d.id: DeviceRoom(id=d.id, kind=d.kind, name=d.name, state=d.state, slots=d.slots,
                               memory_total_mb=d.memory_total_mb, external_mb=external.get(d.id, 0))
-             for d in session.execute(select(Device.id, Device.kind, Device.name, Device.state, Device.slots,
-                                             Device.memory_total_mb).order_by(Device.id))}
+             for d in devices}
     for row in rows:
         room = rooms.get(row.device_id)
         if room is None:
@@ -157,21 +164,25 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def plan_queue(session: Session, *, settings: Settings, now: datetime | None = None) -> QueueView:
-    """Read the queue, devices, usage and loads; compute where each pending job would start now."""
-    order = order_queue(session, settings=settings, now=now)
+def plan_queue(session: Session, *, settings: Settings, now: datetime | None = None,
+               devices: Sequence[Any] | None = None) -> QueueView:
+    """Read the queue, devices (unless given: `device_rooms`), usage and loads; compute where each
+    pending job would start now."""
+    order = order_queue(session, settings=settings, now=now, devices=devices)
     return QueueView(jobs=order.jobs, devices=order.devices, plan=order.plan(), usage=order.usage)
 
 
-def order_queue(session: Session, *, settings: Settings, now: datetime | None = None) -> QueueOrder:
-    """Read the queue, devices, usage and loads, and put the pending jobs in start order."""
+def order_queue(session: Session, *, settings: Settings, now: datetime | None = None,
+                devices: Sequence[Any] | None = None) -> QueueOrder:
+    """Read the queue, devices (unless given), usage and loads, and put the pending jobs in start order."""
     with cyclic_gc_paused():
-        return _order_queue(session, settings=settings, now=now or utcnow())
+        return _order_queue(session, settings=settings, now=now or utcnow(), devices=devices)
 
 
-def _order_queue(session: Session, *, settings: Settings, now: datetime) -> QueueOrder:
+def _order_queue(session: Session, *, settings: Settings, now: datetime,
+                 devices: Sequence[Any] | None) -> QueueOrder:
     rows = pending_jobs(session)
-    devices = device_rooms(session, now=now)
+    rooms = device_rooms(session, now=now, devices=devices)
     # Fair-share usage only orders jobs of different members (or device kinds): one job alone
     # (a submit into an empty queue, the common case) or one member's queue of one kind (a
     # member's burst, each finish placing the next) orders by priority and age alone, and
@@ -183,4 +194,4 @@ def _order_queue(session: Session, *, settings: Settings, now: datetime) -> Queu
     limits = member_limits(settings)
     # Members' loads only count against limits: without any, they are not read.
     loads = member_loads(session=session) if limits.max_jobs or limits.max_gpus else {}
-    return QueueOrder(jobs=ordered, devices=devices, usage=usage, limits=limits, loads=loads)
+    return QueueOrder(jobs=ordered, devices=rooms, usage=usage, limits=limits, loads=loads)

@@ -10,13 +10,14 @@ saves the wake-up hop and one commit (see docs/design.md, "Starting a job at sub
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from celery import Celery
-from sqlalchemy import func, select, text
+from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
@@ -52,10 +53,11 @@ def lock_placement(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACEMENT_LOCK_KEY})
 
 
-def place_pending(*, session: Session, settings: Settings) -> list[Dispatch]:
-    """Mark dispatched every pending job that can start now, in the caller's transaction."""
+def place_pending(*, session: Session, settings: Settings, devices: Sequence[Any] | None = None) -> list[Dispatch]:
+    """Mark dispatched every pending job that can start now, in the caller's transaction
+    (`devices`: as `queue_state.device_rooms` takes them)."""
     lock_placement(session)
-    view = plan_queue(session, settings=settings)
+    view = plan_queue(session, settings=settings, devices=devices)
     rows = {j.id: j for j in view.jobs}
     placed = []
     now = utcnow()
@@ -77,14 +79,27 @@ def pending_and_room(session: Session, *, besides: int | None = None) -> tuple[b
     place nothing. A submit while every device is busy, and the dispatcher's pass it wakes,
     then skip the plan and SQLite's write lock that the running jobs' claims and finishes wait on.
     """
+    if session.autoflush and (session.new or session.dirty or session.deleted):
+        session.flush()  # a Core statement does not autoflush as the ORM's would
+    stmt = _PENDING_AND_ROOM if besides is None else _PENDING_BESIDES_AND_ROOM
+    waiting, open_ = session.connection().execute(stmt, {"besides": besides}).one()
+    return waiting is not None, open_ is not None
+
+
+def _pending_and_room(besides: bool) -> Select[tuple[Any, Any]]:
+    """`pending_and_room`'s statement, built once (a submit sends it each time: building it cost
+    more than running it), with `:besides` as a parameter."""
     pending = select(Job.id).where(Job.status == JobStatus.pending)
-    if besides is not None:
-        pending = pending.where(Job.id != besides)
+    if besides:
+        pending = pending.where(Job.id != bindparam("besides", type_=Job.id.type))
     held = (select(func.count()).select_from(Allocation).where(Allocation.device_id == Device.id)
             .correlate(Device).scalar_subquery())
     room = select(Device.id).where(Device.state == DeviceState.online, Device.slots > held)
-    waiting, open_ = session.execute(select(pending.limit(1).scalar_subquery(), room.limit(1).scalar_subquery())).one()
-    return waiting is not None, open_ is not None
+    return select(pending.limit(1).scalar_subquery(), room.limit(1).scalar_subquery())
+
+
+_PENDING_AND_ROOM = _pending_and_room(False)
+_PENDING_BESIDES_AND_ROOM = _pending_and_room(True)
 
 
 def place_if_queue_short(*, session: Session, settings: Settings, into: list[Dispatch]) -> bool:
