@@ -47,7 +47,8 @@ def submit_batch(*, session: Session, settings: Settings, user: User, bodies: Se
     devices = all_devices(session)
     checked = [_entry(i, check_request, session=session, settings=settings, user=user, body=body, devices=devices)
                for i, body in enumerate(bodies)]
-    lock_member(session=session, user=user)  # as a single submit: the pending limit counts the whole batch
+    # As a single submit: the pending limit counts the whole batch.
+    lock_member(session=session, settings=settings, user=user, idempotency_key=idempotency_key)
     if idempotency_key:
         first = job_by_idempotency_key(session=session, owner_id=user.id, key=idempotency_key)
         if first is not None:

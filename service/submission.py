@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -73,12 +73,20 @@ def _scalar(value: Any) -> Any:
     return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
 
 
-def all_devices(session: Session) -> list[Device]:
-    """Every registered device, in id order: what a request's checks match it against."""
-    return list(session.scalars(select(Device).order_by(Device.id)))
+# What a request's checks, and a plan in the same transaction (queue_state.device_rooms), read of
+# every device. Built once: building a statement (coercing each operand, then its cache key)
+# costs more CPU than running it, and rows, not Device objects, are all the checks read.
+DEVICE_ROWS = select(Device.id, Device.host, Device.kind, Device.name, Device.state, Device.slots,
+                     Device.memory_total_mb).order_by(Device.id)
 
 
-def check_device(request: DeviceRequest, raw: str, devices: Sequence[Device]) -> None:
+def all_devices(session: Session) -> Sequence[Any]:
+    """Every registered device, in id order, as rows of DEVICE_ROWS' columns: what a request's
+    checks match it against."""
+    return session.connection().execute(DEVICE_ROWS).all()
+
+
+def check_device(request: DeviceRequest, raw: str, devices: Sequence[Any]) -> None:
     """Refuse a request that no known device could ever satisfy, listing those that exist."""
     if any(request.matches(device_id=d.id, kind=d.kind, name=d.name, memory_total_mb=d.memory_total_mb)
            for d in devices):
@@ -90,7 +98,7 @@ def check_device(request: DeviceRequest, raw: str, devices: Sequence[Device]) ->
                         field="device", value=raw, extra={"devices": listing})
 
 
-def check_declared_memory(request: DeviceRequest, gpu_memory_gb: float, devices: Sequence[Device]) -> None:
+def check_declared_memory(request: DeviceRequest, gpu_memory_gb: float, devices: Sequence[Any]) -> None:
     """Refuse declared memory larger than every device the request matches."""
     sizes = [d.memory_total_mb or 0 for d in devices
              if request.matches(device_id=d.id, kind=d.kind, name=d.name, memory_total_mb=d.memory_total_mb)]
@@ -99,7 +107,7 @@ def check_declared_memory(request: DeviceRequest, gpu_memory_gb: float, devices:
                              f"({max(sizes) / 1024:.1f} GiB)", field="gpu_memory_gb", value=gpu_memory_gb)
 
 
-def check_gang(request: DeviceRequest, body: JobCreate, devices: Sequence[Device]) -> None:
+def check_gang(request: DeviceRequest, body: JobCreate, devices: Sequence[Any]) -> None:
     """Refuse a gang no host could ever hold: more matching devices than any one host has."""
     if body.gpu_memory_gb is not None:
         raise InvalidRequest(f"gpu_memory_gb is for jobs that share a GPU; a job with gpus={body.gpus} holds "
@@ -129,7 +137,7 @@ class Checked:
 
 
 def check_request(*, session: Session, settings: Settings, user: User, body: JobCreate,
-                  devices: Sequence[Device] | None = None) -> Checked:
+                  devices: Sequence[Any] | None = None) -> Checked:
     """Every check of one request that reads nothing a concurrent submit changes (`devices`: read
     once for a batch's entries, else here)."""
     params = validate_params(body.kind, body.params)
@@ -191,11 +199,16 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
     A new job that finds no other pending job is placed in the same transaction (it orders
     nothing, so placing it costs one short plan): the caller sends what was dispatched.
     """
-    checked = check_request(session=session, settings=settings, user=user, body=body)
-    # Everything below reads and then writes: a member's submissions go one at a time (a row
-    # lock on PostgreSQL; the IMMEDIATE write transaction on SQLite), so two racing submits
-    # cannot both see room under the pending limit.
-    lock_member(session=session, user=user)
+    devices = all_devices(session)
+    checked = check_request(session=session, settings=settings, user=user, body=body, devices=devices)
+    # On SQLite this transaction has held the only write lock since its first statement (BEGIN
+    # IMMEDIATE), so the devices read above are still what a plan would read: it takes them. On
+    # PostgreSQL a device may change while the locks below wait, so the plan reads them again.
+    serialised = session.get_bind().dialect.name == "sqlite"
+    # What follows reads and then writes: under a pending limit or an Idempotency-Key a member's
+    # submissions go one at a time (a row lock on PostgreSQL; the IMMEDIATE write transaction
+    # on SQLite), so two racing submits cannot both see room under the limit, or both miss the key.
+    lock_member(session=session, settings=settings, user=user, idempotency_key=idempotency_key)
     if idempotency_key:
         existing = job_by_idempotency_key(session=session, owner_id=user.id, key=idempotency_key)
         if existing is not None:
@@ -213,10 +226,11 @@ def submit(*, session: Session, settings: Settings, user: User, body: JobCreate,
             return False  # the dispatcher orders the queue (priority, fair share, age)
         if not room:
             return False  # every device is full: the finish that frees one places it (or wakes the dispatcher)
-        placed.extend(place_pending(session=session, settings=settings))
+        placed.extend(place_pending(session=session, settings=settings, devices=devices if serialised else None))
         return show_dispatched(new, placed) == 1
 
-    job, created = insert_job(session=session, job=job, start=start_if_alone)
+    # The key was looked up above under the member's lock: insert_job need not look again.
+    job, created = insert_job(session=session, job=job, start=start_if_alone, key_looked_up=True)
     return job, created, placed
 
 
@@ -236,16 +250,27 @@ def show_dispatched(jobs: Sequence[Job], placed: Sequence[Dispatch]) -> int:
     return shown
 
 
-def lock_member(*, session: Session, user: User) -> None:
-    """Hold this member's row until the transaction ends (PostgreSQL; SQLite's write transaction
-    is already serialized, and ignores FOR UPDATE: the statement is not sent there)."""
+_LOCK_MEMBER = select(User.id).where(User.id == bindparam("user_id", type_=User.id.type)).with_for_update()
+_BY_KEY = select(Job).where(Job.owner_id == bindparam("owner_id", type_=Job.owner_id.type),
+                            Job.idempotency_key == bindparam("key", type_=Job.idempotency_key.type))
+
+
+def lock_member(*, session: Session, settings: Settings, user: User, idempotency_key: str | None) -> None:
+    """Hold this member's row until the transaction ends, where what the submit reads next depends
+    on it: the pending limit's count, or the Idempotency-Key's lookup. Without either, a member's
+    submits have nothing to take turns over (the placement lock orders their plans).
+
+    PostgreSQL only: SQLite's write transaction is already serialized, and ignores FOR UPDATE.
+    """
+    if not (settings.member_max_pending_jobs or idempotency_key):
+        return
     if session.get_bind().dialect.name != "sqlite":
-        session.execute(select(User.id).where(User.id == user.id).with_for_update())
+        session.connection().execute(_LOCK_MEMBER, {"user_id": user.id})
 
 
 def job_by_idempotency_key(*, session: Session, owner_id: int, key: str) -> Job | None:
     """The job a member submitted earlier under this Idempotency-Key, if any."""
-    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+    return session.scalar(_BY_KEY, {"owner_id": owner_id, "key": key})
 
 
 def check_replay(existing: Job, *, body: JobCreate, params: dict[str, Any], device_request: str,
