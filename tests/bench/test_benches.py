@@ -49,8 +49,9 @@ def test_worker_cycle(bench_env: dict[str, str]) -> None:
 
 
 def test_api_floor(bench_env: dict[str, str]) -> None:
-    out = bench(bench_env, "bench.api_floor", "--runs", "10")
+    out = bench(bench_env, "bench.api_floor", "--runs", "10", "--profile")
     assert "POST /jobs" in out and "GET /me" in out
+    assert "(create_job)" in out  # the profile sees the handler's thread, where a submit's work is
 
 
 def test_placement(bench_env: dict[str, str]) -> None:
