@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi import Path as FastPath
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from starlette.concurrency import run_in_threadpool
 
 from jobs.artifacts import ArtifactRefused, open_artifact
@@ -74,17 +74,22 @@ def job_public(job: Job, owner: str, viewer: User, progress: dict | None = None)
     return JobPublic(**data, owner=owner, wait_seconds=wait, progress=progress)
 
 
+# Built once: a job's page and every answer naming owners send these, and building a statement
+# (coercing its operands, then its cache key) cost more than running it.
+_OWNER_NAMES = select(User.id, User.name).where(User.id.in_(bindparam("ids", expanding=True)))
+_LAST_PROGRESS = (select(JobEvent.data)
+                  .where(JobEvent.job_id == bindparam("job_id", type_=JobEvent.job_id.type),
+                         JobEvent.type == "progress")
+                  .order_by(JobEvent.seq.desc()).limit(1))
+
+
 def _owner_names(session: ReadSession, jobs: list[Job]) -> dict[int, str]:
-    ids = {j.owner_id for j in jobs}
-    return dict(session.execute(select(User.id, User.name).where(User.id.in_(ids))).all()) if ids else {}
+    ids = sorted({j.owner_id for j in jobs})
+    return dict(session.connection().execute(_OWNER_NAMES, {"ids": ids}).all()) if ids else {}
 
 
 def _last_progress(session: ReadSession, job_id: int) -> dict | None:
-    row = session.scalar(
-        select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.type == "progress")
-        .order_by(JobEvent.seq.desc()).limit(1)
-    )
-    return row
+    return session.connection().execute(_LAST_PROGRESS, {"job_id": job_id}).scalar()
 
 
 @router.post("", status_code=201, response_model=JobPublic, summary="Submit a job",
