@@ -11,6 +11,7 @@ the placement itself is the dispatcher's own (`QueueOrder.plan`), over those row
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,12 @@ class QueuePage:
     matching: int  # of them, the ones the page was asked for (the reader's own, or all)
     entries: list[tuple[int, Any]]  # (position in the whole queue, row), in start order
     plan: Plan  # placement of every job up to the page's last entry
+
+    def shown(self) -> Iterator[tuple[int, tuple[int, int, str, str, int, int, datetime]]]:
+        """(position, (id, owner id, kind, device request, priority, gpus, created)) of each entry,
+        by position: a Row's attribute lookups by name cost ~3× an unpacking."""
+        for position, (job_id, owner_id, _, _, priority, _, gpus, *_, kind, request, created) in self.entries:
+            yield position, (job_id, owner_id, kind, request, priority, gpus, created)
 
 
 @functools.lru_cache(maxsize=64)
