@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, column, func, literal, select, text
+from sqlalchemy import Float, Integer, String, bindparam, column, func, literal, select, text
 from sqlalchemy.orm import Session
 
 from service.models import Job, JobStatus, utcnow
@@ -40,17 +40,46 @@ class QueuePage:
             yield position, (job_id, owner_id, kind, request, priority, gpus, created)
 
 
+COLUMNS = (*PLACEMENT_COLUMNS, Job.kind, Job.device_request, Job.created_at)  # what a row of the line holds
+
+
 @functools.lru_cache(maxsize=64)
-def in_line(members: int, sqlite: bool) -> Any:  # a Select of PLACEMENT_COLUMNS and the labels
+def in_line(members: int, sqlite: bool) -> Any:  # a Select of COLUMNS
     """Pending jobs in start order (`placement.start_key` as SQL), for a usage of `members`
     (member, device kind) pairs, bound as parameters `o<i>`, `k<i>`, `s<i>` (`in_line_params`).
 
     The usage goes in as a VALUES table, so the floats compared are the very ones Python's sort
     compares, and ties fall to the id. Built once per size, so SQLAlchemy compiles it once.
     """
-    columns = (*PLACEMENT_COLUMNS, Job.kind, Job.device_request, Job.created_at)
+    return _line(members, sqlite, COLUMNS, with_share=False)
+
+
+# Up to this many entries PostgreSQL sorts the ids alone (`head_of_line`); past it, the join back
+# reads the jobs table whole (a hash join, for 10,000 rows of 100,000), and the wide sort is cheaper.
+NARROW_PAGE = 1000
+
+
+@functools.lru_cache(maxsize=64)
+def head_of_line(members: int, sqlite: bool, narrow: bool) -> Any:  # a Select of COLUMNS
+    """`in_line`'s first `:n` jobs (a parameter), sorted `narrow`ly (ids first, then their columns).
+
+    PostgreSQL sorts the rows it carries: sorting 10,000 rows of every column the page shows
+    (device requests, 650 bytes wide) took 17 ms where their ids, priorities and usage took 13;
+    the page's columns are then read for its rows alone, by primary key. SQLite keeps the one
+    statement: the narrow sort saved it nothing (8.1 against 8.5 ms).
+    """
+    if not narrow:
+        return in_line(members, sqlite).limit(bindparam("n", type_=Integer))
+    head = _line(members, sqlite, (Job.id, Job.priority), with_share=True).limit(bindparam("n", type_=Integer))
+    ids = head.subquery("head")
+    return select(*COLUMNS).join(ids, ids.c.id == Job.id).order_by(ids.c.priority.desc(), ids.c.share, ids.c.id)
+
+
+def _line(members: int, sqlite: bool, columns: tuple[Any, ...], *, with_share: bool) -> Any:
+    """Pending jobs in start order: `columns`, and the usage compared as `share` when asked."""
     if not members:
-        return select(*columns).where(Job.status == JobStatus.pending).order_by(Job.priority.desc(), Job.id)
+        line = select(*columns, literal(0.0, Float).label("share")) if with_share else select(*columns)
+        return line.where(Job.status == JobStatus.pending).order_by(Job.priority.desc(), Job.id)
     # VALUES as text: SQLAlchemy's values() cannot be cached (it compiled the statement on every
     # call, 5 ms); a VALUES list names its columns column1..3 on both databases.
     rows = ", ".join(f"(:o{i}, :k{i}, :s{i})" for i in range(members))
@@ -66,8 +95,10 @@ def in_line(members: int, sqlite: bool) -> Any:  # a Select of PLACEMENT_COLUMNS
     else:  # PostgreSQL hashes the shares for a join (12 ms); a subquery runs per row (33 ms)
         found = share
         line = select(*columns).select_from(Job.__table__.outerjoin(shares, matching))
-    return (line.where(Job.status == JobStatus.pending)
-            .order_by(Job.priority.desc(), func.coalesce(found, literal(0.0, Float)), Job.id))
+    usage = func.coalesce(found, literal(0.0, Float))
+    if with_share:
+        line = line.add_columns(usage.label("share"))
+    return line.where(Job.status == JobStatus.pending).order_by(Job.priority.desc(), usage, Job.id)
 
 
 def in_line_params(usage: dict[tuple[int, str], float]) -> dict[str, Any]:
@@ -85,16 +116,17 @@ def queue_page(session: Session, *, settings: Settings, owner_id: int | None, li
     now = now or utcnow()
     with cyclic_gc_paused():
         usage = usage_cache(settings).usage(session=session, now=now)
-        line = in_line(len(usage), session.get_bind().dialect.name == "sqlite")
+        sqlite = session.get_bind().dialect.name == "sqlite"
         params = in_line_params(usage)
         connection = session.connection()  # Core rows: the ORM would wrap each once more
         if owner_id is None:
-            rows = connection.execute(line.limit(limit), params).all()
+            line = head_of_line(len(usage), sqlite, not sqlite and limit <= NARROW_PAGE)
+            rows = connection.execute(line, {**params, "n": limit}).all()
             total = connection.execute(select(func.count()).where(Job.status == JobStatus.pending)).scalar_one()
             entries, matching = list(enumerate(rows, start=1)), total
         else:
             # The reader's places in the whole queue: every pending job in line, of which theirs are picked.
-            rows = connection.execute(line, params).all()
+            rows = connection.execute(in_line(len(usage), sqlite), params).all()
             mine = [(position, row) for position, row in enumerate(rows, start=1) if row.owner_id == owner_id]
             total, matching, entries = len(rows), len(mine), mine[:limit]
         through = entries[-1][0] if entries else 0
