@@ -12,7 +12,7 @@ from service.errors import Conflict, InvalidRequest
 from service.models import Device, Token, Worker, utcnow
 from service.security import hash_token
 from service.store.devices import declare_worker_lost, find_silent_workers, heartbeat, register_worker
-from service.store.leases import acquire_lease, release_lease
+from service.store.leases import acquire_lease, lease_held, release_lease
 from service.store.users import authenticate, create_user, revoke_tokens
 
 DEVICE = {"id": "h/cpu", "host": "h", "kind": "cpu", "index": None, "name": "CPU", "uuid": None,
@@ -54,6 +54,20 @@ def test_one_lease_holder_at_a_time(db: Database) -> None:
         release_lease(session=s, name="dispatcher", holder="a")
     with db.writing() as s:
         assert acquire_lease(session=s, name="dispatcher", holder="b", seconds=30)
+
+
+def test_a_lease_is_held_until_it_expires(db: Database) -> None:
+    """What /queue reads to say whether a dispatcher is active (else every job waits on `dispatcher_down`)."""
+    with db.reading() as s:
+        assert not lease_held(session=s, name="dispatcher")  # never taken
+    with db.writing() as s:
+        acquire_lease(session=s, name="dispatcher", holder="a", seconds=30)
+    with db.reading() as s:
+        assert lease_held(session=s, name="dispatcher") and not lease_held(session=s, name="other")
+    with db.writing() as s:
+        release_lease(session=s, name="dispatcher", holder="a")  # expires now
+    with db.reading() as s:
+        assert not lease_held(session=s, name="dispatcher")
 
 
 def test_silent_worker_is_declared_lost_once(db: Database) -> None:
