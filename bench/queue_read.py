@@ -1,11 +1,12 @@
 """GET /queue at 10,000 pending on a lab built once and kept, so that two versions of the service
 can be measured on the same rows in the same minutes.
 
-    python -m bench.queue_read build sqlite:////tmp/lab.sqlite3     # or a PostgreSQL URL (empty)
+    python -m bench.queue_read build sqlite:////tmp/lab.sqlite3 [--quick]   # or a PostgreSQL URL (empty)
     python -m bench.queue_read measure sqlite:////tmp/lab.sqlite3 [--runs 20] [--profile FILE]
 
 `build` writes `bench.reads`' lab at full size (100,000 jobs, the newest 10,000 pending, 8 hosts
-× 8 GPUs each running one job) into an empty database, migrated first. `measure` holds the
+× 8 GPUs each running one job) into an empty database, migrated first; `--quick`, a small one (1,000
+jobs, 200 pending, one host of 2 GPUs: seconds, for the test that keeps this bench running). `measure` holds the
 dispatcher's lease (else every entry reads `dispatcher_down`) and times, in turns with their
 raw-SQL twins (`bench.reads_lab`): GET /me (the floor), GET /queue (a page of 500),
 GET /queue?me=true, and GET /queue?limit=10000; each API read's CPU time in this process; the
@@ -68,11 +69,13 @@ def queue_reads(me: int) -> list[Read]:
             Read("GET /queue?limit=10000", "/queue?limit=10000", twin(PAGE, 10_000))]
 
 
-def build(url: str) -> None:
+def build(url: str, quick: bool = False) -> None:
     upgrade(url)
     db = Database.from_settings(_settings(url))
     t0 = time.perf_counter()
-    lab = build_lab(db.engine, jobs=100_000, pending=10_000, members=40, hosts=8, gpus_per_host=8)
+    size = (dict(jobs=1_000, pending=200, members=5, hosts=1, gpus_per_host=2) if quick
+            else dict(jobs=100_000, pending=10_000, members=40, hosts=8, gpus_per_host=8))
+    lab = build_lab(db.engine, **size)
     print(f"built {lab.rows} in {time.perf_counter() - t0:.0f} s")
     db.engine.dispose()
 
@@ -152,10 +155,11 @@ def main() -> None:
     parser.add_argument("action", choices=("build", "measure"))
     parser.add_argument("url", help="SQLAlchemy URL of the lab's database")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="build a small lab (seconds), not the full size")
     parser.add_argument("--profile", help="write a cProfile of 10 GET /queue (every thread that serves them) here")
     args = parser.parse_args()
     if args.action == "build":
-        build(args.url)
+        build(args.url, args.quick)
     else:
         run_measure(args.url, args.runs, args.profile)
 

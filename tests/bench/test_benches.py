@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pstats
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,6 +64,16 @@ def test_reads(bench_env: dict[str, str]) -> None:
     # It exits 1 when a hot read's plan scans jobs, events or samples: that is checked here too.
     out = bench(bench_env, "bench.reads", "--quick", "--sqlite-only", "--runs", "2")
     assert "GET /jobs/{id}/log" in out and "GET /queue" in out and "GET /usage?since=30d" in out
+
+
+def test_queue_read(bench_env: dict[str, str], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lab.sqlite3'}"
+    bench(bench_env, "bench.queue_read", "build", url, "--quick")
+    profile = tmp_path / "queue.prof"
+    out = bench(bench_env, "bench.queue_read", "measure", url, "--runs", "2", "--profile", str(profile))
+    assert "GET /queue?me=true" in out and "scans a large table" not in out
+    # The profile sees the thread the handler runs in, not only the client waiting for it.
+    assert "queue_page" in "".join(f"{path}:{name}" for path, _, name in pstats.Stats(str(profile)).stats)
 
 
 def test_dispatch(bench_env: dict[str, str]) -> None:
