@@ -41,6 +41,7 @@ class QueuePage:
 
 
 COLUMNS = (*PLACEMENT_COLUMNS, Job.kind, Job.device_request, Job.created_at)  # what a row of the line holds
+PENDING_COUNT = select(func.count()).where(Job.status == JobStatus.pending)
 
 
 @functools.lru_cache(maxsize=64)
@@ -122,7 +123,7 @@ def queue_page(session: Session, *, settings: Settings, owner_id: int | None, li
         if owner_id is None:
             line = head_of_line(len(usage), sqlite, not sqlite and limit <= NARROW_PAGE)
             rows = connection.execute(line, {**params, "n": limit}).all()
-            total = connection.execute(select(func.count()).where(Job.status == JobStatus.pending)).scalar_one()
+            total = connection.execute(PENDING_COUNT).scalar_one()
             entries, matching = list(enumerate(rows, start=1)), total
         else:
             # The reader's places in the whole queue: every pending job in line, of which theirs are picked.

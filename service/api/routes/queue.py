@@ -20,6 +20,7 @@ router = APIRouter(prefix="/queue", tags=["queue"], route_class=Route)
 # nobody reads past the first screens, and the plan walks only as far as the page goes.
 QUEUE_PAGE = 500
 MAX_QUEUE_PAGE = 10_000
+_NAMES = select(User.id, User.name)  # built once, as queue_page's statements are
 
 
 @router.get("", response_model=QueuePublic, summary="The queue in start order, with wait reasons")
@@ -32,7 +33,7 @@ def queue(
 ) -> QueuePublic:
     page = queue_page(session, settings=state.settings, owner_id=user.id if me else None, limit=limit)
     active = lease_held(session=session, name=DISPATCHER_LEASE)
-    names = dict(session.execute(select(User.id, User.name)).all())
+    names = dict(session.execute(_NAMES).all())
     placed, assembling = dict(page.plan.placements), page.plan.assembling
     waits, down = page.plan.waits, None if active else WaitReason.DISPATCHER_DOWN
     now = utcnow()
