@@ -76,6 +76,13 @@ def changed(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
+def flush_pending(session: Session) -> None:
+    """Flush what the session holds unsaved, as an ORM statement's autoflush would: a Core
+    statement on a table (built once, for speed) does not, and must still see those changes."""
+    if session.autoflush and (session.new or session.dirty or session.deleted):
+        session.flush()
+
+
 # SQLSTATE classes and codes that mean the server is gone or not accepting connections:
 # 08 connection exception, 57P01..03 admin/crash shutdown and "cannot connect now" (a
 # restarting server), 53300 too many connections.

@@ -9,24 +9,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from service.models import Allocation, Device, Job, JobStatus
 
+# Core, built once: nothing reads these rows back as objects (no Allocation is ever loaded to
+# keep in step), and building the statement cost more than running it.
+_ALLOCATIONS = cast(Table, Allocation.__table__)
+_ALLOCATE = insert(_ALLOCATIONS)
+_RELEASE = delete(_ALLOCATIONS).where(_ALLOCATIONS.c.job_id == bindparam("p_job_id"))
+
 
 def allocate(session: Session, *, job_id: int, attempt: int, device_ids: Sequence[str]) -> None:
     """Record that the job holds these devices for `attempt`; the first is its leader."""
-    # Core: nothing reads these rows back as objects, and the ORM's flush of them at the commit
-    # was a third of a dispatch's cost.
-    session.execute(insert(cast(Table, Allocation.__table__)),
+    # Core: the ORM's flush of them at the commit was a third of a dispatch's cost.
+    session.execute(_ALLOCATE,
                     [{"job_id": job_id, "device_id": d, "attempt": attempt, "leader": i == 0, "rank": i}
                      for i, d in enumerate(device_ids)])
 
 
 def release(session: Session, *, job_id: int) -> None:
     """Free every device the job holds, together."""
-    session.execute(delete(Allocation).where(Allocation.job_id == job_id))
+    session.execute(_RELEASE, {"p_job_id": job_id})
 
 
 def job_devices(*, session: Session, job_id: int) -> list[Device]:

@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
-from service.db import changed
+from service.db import changed, flush_pending
 from service.errors import Forbidden, JobFinished
 from service.live import jobs_channel, queue_publish, queue_wake
 from service.models import Artifact, FailReason, Job, JobStatus, User, utcnow
+from service.store import job_statements as statements
 from service.store.allocations import allocate, release
 from service.store.events import append_events, status_event, storable, storable_json
 from service.store.job_records import get_job, owns
@@ -30,23 +32,38 @@ def _transition(
     session: Session,
     *,
     job_id: int,
-    where: Sequence[Any],
+    from_statuses: Sequence[str],
+    attempt: int,
     values: dict[str, Any],
     reason: str | None = None,
     message: str = "",
     events: Sequence[dict[str, Any]] = (),
 ) -> bool:
-    """Apply one conditional UPDATE and, if it won, record the status event under the number it took.
+    """Apply one conditional UPDATE (the job in one of `from_statuses`, on `attempt`) and, if it won,
+    record the status event under the number it took.
 
     `events` (a job's last log lines) are recorded just before the status event, under the same
     UPDATE. A move out of dispatched/running frees every device the job held in the same transaction.
     """
     # The events' numbers are taken in the same UPDATE: one statement per state change.
     # ...and the attempt the job is on after it, which the status event carries.
-    won = session.execute(
-        update(Job).where(Job.id == job_id, *where).values(**values, event_seq=Job.event_seq + (1 + len(events)))
-        .returning(Job.event_seq, Job.attempt)
-    ).one_or_none()
+    numbers = 1 + len(events)
+    if session.identity_map.get(identity_key(Job, job_id)) is not None:
+        # The job is loaded (a cancel, a reaper, a submit placing its own job): the ORM's UPDATE
+        # sets the object's attributes to what it wrote, and its callers read them.
+        won = session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(from_statuses), Job.attempt == attempt)
+            .values(**values, event_seq=Job.event_seq + numbers).returning(Job.event_seq, Job.attempt)
+        ).one_or_none()
+    else:
+        # No object to keep in step (a worker's finish, a placement): the statement built once.
+        flush_pending(session)
+        params = {f"p_{c}": v for c, v in values.items()}
+        won = session.execute(
+            statements.transition(tuple(values), len(from_statuses)),
+            {**params, "p_id": job_id, "p_fence": attempt, "p_numbers": numbers,
+             "p_from": from_statuses[0] if len(from_statuses) == 1 else list(from_statuses)},
+        ).one_or_none()
     if won is None:
         return False
     seq, attempt = won
@@ -77,7 +94,8 @@ def request_cancel(*, session: Session, job_id: int, user: User) -> Job:
             won = _transition(
                 session,
                 job_id=job_id,
-                where=[Job.status == job.status, Job.attempt == job.attempt],
+                from_statuses=[job.status],
+                attempt=job.attempt,
                 values={
                     "status": JobStatus.cancelled,
                     "reason": FailReason.cancelled,
@@ -118,7 +136,8 @@ def mark_dispatched(*, session: Session, job_id: int, attempt: int, device_id: s
     won = _transition(
         session,
         job_id=job_id,
-        where=[Job.status == JobStatus.pending, Job.attempt == attempt],
+        from_statuses=[JobStatus.pending],
+        attempt=attempt,
         values={
             "status": JobStatus.dispatched,
             "attempt": new_attempt,
@@ -139,7 +158,8 @@ def undispatch(*, session: Session, job_id: int, attempt: int, why: str) -> bool
     won = _transition(
         session,
         job_id=job_id,
-        where=[Job.status == JobStatus.dispatched, Job.attempt == attempt],
+        from_statuses=[JobStatus.dispatched],
+        attempt=attempt,
         values={"status": JobStatus.pending, "device_id": None, "device_ids": None, "dispatched_at": None},
         message=f"back to pending: {why}",
     )
@@ -161,11 +181,6 @@ class Claim:
     gpu_memory_gb: float | None
 
 
-# The claim's UPDATE returns these: the worker runs the job from them, with no read after it.
-_JOBS = cast(Table, Job.__table__)
-_CLAIMED = (_JOBS.c.event_seq, _JOBS.c.kind, _JOBS.c.params, _JOBS.c.seed, _JOBS.c.gpu_memory_gb)
-
-
 def claim_job(
     *, session: Session, job_id: int, attempt: int, device_id: str, worker_id: str, pid: int
 ) -> Claim | None:
@@ -179,23 +194,13 @@ def claim_job(
     database went away at that moment), the row already running this attempt in this
     worker's process is returned, so the retry does not strand the job as `running`.
     """
-    jobs = _JOBS
     message = f"running on {device_id} (pid {pid})"
-    row = session.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.dispatched, jobs.c.attempt == attempt,
-               jobs.c.device_id == device_id)
-        .values(status=JobStatus.running, started_at=utcnow(), worker_id=worker_id, pid=pid,
-                runs=jobs.c.runs + 1, event_seq=jobs.c.event_seq + 1)
-        .returning(*_CLAIMED)
-    ).one_or_none()
+    ours = {"p_id": job_id, "p_fence": attempt, "p_worker_id": worker_id, "p_pid": pid}
+    row = session.execute(statements.CLAIM, {**ours, "p_device_id": device_id, "p_started_at": utcnow()}).one_or_none()
     if row is None:
         session.rollback()
         # Ours already (a retry after a commit whose answer was lost)?
-        row = session.execute(
-            select(*_CLAIMED).where(jobs.c.id == job_id, jobs.c.status == JobStatus.running,
-                                    jobs.c.attempt == attempt, jobs.c.worker_id == worker_id, jobs.c.pid == pid)
-        ).one_or_none()
+        row = session.execute(statements.CLAIMED_BEFORE, ours).one_or_none()
         session.rollback()
         return None if row is None else Claim(job_id, attempt, row.kind, row.params, row.seed, row.gpu_memory_gb)
     append_events(session, job_id=job_id, events=[status_event(JobStatus.running, None, message)],
@@ -203,6 +208,20 @@ def claim_job(
     queue_publish(session, jobs_channel(), {"id": job_id, "status": JobStatus.running, "reason": None})
     session.commit()
     return Claim(job_id, attempt, row.kind, row.params, row.seed, row.gpu_memory_gb)
+
+
+@dataclass(frozen=True)
+class EndFacts:
+    """What a worker's finish reads of its job: whether a cancel came, and when the run started."""
+
+    cancel_requested_at: datetime | None
+    started_at: datetime | None
+
+
+def end_facts(*, session: Session, job_id: int) -> EndFacts | None:
+    """A job's cancel request and start, read without loading it (None: no such job)."""
+    row = session.execute(statements.END_FACTS, {"p_id": job_id}).one_or_none()
+    return None if row is None else EndFacts(row.cancel_requested_at, row.started_at)
 
 
 def finish_job(
@@ -220,21 +239,26 @@ def finish_job(
     then: Callable[[Session], bool] | None = None,
     events: Sequence[dict[str, Any]] = (),
     runtime: dict[str, Any] | None = None,
+    started_at: datetime | None = None,
 ) -> bool:
     """Write a job's end state, result, artifacts, last events and runtime in one commit; False when fenced out.
 
     `then`, called before the commit once the job's devices are free, may place the next
     jobs in this same transaction (returning True); otherwise the dispatcher is woken.
+    `started_at`: when the attempt started, if the caller read it (`end_facts`); else the job is read.
     """
     error = storable(error) if error is not None else None
     result = storable_json(result) if result is not None else None
-    job = session.get(Job, job_id)
+    if started_at is None:
+        job = session.get(Job, job_id)
+        started_at = job.started_at if job else None
     now = utcnow()
-    run_seconds = (now - job.started_at).total_seconds() if job and job.started_at else None
+    run_seconds = (now - started_at).total_seconds() if started_at else None
     won = _transition(
         session,
         job_id=job_id,
-        where=[Job.status.in_(from_statuses), Job.attempt == attempt],
+        from_statuses=from_statuses,
+        attempt=attempt,
         values={
             "status": status,
             "reason": reason,
@@ -269,7 +293,6 @@ def release_lost_job(*, session: Session, job_id: int, attempt: int, why: str) -
     job = session.get(Job, job_id, populate_existing=True)
     if job is None or job.status != JobStatus.running or job.attempt != attempt:
         return None
-    fence = [Job.status == JobStatus.running, Job.attempt == attempt]
     now = utcnow()
     if job.cancel_requested_at is not None:
         values: dict[str, Any] = {"status": JobStatus.cancelled, "reason": FailReason.cancelled, "finished_at": now}
@@ -285,7 +308,8 @@ def release_lost_job(*, session: Session, job_id: int, attempt: int, why: str) -
             "finished_at": now,
         }
         reason = FailReason.worker_lost
-    if not _transition(session, job_id=job_id, where=fence, values=values, reason=reason, message=why):
+    if not _transition(session, job_id=job_id, from_statuses=[JobStatus.running], attempt=attempt, values=values,
+                       reason=reason, message=why):
         session.rollback()
         return None
     queue_wake(session, "release")
