@@ -28,11 +28,11 @@ from jobs.base import JobError
 from jobs.registry import UnknownKind, get_kind
 from service.db import Database
 from service.live import Publisher
-from service.models import DeviceKind, FailReason, Job, JobStatus
+from service.models import DeviceKind, FailReason, JobStatus
 from service.scheduling.starting import Dispatch, place_if_queue_short, send_dispatched
 from service.settings import Settings
 from service.store.devices import device_facts, record_device_facts
-from service.store.jobs import Claim, claim_job, finish_job
+from service.store.jobs import Claim, claim_job, end_facts, finish_job
 from worker.command import COMMAND_KIND, run_command
 from worker.context import WorkerContext
 from worker.device import DeviceInfo, child_runtime_facts
@@ -149,9 +149,10 @@ class JobRunner:
             with self.db.writing() as session:
                 if self.publisher is not None:
                     self.publisher.hold(session)
-                job = session.get(Job, job_id)  # finish_job's own read of it then costs no statement
-                if end.status == JobStatus.succeeded and (ctx.stopped or (job is not None and
-                                                                         job.cancel_requested_at is not None)):
+                # Two columns, not the job: finish_job then neither reads nor keeps an object in step.
+                known = end_facts(session=session, job_id=job_id)
+                if end.status == JobStatus.succeeded and (ctx.stopped or (known is not None and
+                                                                         known.cancel_requested_at is not None)):
                     end = Outcome(JobStatus.cancelled, FailReason.cancelled, result=end.result,
                                   error="stopped after a cancel")
                 ended.append(end)
@@ -162,7 +163,7 @@ class JobRunner:
                 won = finish_job(session=session, job_id=job_id, attempt=attempt, status=end.status,
                                  reason=end.reason, error=end.error, result=end.result,
                                  peak_memory_mb=peak, artifacts=files, then=place_next, events=events,
-                                 runtime=runtime)
+                                 runtime=runtime, started_at=known.started_at if known else None)
             if won:
                 ctx.forget(len(buffered))
                 _facts_recorded[self.device.id] = facts
