@@ -11,19 +11,19 @@ import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from service.models import Allocation, Device, DeviceKind, Job, JobStatus, utcnow
+from service.db import flush_pending
+from service.models import Allocation, Device, DeviceKind, DeviceSample, Job, JobStatus, utcnow
 from service.scheduling.device_request import DeviceRequest
 from service.scheduling.fairshare import UsageCache
 from service.scheduling.limits import member_limits, member_loads
 from service.scheduling.placement import Plan, place, start_key
 from service.scheduling.rooms import DeviceRoom, MemberLimits, MemberLoad, QueuedJob
 from service.settings import Settings
-from service.store.samples import latest_samples
 
 
 @dataclass
@@ -72,6 +72,26 @@ class QueueOrder:
         return queued
 
 
+_SAMPLES = cast(Table, DeviceSample.__table__)
+_DEVICES = cast(Table, Device.__table__)
+_JOBS = cast(Table, Job.__table__)
+_ALLOCATIONS = cast(Table, Allocation.__table__)
+# Built once, as Core on the tables: a finish that places the next job reads these every job,
+# and building them (and a sample's ORM object) cost more than running them.
+# The newest raw reading of each device: one probe of the (device_id, resolution, t) index per
+# device, as `store.samples.latest_samples` reads it, but three columns, not objects.
+_NEWEST = (select(_SAMPLES.c.id).where(_SAMPLES.c.device_id == _DEVICES.c.id, _SAMPLES.c.resolution == "raw")
+           .order_by(_SAMPLES.c.t.desc()).limit(1).correlate(_DEVICES).scalar_subquery())
+_EXTERNAL = (select(_SAMPLES.c.device_id, _SAMPLES.c.external_mb, _SAMPLES.c.t)
+             .join_from(_SAMPLES, _DEVICES, _SAMPLES.c.id == _NEWEST))
+_HELD = (select(_ALLOCATIONS.c.device_id, _JOBS.c.gpu_memory_gb, _JOBS.c.gpus, _JOBS.c.timeout_s,
+                _JOBS.c.started_at, _JOBS.c.dispatched_at)
+         .join_from(_ALLOCATIONS, _JOBS, _JOBS.c.id == _ALLOCATIONS.c.job_id)
+         .where(_JOBS.c.status.in_([JobStatus.dispatched, JobStatus.running])))
+_ROOMS = select(_DEVICES.c.id, _DEVICES.c.kind, _DEVICES.c.name, _DEVICES.c.state, _DEVICES.c.slots,
+                _DEVICES.c.memory_total_mb).order_by(_DEVICES.c.id)
+
+
 def external_memory_mb(session: Session) -> dict[str, int]:
     """GPU memory (MB) that processes outside gpulab use, per device, from the latest NVML sample.
 
@@ -80,8 +100,8 @@ def external_memory_mb(session: Session) -> dict[str, int]:
     ignored: its worker is gone or stuck, and the device is offline anyway.
     """
     fresh = utcnow() - timedelta(minutes=5)
-    return {device_id: int(s.external_mb) for device_id, s in latest_samples(session=session).items()
-            if s.external_mb and s.t >= fresh}
+    return {device_id: int(external) for device_id, external, t in session.execute(_EXTERNAL)
+            if external and t >= fresh}
 
 
 def device_rooms(session: Session, *, now: datetime | None = None,
@@ -92,17 +112,12 @@ def device_rooms(session: Session, *, now: datetime | None = None,
     read earlier in this transaction while nothing else could write (a submit on SQLite), else read here.
     """
     now = now or utcnow()
-    rows = session.execute(
-        select(Allocation.device_id, Job.gpu_memory_gb, Job.gpus, Job.timeout_s, Job.started_at,
-               Job.dispatched_at)
-        .join(Job, Job.id == Allocation.job_id)
-        .where(Job.status.in_([JobStatus.dispatched, JobStatus.running]))
-    ).all()
+    flush_pending(session)
+    rows = session.execute(_HELD).all()
     external = external_memory_mb(session)
     # Core rows, not Device objects: what a room needs is six columns, not a loaded ORM instance.
     if devices is None:
-        devices = session.execute(select(Device.id, Device.kind, Device.name, Device.state, Device.slots,
-                                         Device.memory_total_mb).order_by(Device.id)).all()
+        devices = session.execute(_ROOMS).all()
     rooms = {d.id: DeviceRoom(id=d.id, kind=d.kind, name=d.name, state=d.state, slots=d.slots,
                               memory_total_mb=d.memory_total_mb, external_mb=external.get(d.id, 0))
              for d in devices}
@@ -123,6 +138,7 @@ def device_rooms(session: Session, *, now: datetime | None = None,
 # What placement reads of a pending job, in the order `QueueOrder.queued` unpacks them.
 PLACEMENT_COLUMNS = (Job.id, Job.owner_id, Job.attempt, Job.gpu_memory_gb, Job.priority, Job.timeout_s, Job.gpus,
                      Job.request_kind, Job.request_device_id, Job.request_model, Job.request_min_memory_gb)
+_PENDING = select(*PLACEMENT_COLUMNS).where(Job.status == JobStatus.pending).order_by(Job.id)
 
 
 def pending_jobs(session: Session) -> Sequence[Any]:
@@ -131,9 +147,8 @@ def pending_jobs(session: Session) -> Sequence[Any]:
     Read through the session's connection, not the ORM: the ORM wraps each of 10,000 rows once
     more (measured ~1.7× the read). /queue reads its page in start order instead (`queue_page`).
     """
-    return session.connection().execute(
-        select(*PLACEMENT_COLUMNS).where(Job.status == JobStatus.pending).order_by(Job.id)
-    ).all()  # all(): one fetchall; iterating fetches row by row (~5× slower on SQLite)
+    # all(): one fetchall; iterating fetches row by row (~5× slower on SQLite)
+    return session.connection().execute(_PENDING).all()
 
 
 # One usage cache per database and half-life in this process (the dispatcher's, the API's).

@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
-from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy import Select, Table, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
+from service.db import flush_pending
 from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
 from service.queues import RUN_JOB, device_queue
 from service.scheduling.queue_state import plan_queue
@@ -47,10 +48,16 @@ class Dispatch:
     dispatched_at: datetime | None = None
 
 
+# Statements a finish runs every job, built once (building one cost more than running it).
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_JOBS = cast(Table, Job.__table__)
+_SOME_PENDING = select(_JOBS.c.id).where(_JOBS.c.status == JobStatus.pending).limit(SHORT_QUEUE + 1)
+
+
 def lock_placement(session: Session) -> None:
     """Hold the placement lock until this transaction ends (SQLite: already held by BEGIN IMMEDIATE)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACEMENT_LOCK_KEY})
+        session.execute(_LOCK, {"key": PLACEMENT_LOCK_KEY})
 
 
 def place_pending(*, session: Session, settings: Settings, devices: Sequence[Any] | None = None) -> list[Dispatch]:
@@ -109,7 +116,8 @@ def place_if_queue_short(*, session: Session, settings: Settings, into: list[Dis
     the wake-up hop and the dispatcher's commit. A long queue is left to the dispatcher,
     which plans once for many finishes instead of once per finish.
     """
-    pending = session.scalars(select(Job.id).where(Job.status == JobStatus.pending).limit(SHORT_QUEUE + 1)).all()
+    flush_pending(session)
+    pending = session.execute(_SOME_PENDING).scalars().all()
     if not pending or len(pending) > SHORT_QUEUE:
         return False
     into.extend(place_pending(session=session, settings=settings))
