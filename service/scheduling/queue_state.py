@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from service.db import flush_pending
@@ -139,16 +139,20 @@ def device_rooms(session: Session, *, now: datetime | None = None,
 PLACEMENT_COLUMNS = (Job.id, Job.owner_id, Job.attempt, Job.gpu_memory_gb, Job.priority, Job.timeout_s, Job.gpus,
                      Job.request_kind, Job.request_device_id, Job.request_model, Job.request_min_memory_gb)
 _PENDING = select(*PLACEMENT_COLUMNS).where(Job.status == JobStatus.pending).order_by(Job.id)
+_OLDEST_PENDING = _PENDING.limit(bindparam("p_limit"))
 
 
-def pending_jobs(session: Session) -> Sequence[Any]:
-    """Pending jobs, oldest first, with what placement needs (start order is computed from them).
+def pending_jobs(session: Session, *, limit: int | None = None) -> Sequence[Any]:
+    """Pending jobs, oldest first, with what placement needs (start order is computed from them);
+    the `limit` oldest only, if given.
 
     Read through the session's connection, not the ORM: the ORM wraps each of 10,000 rows once
     more (measured ~1.7× the read). /queue reads its page in start order instead (`queue_page`).
     """
     # all(): one fetchall; iterating fetches row by row (~5× slower on SQLite)
-    return session.connection().execute(_PENDING).all()
+    if limit is None:
+        return session.connection().execute(_PENDING).all()
+    return session.connection().execute(_OLDEST_PENDING, {"p_limit": limit}).all()
 
 
 # One usage cache per database and half-life in this process (the dispatcher's, the API's).
@@ -180,23 +184,27 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 
 def plan_queue(session: Session, *, settings: Settings, now: datetime | None = None,
-               devices: Sequence[Any] | None = None) -> QueueView:
-    """Read the queue, devices (unless given: `device_rooms`), usage and loads; compute where each
-    pending job would start now."""
-    order = order_queue(session, settings=settings, now=now, devices=devices)
+               devices: Sequence[Any] | None = None, pending: Sequence[Any] | None = None) -> QueueView:
+    """Read the queue, devices, usage and loads; compute where each pending job would start now.
+
+    `devices` (as `device_rooms` takes them) and `pending` (every pending job's row, as
+    `pending_jobs` reads them): when the caller read them already in this transaction.
+    """
+    order = order_queue(session, settings=settings, now=now, devices=devices, pending=pending)
     return QueueView(jobs=order.jobs, devices=order.devices, plan=order.plan(), usage=order.usage)
 
 
 def order_queue(session: Session, *, settings: Settings, now: datetime | None = None,
-                devices: Sequence[Any] | None = None) -> QueueOrder:
-    """Read the queue, devices (unless given), usage and loads, and put the pending jobs in start order."""
+                devices: Sequence[Any] | None = None, pending: Sequence[Any] | None = None) -> QueueOrder:
+    """Read the queue, devices (unless given: see `plan_queue`), usage and loads, and put the pending
+    jobs in start order."""
     with cyclic_gc_paused():
-        return _order_queue(session, settings=settings, now=now or utcnow(), devices=devices)
+        return _order_queue(session, settings=settings, now=now or utcnow(), devices=devices, pending=pending)
 
 
 def _order_queue(session: Session, *, settings: Settings, now: datetime,
-                 devices: Sequence[Any] | None) -> QueueOrder:
-    rows = pending_jobs(session)
+                 devices: Sequence[Any] | None, pending: Sequence[Any] | None) -> QueueOrder:
+    rows = pending_jobs(session) if pending is None else pending
     rooms = device_rooms(session, now=now, devices=devices)
     # Fair-share usage only orders jobs of different members (or device kinds): one job alone
     # (a submit into an empty queue, the common case) or one member's queue of one kind (a

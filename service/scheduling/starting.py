@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from service.db import flush_pending
 from service.models import Allocation, Device, DeviceState, Job, JobStatus, utcnow
 from service.queues import RUN_JOB, device_queue
-from service.scheduling.queue_state import plan_queue
+from service.scheduling.queue_state import pending_jobs, plan_queue
 from service.settings import Settings
 from service.store.jobs import mark_dispatched, undispatch
 
@@ -60,11 +60,12 @@ def lock_placement(session: Session) -> None:
         session.execute(_LOCK, {"key": PLACEMENT_LOCK_KEY})
 
 
-def place_pending(*, session: Session, settings: Settings, devices: Sequence[Any] | None = None) -> list[Dispatch]:
+def place_pending(*, session: Session, settings: Settings, devices: Sequence[Any] | None = None,
+                  pending: Sequence[Any] | None = None) -> list[Dispatch]:
     """Mark dispatched every pending job that can start now, in the caller's transaction
-    (`devices`: as `queue_state.device_rooms` takes them)."""
+    (`devices`, `pending`: as `queue_state.plan_queue` takes them, read under the placement lock)."""
     lock_placement(session)
-    view = plan_queue(session, settings=settings, devices=devices)
+    view = plan_queue(session, settings=settings, devices=devices, pending=pending)
     rows = {j.id: j for j in view.jobs}
     placed = []
     now = utcnow()
@@ -117,8 +118,16 @@ def place_if_queue_short(*, session: Session, settings: Settings, into: list[Dis
     which plans once for many finishes instead of once per finish.
     """
     flush_pending(session)
-    pending = session.execute(_SOME_PENDING).scalars().all()
-    if not pending or len(pending) > SHORT_QUEUE:
+    if session.get_bind().dialect.name == "sqlite":
+        # The write transaction holds SQLite's lock already: the probe can read the rows the plan
+        # needs (all of them, in a short queue), one statement fewer.
+        rows = pending_jobs(session, limit=SHORT_QUEUE + 1)
+        if not rows or len(rows) > SHORT_QUEUE:
+            return False
+        into.extend(place_pending(session=session, settings=settings, pending=rows))
+        return True
+    # PostgreSQL: a probe of ids, and the rows read again under the placement lock.
+    if not 0 < len(session.execute(_SOME_PENDING).scalars().all()) <= SHORT_QUEUE:
         return False
     into.extend(place_pending(session=session, settings=settings))
     return True
