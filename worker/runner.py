@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -32,7 +33,7 @@ from service.models import DeviceKind, FailReason, JobStatus
 from service.scheduling.starting import Dispatch, place_if_queue_short, send_dispatched
 from service.settings import Settings
 from service.store.devices import device_facts, record_device_facts
-from service.store.jobs import Claim, claim_job, end_facts, finish_job
+from service.store.jobs import Claim, cancel_requested, claim_job, finish_job
 from worker.command import COMMAND_KIND, run_command
 from worker.context import WorkerContext
 from worker.device import DeviceInfo, child_runtime_facts
@@ -81,6 +82,11 @@ def _closing_line(outcome: Outcome, took_s: float) -> dict[str, Any]:
 _facts_recorded: dict[str, dict[str, Any]] = {}
 
 
+def _stopped(end: Outcome) -> Outcome:
+    """A success that a cancel overtook: the job ends cancelled, its result kept."""
+    return Outcome(JobStatus.cancelled, FailReason.cancelled, result=end.result, error="stopped after a cancel")
+
+
 def _is_oom(exc: BaseException) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
@@ -122,11 +128,11 @@ class JobRunner:
         started = time.monotonic()
         outcome = self._call(job.kind, job.params, ctx)
         peak = self._release_device()
-        self._record_end(ctx, outcome, peak, runtime, took_s=time.monotonic() - started)
+        self._record_end(ctx, outcome, peak, runtime, took_s=time.monotonic() - started, started_at=job.started_at)
         return outcome
 
     def _record_end(self, ctx: WorkerContext, outcome: Outcome, peak: float | None,
-                    runtime: dict[str, Any], *, took_s: float) -> None:
+                    runtime: dict[str, Any], *, took_s: float, started_at: datetime | None) -> None:
         """Write the outcome and the last log lines in one commit; it waits out a database outage.
 
         The child does not take another job until it is written, so a job is never left
@@ -146,15 +152,14 @@ class JobRunner:
                                                                    into=placed)
 
         def finish(end: Outcome, files: list[tuple[str, str, int]], *, with_lines: bool) -> bool:
+            if end.status == JobStatus.succeeded and ctx.stopped:
+                end = _stopped(end)
+            # A success is written only if nobody asked to cancel the job, in the outcome's own
+            # UPDATE: no read of the job before it, and no cancel slips in between.
+            unless_cancelled = end.status == JobStatus.succeeded
             with self.db.writing() as session:
                 if self.publisher is not None:
                     self.publisher.hold(session)
-                # Two columns, not the job: finish_job then neither reads nor keeps an object in step.
-                known = end_facts(session=session, job_id=job_id)
-                if end.status == JobStatus.succeeded and (ctx.stopped or (known is not None and
-                                                                         known.cancel_requested_at is not None)):
-                    end = Outcome(JobStatus.cancelled, FailReason.cancelled, result=end.result,
-                                  error="stopped after a cancel")
                 ended.append(end)
                 buffered = ctx.buffered() if with_lines else []
                 events = [*buffered, _closing_line(end, took_s)] if with_lines else []
@@ -163,7 +168,11 @@ class JobRunner:
                 won = finish_job(session=session, job_id=job_id, attempt=attempt, status=end.status,
                                  reason=end.reason, error=end.error, result=end.result,
                                  peak_memory_mb=peak, artifacts=files, then=place_next, events=events,
-                                 runtime=runtime, started_at=known.started_at if known else None)
+                                 runtime=runtime, started_at=started_at, unless_cancelled=unless_cancelled)
+                # Fenced out by a cancel asked for while it ran? It ends cancelled (if it still can).
+                cancel_seen = not won and unless_cancelled and cancel_requested(session=session, job_id=job_id)
+            if cancel_seen:  # once the session is closed: SQLite's write lock is one at a time
+                return finish(_stopped(end), files, with_lines=with_lines)
             if won:
                 ctx.forget(len(buffered))
                 _facts_recorded[self.device.id] = facts

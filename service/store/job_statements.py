@@ -26,18 +26,22 @@ def bound(name: str, column: str | None = None) -> Any:
 
 
 @cache
-def transition(columns: tuple[str, ...], from_statuses: int) -> Update:
+def transition(columns: tuple[str, ...], from_statuses: int, unless_cancelled: bool = False) -> Update:
     """A move's conditional UPDATE: sets `columns` (p_<column>) and advances the event counter by
-    p_numbers, where the job p_id is on attempt p_fence in status p_from (one, or a list of several)."""
+    p_numbers, where the job p_id is on attempt p_fence in status p_from (one, or a list of several)
+    and, `unless_cancelled`, nobody asked to cancel it."""
     status = (JOBS.c.status == bound("from", "status") if from_statuses == 1
               else JOBS.c.status.in_(bindparam("p_from", expanding=True)))
-    return (update(JOBS).where(JOBS.c.id == bound("id"), status, JOBS.c.attempt == bound("fence", "attempt"))
+    fence = [JOBS.c.id == bound("id"), status, JOBS.c.attempt == bound("fence", "attempt")]
+    if unless_cancelled:
+        fence.append(JOBS.c.cancel_requested_at.is_(None))
+    return (update(JOBS).where(*fence)
             .values({**{c: bound(c) for c in columns}, "event_seq": JOBS.c.event_seq + bound("numbers", "event_seq")})
             .returning(JOBS.c.event_seq, JOBS.c.attempt))
 
 
 # The claim's UPDATE returns these: the worker runs the job from them, with no read after it.
-_CLAIMED = (JOBS.c.event_seq, JOBS.c.kind, JOBS.c.params, JOBS.c.seed, JOBS.c.gpu_memory_gb)
+_CLAIMED = (JOBS.c.event_seq, JOBS.c.kind, JOBS.c.params, JOBS.c.seed, JOBS.c.gpu_memory_gb, JOBS.c.started_at)
 # dispatched → running for p_device_id's p_fence attempt, by p_worker_id's process p_pid.
 CLAIM: Update = (
     update(JOBS)
@@ -51,5 +55,5 @@ CLAIM: Update = (
 CLAIMED_BEFORE: Select[Any] = select(*_CLAIMED).where(
     JOBS.c.id == bound("id"), JOBS.c.status == JobStatus.running, JOBS.c.attempt == bound("fence", "attempt"),
     JOBS.c.worker_id == bound("worker_id"), JOBS.c.pid == bound("pid"))
-# What a worker's finish reads of its job.
-END_FACTS: Select[Any] = select(JOBS.c.cancel_requested_at, JOBS.c.started_at).where(JOBS.c.id == bound("id"))
+# Whether a job's cancel was asked for.
+CANCEL_REQUESTED: Select[Any] = select(JOBS.c.cancel_requested_at).where(JOBS.c.id == bound("id"))

@@ -38,9 +38,10 @@ def _transition(
     reason: str | None = None,
     message: str = "",
     events: Sequence[dict[str, Any]] = (),
+    unless_cancelled: bool = False,
 ) -> bool:
-    """Apply one conditional UPDATE (the job in one of `from_statuses`, on `attempt`) and, if it won,
-    record the status event under the number it took.
+    """Apply one conditional UPDATE (the job in one of `from_statuses`, on `attempt`, and if
+    `unless_cancelled` not asked to cancel) and, if it won, record the status event under the number it took.
 
     `events` (a job's last log lines) are recorded just before the status event, under the same
     UPDATE. A move out of dispatched/running frees every device the job held in the same transaction.
@@ -51,8 +52,11 @@ def _transition(
     if session.identity_map.get(identity_key(Job, job_id)) is not None:
         # The job is loaded (a cancel, a reaper, a submit placing its own job): the ORM's UPDATE
         # sets the object's attributes to what it wrote, and its callers read them.
+        fence = [Job.status.in_(from_statuses), Job.attempt == attempt]
+        if unless_cancelled:
+            fence.append(Job.cancel_requested_at.is_(None))
         won = session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(from_statuses), Job.attempt == attempt)
+            update(Job).where(Job.id == job_id, *fence)
             .values(**values, event_seq=Job.event_seq + numbers).returning(Job.event_seq, Job.attempt)
         ).one_or_none()
     else:
@@ -60,7 +64,7 @@ def _transition(
         flush_pending(session)
         params = {f"p_{c}": v for c, v in values.items()}
         won = session.execute(
-            statements.transition(tuple(values), len(from_statuses)),
+            statements.transition(tuple(values), len(from_statuses), unless_cancelled),
             {**params, "p_id": job_id, "p_fence": attempt, "p_numbers": numbers,
              "p_from": from_statuses[0] if len(from_statuses) == 1 else list(from_statuses)},
         ).one_or_none()
@@ -179,6 +183,7 @@ class Claim:
     params: dict[str, Any]
     seed: int
     gpu_memory_gb: float | None
+    started_at: datetime | None
 
 
 def claim_job(
@@ -202,26 +207,18 @@ def claim_job(
         # Ours already (a retry after a commit whose answer was lost)?
         row = session.execute(statements.CLAIMED_BEFORE, ours).one_or_none()
         session.rollback()
-        return None if row is None else Claim(job_id, attempt, row.kind, row.params, row.seed, row.gpu_memory_gb)
+        return None if row is None else Claim(job_id, attempt, row.kind, row.params, row.seed, row.gpu_memory_gb,
+                                              row.started_at)
     append_events(session, job_id=job_id, events=[status_event(JobStatus.running, None, message)],
                   numbered_to=row.event_seq, attempt=attempt)
     queue_publish(session, jobs_channel(), {"id": job_id, "status": JobStatus.running, "reason": None})
     session.commit()
-    return Claim(job_id, attempt, row.kind, row.params, row.seed, row.gpu_memory_gb)
+    return Claim(job_id, attempt, row.kind, row.params, row.seed, row.gpu_memory_gb, row.started_at)
 
 
-@dataclass(frozen=True)
-class EndFacts:
-    """What a worker's finish reads of its job: whether a cancel came, and when the run started."""
-
-    cancel_requested_at: datetime | None
-    started_at: datetime | None
-
-
-def end_facts(*, session: Session, job_id: int) -> EndFacts | None:
-    """A job's cancel request and start, read without loading it (None: no such job)."""
-    row = session.execute(statements.END_FACTS, {"p_id": job_id}).one_or_none()
-    return None if row is None else EndFacts(row.cancel_requested_at, row.started_at)
+def cancel_requested(*, session: Session, job_id: int) -> bool:
+    """Whether someone asked to cancel the job, read without loading it."""
+    return session.execute(statements.CANCEL_REQUESTED, {"p_id": job_id}).scalar() is not None
 
 
 def finish_job(
@@ -240,12 +237,14 @@ def finish_job(
     events: Sequence[dict[str, Any]] = (),
     runtime: dict[str, Any] | None = None,
     started_at: datetime | None = None,
+    unless_cancelled: bool = False,
 ) -> bool:
     """Write a job's end state, result, artifacts, last events and runtime in one commit; False when fenced out.
 
     `then`, called before the commit once the job's devices are free, may place the next
     jobs in this same transaction (returning True); otherwise the dispatcher is woken.
-    `started_at`: when the attempt started, if the caller read it (`end_facts`); else the job is read.
+    `started_at`: when the attempt started, if the caller knows (its `Claim`); else the job is read.
+    `unless_cancelled`: fenced out too if a cancel was asked for (the caller ends it cancelled instead).
     """
     error = storable(error) if error is not None else None
     result = storable_json(result) if result is not None else None
@@ -272,6 +271,7 @@ def finish_job(
         reason=reason,
         message=error.splitlines()[-1][:500] if error else "",
         events=events,
+        unless_cancelled=unless_cancelled,
     )
     if not won:
         session.rollback()

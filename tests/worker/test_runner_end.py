@@ -19,6 +19,7 @@ from service.store.devices import register_worker
 from service.store.events import list_events
 from service.store.job_records import insert_job
 from service.store.jobs import mark_dispatched, request_cancel
+from service.store.samples import record_sample
 from service.store.users import create_user
 from worker.context import WorkerContext
 from worker.device import DeviceInfo, cpu_info
@@ -148,3 +149,37 @@ def test_a_finish_sends_the_next_job_before_its_live_messages(
     # The finish's messages (its status and the next job's dispatch) wait for the send.
     assert len(finish) >= 2 and all(kind == "publish" for kind, _ in finish)
     assert live.job_channel(first) in {channel for _, channel in finish}
+
+
+def test_a_finish_that_places_the_next_job_loads_no_object_and_runs_its_fixed_statements(
+        db: Database, settings: Settings, device: DeviceInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim and the finish load no object (the outcome's UPDATE is fenced by the cancel
+    itself; the placement reads the newest sample's external memory as a column), so no ORM
+    UPDATE has a loaded job to keep in step; on SQLite the probe of a short queue is also the
+    plan's read of it."""
+    monkeypatch.setattr(live, "_installation", "test")  # names the device's queue
+    first = dispatched_job(db, {"lines": 0, "steps": 0})
+    second, third = (dispatched_job(db, {"lines": 0, "steps": 0}, dispatch=False) for _ in range(2))
+    with db.writing() as s:
+        record_sample(session=s, device_id=device.id, sample={"external_mb": 0})
+    sent: list[int] = []
+
+    class Broker:
+        def send_task(self, name: str, args: list[int], **_: Any) -> None:
+            sent.append(args[0])
+
+    runner = JobRunner(settings=settings, db=db, device=device, worker_id="w1", celery=Broker())  # type: ignore[arg-type]
+    runner.run(first, 1)  # the first job of a process also records what it learned of the device
+    assert sent == [second]
+    loaded: list[str] = []
+    statements: list[str] = []
+    event.listen(db.write, "loaded_as_persistent", lambda _s, instance: loaded.append(type(instance).__name__))
+    event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    outcome = runner.run(second, 1)
+    assert outcome is not None and outcome.status == JobStatus.succeeded and sent == [second, third]
+    assert loaded == []
+    # The claim (UPDATE, its event), then the finish: its UPDATE, the allocation's DELETE, its
+    # events; the queue (on PostgreSQL a probe, the lock, then the rows), the devices' holders,
+    # samples and rows; the next job's UPDATE, event and allocation. SQLite adds its BEGIN
+    # IMMEDIATE to each of the two transactions, and reads the queue once.
+    assert len(statements) == 14, "\n".join(statements)
