@@ -1,19 +1,22 @@
 """The worker's per-job cycle in one process: claim, run, record, finish, place and send the next.
 
-    python -m bench.worker_cycle [--jobs 80] [--no-postgres]
+    python -m bench.worker_cycle [--jobs 80] [--no-postgres] [--profile]
 
 Runs a worker child's JobRunner over back-to-back empty jobs (test-echo, 0 lines, 0 steps),
 the finish of each placing the next, as on a device with a queue: what the database and
 Redis cost a job on the worker's side, without HTTP, the broker or the other processes of
 bench.dispatch. It counts SQL statements, commits and Redis round trips per job (exact,
 whatever the load) and times each job in CPU seconds (process_time) and wall seconds; on a
-shared machine read the CPU time and the counts, not the wall time.
+shared machine read the CPU time and the counts, not the wall time. --profile also prints where
+the timed jobs' time went (cProfile, which inflates the times it prints beside it).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import statistics
 import tempfile
 import time
@@ -67,7 +70,7 @@ def count_round_trips(counts: Counter[str]) -> None:
     redis.client.Pipeline.execute = piped  # type: ignore[method-assign]
 
 
-def run(url: str, jobs: int) -> dict[str, float]:
+def run(url: str, jobs: int, *, profile: bool = False) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="gpulab-cycle-"))
     upgrade(url)
     settings = Settings(database_url=url, redis_url=services.redis_url(11), state_dir=tmp, host="testhost")
@@ -97,12 +100,20 @@ def run(url: str, jobs: int) -> dict[str, float]:
     event.listen(db.engine, "commit", lambda *_: counts.update(["commits"]))
     count_round_trips(counts)
     cpu, wall = [], []
+    profiler = cProfile.Profile() if profile else None
     for _ in range(jobs):
         c, w = time.process_time(), time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         runner.run(*broker.sent.popleft())
+        if profiler is not None:
+            profiler.disable()
         cpu.append(time.process_time() - c)
         wall.append(time.perf_counter() - w)
     db.engine.dispose()
+    if profiler is not None:
+        print(f"\n{url.split(':')[0]}: where {jobs} jobs' time went")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
     return {**{k: v / jobs for k, v in counts.items()},
             "CPU ms per job (median)": 1000 * statistics.median(cpu),
             "wall ms per job (median)": 1000 * statistics.median(wall)}
@@ -112,13 +123,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=80, help="jobs timed, after the warm-up")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the timed jobs")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gpulab-cycle-"))
-    results = {"SQLite": run(f"sqlite:///{tmp / 'gpulab.sqlite3'}", args.jobs)}
+    results = {"SQLite": run(f"sqlite:///{tmp / 'gpulab.sqlite3'}", args.jobs, profile=args.profile)}
     if not args.no_postgres:
         url, name = services.create_pg_database()
         try:
-            results["PostgreSQL"] = run(url, args.jobs)
+            results["PostgreSQL"] = run(url, args.jobs, profile=args.profile)
         finally:
             services.drop_pg_database(name)
     redis.Redis.from_url(services.redis_url(11)).flushdb()
