@@ -58,3 +58,14 @@ def server_errors(responses: list[httpx.Response]) -> list[tuple[int, str]]:
 
 def bearer(token: str) -> dict[str, Any]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def cancel_and_wait(stack: Stack, responses: list[httpx.Response]) -> None:
+    """Cancel the jobs these submits made and wait until each has ended: the session's shared
+    stack is left idle for the next test (one that expects its submit to find the device free)."""
+    ids = [r.json()["id"] for r in responses if r.status_code == 201]
+    for job_id in ids:
+        stack.http.post(f"/jobs/{job_id}/cancel")
+    for job_id in ids:
+        stack.wait_for(job_id)
+

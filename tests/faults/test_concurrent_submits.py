@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.conftest import add_member, bearer, concurrently, own_stack, server_errors, statuses
+from tests.faults.conftest import add_member, bearer, cancel_and_wait, concurrently, own_stack, server_errors, statuses
 from tests.support.stack import Stack
 
 SUBMITS = 200
@@ -40,8 +40,7 @@ def test_200_concurrent_submits_all_succeed(stack: Stack) -> None:
         assert stack.api("GET", "/jobs", params={"limit": 1}, token=token)["items"]
         print(f"{SUBMITS} concurrent submits answered in {elapsed:.1f} s")
     finally:
-        for job_id in {r.json()["id"] for r in responses if r.status_code == 201}:
-            stack.http.post(f"/jobs/{job_id}/cancel")
+        cancel_and_wait(stack, responses)
 
 
 def mixed_requests(stack: Stack, n: int) -> None:
@@ -69,9 +68,7 @@ def mixed_requests(stack: Stack, n: int) -> None:
         assert server_errors(responses) == []
         assert set(statuses(responses)) <= {200, 201}, statuses(responses)
     finally:
-        for r in responses:
-            if r.status_code == 201:
-                stack.http.post(f"/jobs/{r.json()['id']}/cancel")
+        cancel_and_wait(stack, responses)
 
 
 def test_concurrent_reads_and_writes_mixed(stack: Stack) -> None:
