@@ -71,11 +71,11 @@ def place_pending(*, session: Session, settings: Settings, devices: Sequence[Any
     now = utcnow()
     for job_id, device_id in view.plan.placements:
         row = rows[job_id]
-        devices = tuple(view.plan.allocations[job_id]) or (device_id,)
+        held = tuple(view.plan.allocations[job_id]) or (device_id,)
         attempt = mark_dispatched(session=session, job_id=job_id, attempt=row.attempt,
-                                  device_id=device_id, devices=devices, at=now)
+                                  device_id=device_id, devices=held, at=now)
         if attempt is not None:
-            placed.append(Dispatch(job_id, attempt, device_id, row.timeout_s, devices, now))
+            placed.append(Dispatch(job_id, attempt, device_id, row.timeout_s, held, now))
     return placed
 
 
@@ -87,8 +87,7 @@ def pending_and_room(session: Session, *, besides: int | None = None) -> tuple[b
     place nothing. A submit while every device is busy, and the dispatcher's pass it wakes,
     then skip the plan and SQLite's write lock that the running jobs' claims and finishes wait on.
     """
-    if session.autoflush and (session.new or session.dirty or session.deleted):
-        session.flush()  # a Core statement does not autoflush as the ORM's would
+    flush_pending(session)
     stmt = _PENDING_AND_ROOM if besides is None else _PENDING_BESIDES_AND_ROOM
     waiting, open_ = session.connection().execute(stmt, {"besides": besides}).one()
     return waiting is not None, open_ is not None

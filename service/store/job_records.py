@@ -13,6 +13,7 @@ from sqlalchemy import JSON, Column, Table, bindparam, func, insert, inspect, li
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 
+from service.db import flush_pending
 from service.errors import Forbidden, IdempotencyConflict, JobNotFound
 from service.live import job_channel, queue_publish, queue_wake
 from service.models import Job, JobEvent, JobStatus, User, utcnow
@@ -123,8 +124,7 @@ def _insert_one(session: Session, job: Job) -> None:
             setattr(job, attr, None if default is None else default.arg(None) if default.is_callable
                     else default.arg)
     values = {f"j_{column}": state[attr] for attr, column, _ in _COLUMNS}
-    if session.autoflush and (session.new or session.dirty or session.deleted):
-        session.flush()  # as the ORM's own INSERT would
+    flush_pending(session)  # as the ORM's own INSERT would
     first = status_event(JobStatus.pending, message="submitted")
     connection = session.connection()
     if connection.dialect.name != "postgresql":
