@@ -4,8 +4,8 @@ A worker's claim, its finish and the next job's dispatch run the same few statem
 job. Building one in SQLAlchemy (coercing each operand, then its cache key) cost more CPU
 than running it, and an ORM-enabled UPDATE then compared its criteria against the session's
 objects: built once on the table, with parameters for what changes, a job pays for neither
-(see docs/design.md, "Statements built once"). Parameters are named `p_<...>`: one may not
-take the name of a column the statement sets.
+(see docs/design.md, "A job's statements are built once, and its finish loads nothing").
+Parameters are named `p_<...>`: one may not take the name of a column the statement sets.
 """
 
 from __future__ import annotations
