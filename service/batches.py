@@ -14,22 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.errors import GpulabError, IdempotencyConflict
+from service.job_checks import Checked, all_devices, check_request, new_job
 from service.models import Job, User
 from service.scheduling.limits import check_pending_limit
 from service.scheduling.starting import Dispatch, pending_and_room, place_pending
 from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.job_records import insert_jobs
-from service.submission import (
-    Checked,
-    all_devices,
-    check_replay,
-    check_request,
-    job_by_idempotency_key,
-    lock_member,
-    new_job,
-    show_dispatched,
-)
+from service.submission import check_replay, job_by_idempotency_key, lock_member, show_dispatched
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ from fastapi import APIRouter
 from jobs.registry import list_kinds
 from service.api.deps import State
 from service.api.routing import Route
+from service.job_checks import kind_enabled
 from service.schemas import JobKindPublic
-from service.submission import kind_enabled
 
 router = APIRouter(prefix="/job-kinds", tags=["jobs"], route_class=Route)
 
