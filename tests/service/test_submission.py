@@ -163,3 +163,10 @@ def test_room_counts_slots_and_only_online_devices(db: Database, settings: Setti
         s.commit()
     with db.reading() as s:
         assert pending_and_room(s) == (False, False)  # room, but on no online device
+
+
+def test_no_column_of_jobs_has_a_server_default() -> None:
+    # A submitted job is one Core INSERT that sets every column, from the model's Python defaults
+    # or NULL (store/job_records.py): a default only the database knows would be overwritten with
+    # NULL. A new column takes a Python default in models.py (a migration may add both).
+    assert [c.key for c in Job.__table__.c if c.server_default is not None] == []
