@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobs.registry import UnknownKind as UnknownKindName
@@ -29,8 +28,9 @@ from service.errors import (
     UnknownDevice,
     UnknownKind,
 )
-from service.models import Device, DeviceKind, Job, JobStatus, User
+from service.models import DeviceKind, Job, JobStatus, User
 from service.scheduling.device_request import DeviceRequest, parse_device_request
+from service.scheduling.queue_state import all_devices
 from service.schemas import JobCreate
 from service.settings import Settings
 from service.store.bundles import use_bundle
@@ -71,19 +71,6 @@ def validate_params(kind_name: str, params: dict[str, Any]) -> dict[str, Any]:
 def _scalar(value: Any) -> Any:
     """A value as a problem body can carry it: scalars as they are, the rest as text."""
     return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
-
-
-# What a request's checks, and a plan in the same transaction (queue_state.device_rooms), read of
-# every device. Built once: building a statement (coercing each operand, then its cache key)
-# costs more CPU than running it, and rows, not Device objects, are all the checks read.
-DEVICE_ROWS = select(Device.id, Device.host, Device.kind, Device.name, Device.state, Device.slots,
-                     Device.memory_total_mb).order_by(Device.id)
-
-
-def all_devices(session: Session) -> Sequence[Any]:
-    """Every registered device, in id order, as rows of DEVICE_ROWS' columns: what a request's
-    checks match it against."""
-    return session.connection().execute(DEVICE_ROWS).all()
 
 
 def check_device(request: DeviceRequest, raw: str, devices: Sequence[Any]) -> None:

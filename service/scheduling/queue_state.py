@@ -88,8 +88,14 @@ _HELD = (select(_ALLOCATIONS.c.device_id, _JOBS.c.gpu_memory_gb, _JOBS.c.gpus, _
                 _JOBS.c.started_at, _JOBS.c.dispatched_at)
          .join_from(_ALLOCATIONS, _JOBS, _JOBS.c.id == _ALLOCATIONS.c.job_id)
          .where(_JOBS.c.status.in_([JobStatus.dispatched, JobStatus.running])))
-_ROOMS = select(_DEVICES.c.id, _DEVICES.c.kind, _DEVICES.c.name, _DEVICES.c.state, _DEVICES.c.slots,
-                _DEVICES.c.memory_total_mb).order_by(_DEVICES.c.id)
+# What a plan, and a request's checks (service.job_checks), read of every device: rows, not objects.
+DEVICE_ROWS = select(_DEVICES.c.id, _DEVICES.c.host, _DEVICES.c.kind, _DEVICES.c.name, _DEVICES.c.state,
+                     _DEVICES.c.slots, _DEVICES.c.memory_total_mb).order_by(_DEVICES.c.id)
+
+
+def all_devices(session: Session) -> Sequence[Any]:
+    """Every registered device, in id order, as rows of DEVICE_ROWS' columns."""
+    return session.connection().execute(DEVICE_ROWS).all()
 
 
 def external_memory_mb(session: Session) -> dict[str, int]:
@@ -108,8 +114,8 @@ def device_rooms(session: Session, *, now: datetime | None = None,
                  devices: Sequence[Any] | None = None) -> list[DeviceRoom]:
     """Every device with what its dispatched and running jobs already hold (a gang on each of its devices).
 
-    `devices`: rows of every device in id order (id, kind, name, state, slots, memory_total_mb),
-    read earlier in this transaction while nothing else could write (a submit on SQLite), else read here.
+    `devices`: `all_devices`' rows, read earlier in this transaction while nothing else could
+    write (a submit on SQLite), else read here.
     """
     now = now or utcnow()
     flush_pending(session)
@@ -117,7 +123,7 @@ def device_rooms(session: Session, *, now: datetime | None = None,
     external = external_memory_mb(session)
     # Core rows, not Device objects: what a room needs is six columns, not a loaded ORM instance.
     if devices is None:
-        devices = session.execute(_ROOMS).all()
+        devices = all_devices(session)
     rooms = {d.id: DeviceRoom(id=d.id, kind=d.kind, name=d.name, state=d.state, slots=d.slots,
                               memory_total_mb=d.memory_total_mb, external_mb=external.get(d.id, 0))
              for d in devices}

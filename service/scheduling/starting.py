@@ -117,18 +117,14 @@ def place_if_queue_short(*, session: Session, settings: Settings, into: list[Dis
     which plans once for many finishes instead of once per finish.
     """
     flush_pending(session)
-    if session.get_bind().dialect.name == "sqlite":
-        # The write transaction holds SQLite's lock already: the probe can read the rows the plan
-        # needs (all of them, in a short queue), one statement fewer.
-        rows = pending_jobs(session, limit=SHORT_QUEUE + 1)
-        if not rows or len(rows) > SHORT_QUEUE:
-            return False
-        into.extend(place_pending(session=session, settings=settings, pending=rows))
-        return True
-    # PostgreSQL: a probe of ids, and the rows read again under the placement lock.
-    if not 0 < len(session.execute(_SOME_PENDING).scalars().all()) <= SHORT_QUEUE:
+    # On SQLite the write transaction holds the lock already: the probe reads the rows the plan
+    # needs (all of them, in a short queue), one statement fewer. PostgreSQL probes ids, and the
+    # plan reads the rows again under the placement lock.
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    probe = pending_jobs(session, limit=SHORT_QUEUE + 1) if sqlite else session.execute(_SOME_PENDING).all()
+    if not 0 < len(probe) <= SHORT_QUEUE:
         return False
-    into.extend(place_pending(session=session, settings=settings))
+    into.extend(place_pending(session=session, settings=settings, pending=probe if sqlite else None))
     return True
 
 
